@@ -1,0 +1,128 @@
+"""Configuration: fastargs sections, declared next to the code that uses them, resolved to plain values.
+
+Every module declares its own `Section(...).params(...)`; this module turns whatever sections are
+registered into a nested dict of plain values, from defaults, a YAML/JSON `--config-file` and the
+command line, and stops with a clear message (exit status 2) on an unknown option or a bad value.
+Library callers skip the command line: `defaults()` then `merge(config, overrides)`.
+"""
+import argparse
+import copy
+import sys
+
+from fastargs import get_current_config
+from fastargs.exceptions import MissingValueError
+from fastargs.validation import Checker
+
+
+class Choice(Checker):
+    """One of a fixed list of strings (fastargs' OneOf, with a sorted, readable help)."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    def check(self, value):
+        if value not in self.values:
+            raise ValueError(value)
+        return value
+
+    def help(self):
+        return "one of " + "|".join(self.values)
+
+
+class Number(Checker):
+    """An int or float within [low, high]."""
+
+    def __init__(self, kind=float, low=float("-inf"), high=float("inf")):
+        self.kind, self.low, self.high = kind, low, high
+
+    def check(self, value):
+        value = self.kind(value)
+        if not self.low <= value <= self.high:
+            raise ValueError(value)
+        return value
+
+    def help(self):
+        name = "an int" if self.kind is int else "a float"
+        return f"{name} in [{self.low}, {self.high}]"
+
+
+class Boolean(Checker):
+    """true/false, yes/no, 1/0 (fastargs' own Bool takes the string 'false' as True)."""
+
+    def check(self, value):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+
+    def help(self):
+        return "true or false"
+
+
+def defaults():
+    """The nested dict of every registered parameter's default."""
+    config = get_current_config()
+    result = {}
+    for path, param in config.entries.items():
+        _set(result, path, copy.deepcopy(param.default))
+    return result
+
+
+def merge(base, overrides):
+    """A copy of `base` with the nested dict `overrides` laid over it; unknown keys are an error."""
+    result = copy.deepcopy(base)
+    for key, value in (overrides or {}).items():
+        if key not in result:
+            raise KeyError(f"unknown config key {key!r}; known: {', '.join(sorted(result))}")
+        if isinstance(result[key], dict) and isinstance(value, dict):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def parse_args(argv=None, description=None, aliases=None, explicit_only=False):
+    """Resolve every registered section from defaults, --config-file and `argv` (default sys.argv[1:]).
+
+    `aliases` maps short flags to full ones, e.g. {"--epochs": "--training.epochs"}. With
+    `explicit_only`, the result holds only what the file and command line set (validated), so a
+    caller can lay it over other defaults, such as a recipe's.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for short, full in (aliases or {}).items():
+        argv = [full if a == short else full + a[len(short):] if a.startswith(short + "=") else a
+                for a in argv]
+    config = get_current_config()
+    config.content.clear()
+    parser = argparse.ArgumentParser(description=description)
+    saved, sys.argv = sys.argv, [sys.argv[0]] + argv
+    try:
+        config.augment_argparse(parser)
+        config.collect_argparse_args(parser)
+    finally:
+        sys.argv = saved
+    errors = []
+    result = {}
+    for path, param in config.entries.items():
+        if explicit_only and config.content.get(path) is None:
+            continue
+        try:
+            _set(result, path, config[path])
+        except MissingValueError:
+            errors.append(f"--{'.'.join(path)} is required")
+        except Exception:
+            got = config.content.get(path)
+            errors.append(f"--{'.'.join(path)}: expected {param.checker.help()}, got {got!r}")
+    if errors:
+        parser.error("invalid configuration:\n  " + "\n  ".join(errors))
+    return result
+
+
+def _set(tree, path, value):
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
