@@ -1,0 +1,156 @@
+"""LR range test (Leslie Smith, fastai's lr_find): sweep the LR up exponentially for a few hundred
+batches at most, watch the smoothed loss, and suggest a peak LR for the one-cycle schedule.
+
+The sweep trains a throw-away copy of the model with a fresh optimizer, so the real run still starts
+from the untouched initial weights.
+
+Suggestion rule: the LR where the smoothed loss falls fastest, i.e. the most negative slope of the
+smoothed loss against log10(LR), ignoring the first warm-up points where the moving average is still
+settling. Fallback when the curve is too short or never falls: the LR of the lowest smoothed loss / 10.
+"""
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from fastargs import Param, Section
+
+from speedrun.config import Boolean, Number
+
+Section("lr_test", "LR range test run before training (sets lr.lr_max when that is 0)").params(
+    enabled=Param(Boolean(), "run the test when lr.lr_max is 0", default=True),
+    lr_start=Param(Number(float, 1e-12), "first LR of the sweep", default=1e-5),
+    lr_end=Param(Number(float, 1e-12), "last LR of the sweep", default=10.0),
+    num_steps=Param(Number(int, 0), "batches in the sweep; 0 = one epoch's worth", default=0),
+    smoothing=Param(Number(float, 0, 0.999), "loss moving-average factor (beta)", default=0.98),
+    diverge_factor=Param(Number(float, 1), "stop once the smoothed loss exceeds this x its best",
+                         default=4.0),
+)
+
+MIN_CURVE = 5  # points after the warm-up needed for the steepest-slope rule
+
+
+class LRTestDiverged(RuntimeError):
+    """The loss blew up at the very first step(s): lr_start is already too high, or the model is broken."""
+
+    def __init__(self, lr, loss):
+        super().__init__(f"LR range test diverged at its first step (lr={lr:.3g}, loss={loss:.4g}); "
+                         f"lower lr_start or check the model and data")
+        self.lr, self.loss = lr, loss
+
+
+@dataclass
+class LRTestResult:
+    lrs: list
+    losses: list
+    smoothed: list
+    suggested_lr: float
+    rule: str
+    stopped_early: bool
+    steps: int
+
+    def to_json(self, path):
+        with open(path, "w") as f:
+            json.dump(asdict(self), f, indent=1)
+
+    def plot(self, path):
+        """Smoothed (and raw) loss against LR on a log axis, the suggestion marked; written with Agg."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(6, 4))
+        FigureCanvasAgg(figure)
+        ax = figure.add_subplot()
+        ax.plot(self.lrs, self.losses, color="0.75", linewidth=0.8, label="loss")
+        ax.plot(self.lrs, self.smoothed, color="C0", label="smoothed loss")
+        ax.axvline(self.suggested_lr, color="C3", linestyle="--",
+                   label=f"suggested lr = {self.suggested_lr:.3g} ({self.rule})")
+        ax.set(xscale="log", xlabel="learning rate", ylabel="loss", title="LR range test")
+        ax.legend(fontsize="small")
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+
+
+def num_test_steps(num_steps, steps_per_epoch):
+    """The configured sweep length, where 0 means one epoch's worth of batches."""
+    return num_steps or steps_per_epoch
+
+
+def _set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)  # a tensor LR (compiled optimizers) must keep its identity
+        else:
+            group["lr"] = lr
+
+
+def _default_step(loss_fn):
+    def step(model, optimizer, inputs, targets):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
+def suggest_lr(lrs, smoothed):
+    """(lr, rule) from the curve: steepest descent after the warm-up, else min-loss LR / 10."""
+    warmup = max(3, len(lrs) // 10)
+    if len(lrs) - warmup >= MIN_CURVE:
+        slopes = np.gradient(np.asarray(smoothed[warmup:]), np.log10(lrs[warmup:]))
+        steepest = int(np.argmin(slopes))
+        if slopes[steepest] < 0:
+            return float(lrs[warmup + steepest]), "steepest descent of smoothed loss vs log10(lr)"
+    return float(lrs[int(np.argmin(smoothed))]) / 10, "min smoothed loss lr / 10 (fallback)"
+
+
+def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_end=10.0,
+                  num_steps=None, smoothing=0.98, diverge_factor=4.0, step_fn=None):
+    """Sweep lr_i = lr_start * (lr_end / lr_start) ** (i / (num_steps - 1)) on a deepcopy of `model`.
+
+    make_optimizer(params, lr) -> a fresh optimizer; next_batch(i) -> (inputs, targets) for step i;
+    step_fn(model, optimizer, inputs, targets) -> loss replaces the default zero_grad/forward/backward/
+    step (e.g. for autocast); loss_fn is then unused. `num_steps` has no default: the caller passes it,
+    typically one epoch's worth of batches (see `num_test_steps`). Pass the plain module, not a
+    torch.compile wrapper: it is deep-copied.
+
+    The loss is smoothed by a bias-corrected exponential moving average (factor `smoothing`). The sweep
+    stops early once the smoothed loss is non-finite or above diverge_factor x its best so far; that
+    step is not recorded. Raises LRTestDiverged when this happens at the first or second step (the
+    first update, at lr_start, already blew up): there is no curve to read. See the module docstring
+    for the suggestion rule; the result's `rule` says which one was used.
+    """
+    if num_steps is None or num_steps < 2:
+        raise ValueError(f"num_steps must be given and >= 2, got {num_steps}")
+    if not 0 < lr_start < lr_end:
+        raise ValueError(f"need 0 < lr_start < lr_end, got {lr_start}, {lr_end}")
+    if not 0 <= smoothing < 1 or diverge_factor <= 1:
+        raise ValueError(f"need 0 <= smoothing < 1 and diverge_factor > 1, "
+                         f"got {smoothing}, {diverge_factor}")
+    probe = copy.deepcopy(model).train()
+    optimizer = make_optimizer(probe.parameters(), lr_start)
+    step_fn = step_fn or _default_step(loss_fn)
+    lrs, losses, smoothed = [], [], []
+    average, best, stopped_early = 0.0, math.inf, False
+    for i in range(num_steps):
+        lr = lr_start * (lr_end / lr_start) ** (i / (num_steps - 1))
+        _set_lr(optimizer, lr)
+        loss = step_fn(probe, optimizer, *next_batch(i))
+        loss = loss.item() if torch.is_tensor(loss) else float(loss)
+        average = smoothing * average + (1 - smoothing) * loss
+        smooth = average / (1 - smoothing ** (i + 1))  # bias correction for the zero-started average
+        if not math.isfinite(smooth) or smooth > diverge_factor * best:
+            if i < 2:
+                raise LRTestDiverged(lr, loss)
+            stopped_early = True
+            break
+        best = min(best, smooth)
+        lrs.append(lr)
+        losses.append(loss)
+        smoothed.append(smooth)
+    del probe, optimizer
+    suggested, rule = suggest_lr(lrs, smoothed)
+    return LRTestResult(lrs, losses, smoothed, suggested, rule, stopped_early, len(lrs))

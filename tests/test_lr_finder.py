@@ -1,0 +1,132 @@
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from speedrun.config import defaults
+from speedrun.lr_finder import LRTestDiverged, lr_range_test, num_test_steps, suggest_lr
+
+# Least squares y = x @ w + noise with x ~ N(0, scale^2 I): the loss Hessian is scale^2 I, so plain SGD
+# converges fastest at lr = 1 / scale^2 and diverges above 2 / scale^2. The suggestion (steepest
+# descent) should land in the decade just below the optimum: [0.1, 1) / scale^2.
+
+
+def regression_batches(scale, dim=10, batch=256, seed=0, noise=0.1):
+    generator = torch.Generator().manual_seed(seed)
+    w_true = torch.randn(dim, 1, generator=generator, dtype=torch.float64)
+
+    def next_batch(i):
+        x = scale * torch.randn(batch, dim, generator=generator, dtype=torch.float64)
+        return x, x @ w_true + noise * torch.randn(batch, 1, generator=generator, dtype=torch.float64)
+    return next_batch
+
+
+def half_mse(outputs, targets):
+    return 0.5 * ((outputs - targets) ** 2).mean()
+
+
+def sgd(params, lr):
+    return torch.optim.SGD(params, lr=lr)
+
+
+def linear_model(dim=10):
+    model = nn.Linear(dim, 1, bias=False).double()
+    nn.init.zeros_(model.weight)
+    return model
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_suggestion_in_the_right_decade(scale):
+    curvature = scale ** 2
+    result = lr_range_test(linear_model(), sgd, regression_batches(scale), half_mse,
+                           lr_start=1e-4 / curvature, lr_end=100 / curvature, num_steps=100)
+    assert 0.1 / curvature <= result.suggested_lr < 1 / curvature
+    assert result.rule.startswith("steepest")
+    assert result.stopped_early  # the sweep to 100 / curvature must blow up past 2 / curvature
+    assert 2 / curvature < result.lrs[-1] < 100 / curvature
+    assert result.steps == len(result.lrs) == len(result.losses) == len(result.smoothed) < 100
+    assert all(math.isfinite(v) for v in result.smoothed)
+
+
+def test_exponential_sweep_and_untouched_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 1)).double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = lr_range_test(model, sgd, regression_batches(1.0), half_mse,
+                           lr_start=1e-4, lr_end=1e-2, num_steps=11)
+    assert result.steps == 11 and not result.stopped_early
+    assert result.lrs == pytest.approx([1e-4 * 10 ** (i / 5) for i in range(11)])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_tensor_lr_and_custom_step_fn():
+    calls = []
+
+    def step_fn(model, optimizer, inputs, targets):
+        calls.append(float(optimizer.param_groups[0]["lr"]))
+        optimizer.zero_grad()
+        loss = half_mse(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def make_optimizer(params, lr):
+        return torch.optim.SGD(params, lr=torch.tensor(lr, dtype=torch.float64))
+
+    result = lr_range_test(linear_model(), make_optimizer, regression_batches(1.0), None,
+                           lr_start=1e-3, lr_end=1e-1, num_steps=3, step_fn=step_fn)
+    assert calls == pytest.approx([1e-3, 1e-2, 1e-1]) == result.lrs
+
+
+def test_first_step_divergence_raises():
+    # lr_start = 10 with curvature 1: the first update multiplies the error by 9
+    with pytest.raises(LRTestDiverged) as info:
+        lr_range_test(linear_model(), sgd, regression_batches(1.0), half_mse,
+                      lr_start=10.0, lr_end=100.0, num_steps=20)
+    assert info.value.lr > 10.0 and info.value.loss > 0
+
+    def nan_loss(outputs, targets):
+        return half_mse(outputs, targets) * float("nan")
+
+    with pytest.raises(LRTestDiverged, match="lr=1e-05"):
+        lr_range_test(linear_model(), sgd, regression_batches(1.0), nan_loss,
+                      lr_start=1e-5, lr_end=1.0, num_steps=20)
+
+
+def test_bad_arguments_raise():
+    args = (linear_model(), sgd, regression_batches(1.0), half_mse)
+    for kwargs in (dict(), dict(num_steps=1), dict(num_steps=10, lr_start=1.0, lr_end=0.1),
+                   dict(num_steps=10, smoothing=1.0), dict(num_steps=10, diverge_factor=1.0)):
+        with pytest.raises(ValueError):
+            lr_range_test(*args, **kwargs)
+
+
+def test_fallback_rule_on_short_curve():
+    lr, rule = suggest_lr([0.01, 0.1, 1.0], [3.0, 2.0, 2.5])
+    assert lr == pytest.approx(0.01) and "fallback" in rule
+    lrs = [10 ** (i / 4 - 3) for i in range(20)]
+    lr, rule = suggest_lr(lrs, [1.0 + i for i in range(20)])  # loss only rises
+    assert lr == pytest.approx(1e-4) and "fallback" in rule
+
+
+def test_json_and_plot(tmp_path):
+    result = lr_range_test(linear_model(), sgd, regression_batches(1.0), half_mse,
+                           lr_start=1e-3, lr_end=10.0, num_steps=40)
+    result.to_json(tmp_path / "lr_test.json")
+    saved = json.loads((tmp_path / "lr_test.json").read_text())
+    assert saved["suggested_lr"] == result.suggested_lr and saved["lrs"] == result.lrs
+    assert set(saved) == {"lrs", "losses", "smoothed", "suggested_lr", "rule", "stopped_early", "steps"}
+    result.plot(tmp_path / "lr_test.png")
+    png = (tmp_path / "lr_test.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_config_defaults():
+    config = defaults()["lr_test"]
+    assert config == dict(enabled=True, lr_start=1e-5, lr_end=10.0, num_steps=0, smoothing=0.98,
+                          diverge_factor=4.0)
+    assert num_test_steps(config["num_steps"], steps_per_epoch=98) == 98
+    assert num_test_steps(50, steps_per_epoch=98) == 50
