@@ -1,0 +1,69 @@
+"""Checkpoints: written atomically, loaded with `weights_only=True`, checked against the net they are for.
+
+A checkpoint holds only tensors, numbers, strings, lists and dicts (so the safe loader accepts it):
+the model, every optimizer, the epoch and step reached, the state of every random generator, the
+metrics so far and the resolved config. `checkpoint.pt` is the newest; the one before it is kept as
+`checkpoint.prev.pt`, so a crash while writing can never leave a run without a good checkpoint.
+"""
+import errno
+import os
+
+import torch
+
+FORMAT = "speedrun-checkpoint-1"
+LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def model_signature(model):
+    """Parameter and buffer names with their shapes: two nets match when these do."""
+    return {name: list(t.shape) for name, t in model.state_dict().items()}
+
+
+def save_checkpoint(folder, state):
+    """Write `state` to folder/checkpoint.pt via a temporary file; keep the previous one."""
+    path, tmp = os.path.join(folder, LATEST), os.path.join(folder, LATEST + ".tmp")
+    try:
+        torch.save({"format": FORMAT, **state}, tmp)
+    except BaseException as error:  # disk full, Ctrl-C: drop the partial file, keep the old ones
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left to write a checkpoint in {folder}; "
+                                        f"the previous checkpoint is intact") from error
+        raise
+    if os.path.exists(path):
+        os.replace(path, os.path.join(folder, PREVIOUS))
+    os.replace(tmp, path)
+    return path
+
+
+def find_checkpoint(folder):
+    """The newest readable checkpoint path in a run folder, or a clear error."""
+    for name in (LATEST, PREVIOUS):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            return path
+    raise CheckpointError(f"no checkpoint in {folder} (expected {LATEST}); "
+                          f"was it started with this trainer and did it finish an epoch?")
+
+
+def load_checkpoint(path, model=None, map_location="cpu"):
+    """Load safely; refuse corrupt files and checkpoints of another net."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a speedrun checkpoint")
+    if model is not None:
+        expected, found = model_signature(model), state["signature"]
+        if expected != found:
+            differ = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
+            raise CheckpointError(f"{path} holds another net ({len(differ)} tensors differ, e.g. "
+                                  f"{differ[0]}: checkpoint {found.get(differ[0])}, "
+                                  f"model {expected.get(differ[0])})")
+    return state

@@ -1,0 +1,23 @@
+"""Recipes: named sets of config values laid over the defaults before the user's own.
+
+`seed` is the product's default and its correctness anchor: the seed's Custom ResNet for 24 epochs.
+`speedrun` is the record attempt: its own net, optimizer and a short schedule.
+"""
+RECIPES = {
+    "seed": {},
+    "speedrun": {
+        "model": {"arch": "record"},
+        "training": {"epochs": 10, "batch_size": 1024, "optimizer": "muon", "label_smoothing": 0.2,
+                     "weight_decay": 5e-4, "momentum": 0.85, "tta": 2, "ema": 0.0},
+        "lr": {"lr_max": 0.2, "div_factor": 5.0, "peak_epoch": 2, "anneal_to_zero": True},
+        "lr_test": {"enabled": False},
+        "augment": {"pad": 2, "cutout": 0, "flip_mode": "alternate"},
+    },
+}
+
+
+def recipe_config(name):
+    """The nested overrides a recipe lays over the defaults."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]

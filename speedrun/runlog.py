@@ -1,0 +1,71 @@
+"""The run folder: resolved config, one metrics line per evaluation, the final summary.
+
+    runs/<name>/config.yaml  metrics.jsonl  summary.json  checkpoint.pt  *.png
+Only the process that owns the run (rank 0) writes; the others get a RunLog with `folder=None`.
+"""
+import json
+import os
+import platform
+import time
+
+import yaml
+
+
+def default_folder():
+    return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+
+
+def versions():
+    """Versions of what a result depends on, for summary files and the leaderboard."""
+    import numpy
+    import torch
+    found = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+             "cuda": torch.version.cuda}
+    for name in ("triton", "ffcv"):
+        try:
+            found[name] = __import__(name).__version__
+        except Exception:  # optional on this platform
+            found[name] = None
+    return found
+
+
+def write_json(path, obj):
+    """Write JSON to a temporary name, then rename, so readers never see half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class RunLog:
+    def __init__(self, folder):
+        self.folder = folder
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(f"run folder {folder} is not writable")
+
+    def path(self, name):
+        return os.path.join(self.folder, name) if self.folder else None
+
+    def write_config(self, config):
+        if self.folder:
+            with open(self.path("config.yaml"), "w") as f:
+                yaml.safe_dump(config, f, sort_keys=True)
+
+    def append_metrics(self, record):
+        if self.folder:
+            with open(self.path("metrics.jsonl"), "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def read_metrics(self):
+        path = self.path("metrics.jsonl")
+        if not path or not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def write_summary(self, summary):
+        if self.folder:
+            write_json(self.path("summary.json"), summary)

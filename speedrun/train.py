@@ -1,0 +1,469 @@
+"""Training: one tight loop for every recipe and device.  `python -m speedrun.train --epochs 24`
+
+The dataset sits in device memory; each step draws its indices and augmentation on the device, runs
+one (compiled, bf16, channels-last on CUDA) train step and records loss and accuracy into device
+buffers, so nothing waits for the host inside an epoch. The host syncs once per epoch to time it,
+check the losses are finite, evaluate and checkpoint. On CPU the same code runs without compile,
+autocast or the Triton kernel.
+"""
+import contextlib
+import copy
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from fastargs import Param, Section
+from tqdm import tqdm
+
+from . import augment, checkpoint, distributed, plots, runlog
+from .config import Boolean, Choice, Number, defaults, merge, parse_args
+from .data import load_cifar_betons
+from .sources import CIFAR10_CLASSES
+from .evaluate import evaluate
+from .lr_finder import LRTestDiverged, lr_range_test, num_test_steps
+from .model import build_model
+from .recipes import recipe_config
+from .schedule import OneCycle
+
+Section("training", "the training loop").params(
+    recipe=Param(Choice("seed", "speedrun"), "named set of defaults (see speedrun/recipes.py)", default="seed"),
+    epochs=Param(Number(int, 1, 10_000), "epochs to train", default=24),
+    batch_size=Param(Number(int, 1, 1 << 16), "global batch size", default=512),
+    optimizer=Param(Choice("sgd", "adam", "muon"), "sgd = SGD with Nesterov momentum", default="sgd"),
+    momentum=Param(Number(float, 0, 1), "momentum (SGD, Muon) or beta1 (Adam)", default=0.9),
+    weight_decay=Param(Number(float, 0, 1), "L2 weight decay", default=5e-4),
+    label_smoothing=Param(Number(float, 0, 1), "cross-entropy label smoothing", default=0.1),
+    ema=Param(Number(float, 0, 1), "decay of an exponential moving average of weights evaluated "
+                                   "instead of the weights (0 = off)", default=0.0),
+    seed=Param(Number(int, 0, 2**63 - 1), "seed of every random draw", default=0),
+    device=Param(Choice("auto", "cuda", "cpu"), "auto = cuda when present", default="auto"),
+    compile=Param(Choice("auto", "on", "off"), "torch.compile the steps (auto = on CUDA)", default="auto"),
+    tta=Param(Number(int, 0, 2), "test-time augmentation: 0 none, 1 flip, 2 flip + translate", default=0),
+    eval_batch_size=Param(Number(int, 1, 1 << 16), "evaluation batch size", default=1000),
+    late_evals_from=Param(Number(int, 0, 10_000), "from this epoch on, evaluate several times "
+                                                  "an epoch (0 = off)", default=0),
+    late_evals_per_epoch=Param(Number(int, 1, 100), "evaluations per epoch from late_evals_from", default=1),
+    train_subset=Param(Number(int, 0, 10**9), "train on the first N images only (0 = all)", default=0),
+    resume=Param(str, "continue the run in this folder from its last checkpoint", default=""),
+)
+Section("logging", "what a run writes and shows").params(
+    folder=Param(str, "run folder (default runs/<timestamp>)", default=""),
+    plots=Param(Boolean(), "write PNG plots", default=True),
+    progress=Param(Boolean(), "show progress bars", default=True),
+    checkpoint_every=Param(Number(int, 0, 10_000), "checkpoint every N epochs (0 = only at the end)",
+                           default=1),
+)
+
+ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
+           "--resume": "--training.resume", "--seed": "--training.seed"}
+RESUME_MAY_CHANGE = ("logging", "training.resume", "training.device", "training.compile")
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+def resolve_config(overrides=None):
+    """Defaults, then the recipe's values, then the caller's: a complete nested dict."""
+    overrides = overrides or {}
+    recipe = overrides.get("training", {}).get("recipe", "seed")
+    return merge(merge(defaults(), recipe_config(recipe)), overrides)
+
+
+def config_differences(saved, given, prefix=""):
+    """Dotted keys whose value in `given` differs from `saved` (keys absent from `given` do not count)."""
+    differ = []
+    for key, value in given.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            differ += config_differences(saved.get(key, {}), value, name + ".")
+        elif not name.startswith(RESUME_MAY_CHANGE) and saved.get(key) != value:
+            differ.append(f"{name}: run has {saved.get(key)!r}, given {value!r}")
+    return differ
+
+
+def pick_device(name):
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--training.device cuda was asked for, but torch sees no CUDA device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# the pieces of a run
+
+
+class OptimizerGroup:
+    """Several optimizers stepped as one (the record recipe trains filters and the rest differently)."""
+
+    def __init__(self, optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):
+        return [group for opt in self.optimizers for group in opt.param_groups]
+
+    def step(self):
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none=True):
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state):
+        for opt, saved in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(saved)
+
+
+def build_optimizer(params, cfg, lr=0.0):
+    """The configured optimizer over `params`; its LR is set every step by the schedule."""
+    t = cfg["training"]
+    params = [p for p in params if p.requires_grad]
+    kernels = {"fused": True} if params[0].is_cuda else {"foreach": True}
+    if t["optimizer"] == "adam":
+        return torch.optim.AdamW(params, lr=lr, betas=(t["momentum"], 0.999), weight_decay=t["weight_decay"],
+                                 **kernels)
+    sgd = dict(lr=lr, momentum=t["momentum"], nesterov=True, weight_decay=t["weight_decay"], **kernels)
+    if t["optimizer"] == "sgd":
+        return torch.optim.SGD(params, **sgd)
+    from .muon import Muon  # Muon orthogonalises the conv filters' updates; SGD trains the rest
+    filters = [p for p in params if p.ndim == 4]
+    return OptimizerGroup([Muon(filters, lr=lr, momentum=t["momentum"], nesterov=True),
+                           torch.optim.SGD([p for p in params if p.ndim != 4], **sgd)])
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def make_batcher(data, cfg, device, rank=0, world=1):
+    """A function (epoch, step) -> (inputs, targets): this rank's share of the step's global batch.
+
+    Every rank draws the same permutation and augmentation for the whole global batch and keeps its
+    slice, so N processes see exactly the batches one process would.
+    """
+    a, t = cfg["augment"], cfg["training"]
+    images, labels = data.train_images, data.train_labels
+    if t["train_subset"]:
+        images, labels = images[: t["train_subset"]], labels[: t["train_subset"]]
+    batch, local = t["batch_size"], t["batch_size"] // world
+    if batch > len(images):
+        raise ValueError(f"batch size {batch} exceeds the {len(images)} training images")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = augment.normalize_table(augment.CIFAR10_MEAN, augment.CIFAR10_STD, dtype, device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(t["seed"])
+    alternate = torch.randint(0, 2, (len(images),), generator=generator, device=device, dtype=torch.int32)
+    out = torch.empty(local, 32, 32, 3, dtype=dtype, device=device).permute(0, 3, 1, 2)
+    cache = {"epoch": None, "order": None}
+
+    def next_batch(epoch, step):
+        if cache["epoch"] != epoch:  # one permutation per epoch
+            cache["epoch"] = epoch
+            cache["order"] = torch.randperm(len(images), generator=generator, device=device)
+        index = cache["order"][step * batch + rank * local: step * batch + (rank + 1) * local]
+        params = augment.draw_params(batch, generator, device, pad=a["pad"], cutout=a["cutout"],
+                                     flip=a["flip"])[rank * local: (rank + 1) * local]
+        if a["flip_mode"] == "alternate":  # each image flips every other epoch instead of at random
+            params[:, 2] = alternate[index] ^ (epoch % 2)
+        inputs = augment.augment_batch(images, index, params, table, pad_mode=a["pad_mode"], pad=a["pad"],
+                                       cutout=a["cutout"], impl=a["impl"], out=out)
+        return inputs, labels[index]
+
+    next_batch.steps_per_epoch = len(images) // batch
+    next_batch.generator, next_batch.table, next_batch.cache = generator, table, cache
+    return next_batch
+
+
+def make_train_step(model, optimizer, label_smoothing, autocast):
+    def train_step(inputs, targets):
+        with autocast():
+            logits = model(inputs)
+            loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach(), (logits.argmax(1) == targets).sum()
+    return train_step
+
+
+class WeightAverage:
+    """An exponential moving average of the weights (decay 0: the weights themselves)."""
+
+    def __init__(self, model, decay):
+        self.model, self.decay = model, decay
+        self.average = copy.deepcopy(model) if decay else None
+
+    @torch.no_grad()
+    def update(self):
+        if self.average is not None:
+            pairs = [(a, m) for a, m in zip(self.average.state_dict().values(), self.model.state_dict().values())
+                     if a.is_floating_point()]
+            torch._foreach_lerp_([a for a, _ in pairs], [m for _, m in pairs], 1.0 - self.decay)
+
+    def net(self):
+        return self.average if self.average is not None else self.model
+
+
+def evaluation_steps(epoch, steps, t):
+    """Steps (1-based) after which to evaluate in this epoch: the last, more near the end if asked."""
+    late = t["late_evals_from"] and epoch + 1 >= t["late_evals_from"]
+    count = t["late_evals_per_epoch"] if late else 1
+    return sorted({max(1, round(steps * (k + 1) / count)) for k in range(count)})
+
+
+def check_finite(losses, epoch, lrs, steps_per_epoch, folder):
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        step = int(bad[0])
+        lr = lrs[epoch * steps_per_epoch + step]
+        kept = f"the last good checkpoint is in {folder}" if folder else "no checkpoint was written"
+        raise TrainingDiverged(f"loss became {float(losses[step])} at epoch {epoch + 1}, step {step + 1} "
+                               f"(lr {lr:.4g}); stopping, {kept}")
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def warm_up(train_step, run_eval, model, optimizer, batcher, device):
+    """Compile the train and eval steps on a few batches, then put every state back as it was."""
+    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
+             batcher.generator.get_state())
+    start = time.perf_counter()
+    for step in range(3):
+        train_step(*batcher(0, step))
+    run_eval()
+    sync(device)
+    seconds = time.perf_counter() - start
+    model.load_state_dict(saved[0])
+    optimizer.load_state_dict(saved[1])
+    batcher.generator.set_state(saved[2])
+    batcher.cache["epoch"] = None
+    return seconds
+
+
+def run_lr_test(model, batcher, cfg, log, autocast):
+    """Sweep the LR on a throw-away copy of the net; returns the suggested peak LR."""
+    t, test = cfg["training"], cfg["lr_test"]
+    steps = num_test_steps(test["num_steps"], batcher.steps_per_epoch)
+    per_epoch = batcher.steps_per_epoch
+
+    def step_fn(net, optimizer, inputs, targets):
+        return make_train_step(net, optimizer, t["label_smoothing"], autocast)(inputs, targets)[0]
+
+    result = lr_range_test(
+        model, lambda params, lr: build_optimizer(params, cfg, lr),
+        lambda i: batcher(-1 - i // per_epoch, i % per_epoch),  # negative epochs: not the training ones
+        None, lr_start=test["lr_start"], lr_end=test["lr_end"], num_steps=steps,
+        smoothing=test["smoothing"], diverge_factor=test["diverge_factor"], step_fn=step_fn)
+    if log.folder:
+        result.to_json(log.path("lr_test.json"))
+        if cfg["logging"]["plots"]:
+            result.plot(log.path("lr_test.png"))
+    return result.suggested_lr
+
+
+def resume_config(folder, overrides):
+    """The saved config of the run in `folder`, refusing overrides that would change the run."""
+    state = checkpoint.load_checkpoint(checkpoint.find_checkpoint(folder))
+    differ = config_differences(state["config"], overrides)
+    if differ:
+        raise ValueError(f"{folder} was run with another config; differing keys:\n  " + "\n  ".join(differ))
+    cfg = merge(state["config"], {"logging": overrides.get("logging", {})})
+    cfg["logging"]["folder"], cfg["training"]["resume"] = folder, folder
+    for key in ("device", "compile"):
+        cfg["training"][key] = overrides.get("training", {}).get(key, cfg["training"][key])
+    return cfg, state
+
+
+def data_info(cfg):
+    """What the betons were written from, read from the JSON write_beton.py puts beside each."""
+    info = {}
+    for split, key in (("train", "train_dataset"), ("test", "val_dataset")):
+        path = cfg["data"][key]
+        info[split] = path
+        with contextlib.suppress(OSError, ValueError):
+            info[f"{split}_meta"] = json.load(open(path + ".json"))
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+def train(config=None, data=None):
+    """Train one run; `config` is a nested dict of overrides. Returns the summary (also summary.json)."""
+    overrides = copy.deepcopy(config or {})
+    resume = overrides.get("training", {}).get("resume", "")
+    cfg, state = resume_config(resume, overrides) if resume else (resolve_config(overrides), None)
+    t = cfg["training"]
+    dist = distributed.setup(t["device"], t["batch_size"])
+    device = dist.device or pick_device(t["device"])
+    on_cuda = device.type == "cuda"
+    compiling = t["compile"] == "on" or (t["compile"] == "auto" and on_cuda)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
+    if dist.is_main and not on_cuda:
+        print("speedrun: no CUDA device: training on the CPU without torch.compile, bf16 or the Triton "
+              "kernel. Correct but slow; fine for smoke runs.", file=sys.stderr)
+    torch.manual_seed(t["seed"])
+
+    if data is None:
+        data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
+    cfg["logging"]["folder"] = cfg["logging"]["folder"] or runlog.default_folder()
+    log = runlog.RunLog(cfg["logging"]["folder"] if dist.is_main else None)
+    batcher = make_batcher(data, cfg, device, dist.rank, dist.world)
+    steps = batcher.steps_per_epoch
+    model = build_model(cfg, data.train_images).to(device)
+    if on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    if not cfg["lr"]["lr_max"]:
+        if not cfg["lr_test"]["enabled"]:
+            raise ValueError("no peak LR: give --lr.lr_max or enable the LR range test")
+        cfg["lr"]["lr_max"] = run_lr_test(model, batcher, cfg, log, autocast)
+    log.write_config(cfg)
+    if cfg["lr"]["peak_epoch"] >= t["epochs"]:  # a short run keeps the seed's shape: peak at 5/24 of it
+        cfg["lr"]["peak_epoch"] = round(t["epochs"] * 5 / 24, 4)
+    schedule = OneCycle.from_epochs(cfg["lr"]["lr_max"], cfg["lr"]["lr_max"] / cfg["lr"]["div_factor"], t["epochs"],
+                                    cfg["lr"]["peak_epoch"], steps, cfg["lr"]["anneal_to_zero"])
+    lrs = [schedule(i) for i in range(t["epochs"] * steps + 1)]
+
+    optimizer = build_optimizer(model.parameters(), cfg)
+    average = WeightAverage(model, t["ema"])
+    stepped = distributed.wrap(model, dist)
+    train_step = make_train_step(torch.compile(stepped) if compiling else stepped, optimizer,
+                                 t["label_smoothing"], autocast)
+    eval_net = torch.compile(average.net()) if compiling else average.net()
+    eval_data = distributed.shard(data.test_images, data.test_labels, dist)
+
+    def run_eval():
+        with autocast():
+            sums = evaluate(eval_net, *eval_data, batcher.table, t["eval_batch_size"], t["tta"])
+        return distributed.all_reduce_sum(sums, dist)
+
+    start_epoch, history, train_seconds = 0, [], 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if average.average is not None:
+            average.average.load_state_dict(state["average"])
+        batcher.generator.set_state(state["generator"])
+        start_epoch, history = state["epoch"], state["history"]
+        train_seconds = history[-1]["train_seconds"] if history else 0.0
+    elif dist.is_main and cfg["logging"]["plots"]:
+        write_start_plots(data, cfg, batcher, lrs, log, device)
+    compile_seconds = warm_up(train_step, run_eval, model, optimizer, batcher, device) if compiling else 0.0
+
+    losses = torch.zeros(steps, device=device)
+    correct = torch.zeros(steps, device=device, dtype=torch.int64)
+    for epoch in range(start_epoch, t["epochs"]):
+        model.train()
+        evals = evaluation_steps(epoch, steps, t)
+        bar = tqdm(range(steps), disable=not (cfg["logging"]["progress"] and dist.is_main), leave=False,
+                   desc=f"Epoch {epoch + 1}/{t['epochs']}")
+        sync(device)
+        started, first = time.perf_counter(), 0
+        for step in bar:
+            set_lr(optimizer, lrs[epoch * steps + step])
+            losses[step], correct[step] = train_step(*batcher(epoch, step))
+            average.update()
+            if step + 1 not in evals:
+                continue
+            sync(device)
+            train_seconds += time.perf_counter() - started
+            check_finite(losses[: step + 1], epoch, lrs, steps, log.folder)
+            done = step + 1 - first
+            sums = distributed.all_reduce_sum(torch.stack([losses[first: step + 1].sum(),
+                                                           correct[first: step + 1].sum().double()]), dist)
+            record = {"epoch": round(epoch + (step + 1) / steps, 4), "lr": lrs[epoch * steps + step],
+                      "train_loss": sums[0].item() / (done * dist.world),
+                      "train_acc": sums[1].item() / (done * t["batch_size"]),
+                      "train_seconds": round(train_seconds, 4)}
+            bar.set_description(f"Batch_id={step} Loss={record['train_loss']:.4f} "
+                                f"Accuracy={100 * record['train_acc']:.2f}")
+            record.update(test_record(run_eval(), dist.is_main))
+            record["epoch_seconds"] = round(train_seconds - (history[-1]["train_seconds"] if history else 0), 4)
+            history.append(record)
+            log.append_metrics(record)
+            first = step + 1
+            model.train()
+            sync(device)
+            started = time.perf_counter()
+        bar.close()
+        if dist.is_main and log.folder and (epoch + 1 == t["epochs"] or
+                                            (cfg["logging"]["checkpoint_every"] and
+                                             (epoch + 1) % cfg["logging"]["checkpoint_every"] == 0)):
+            checkpoint.save_checkpoint(log.folder, {
+                "signature": checkpoint.model_signature(model), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "generator": batcher.generator.get_state(),
+                "average": average.average.state_dict() if average.average is not None else {},
+                "epoch": epoch + 1, "history": history, "config": cfg})
+
+    summary = {
+        "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
+        "train_seconds": round(train_seconds, 4), "compile_seconds": round(compile_seconds, 4),
+        "epochs": t["epochs"], "steps_per_epoch": steps, "lr_max": cfg["lr"]["lr_max"],
+        "device": torch.cuda.get_device_name(device) if on_cuda else "cpu", "world_size": dist.world,
+        "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": cfg,
+        "data": data_info(cfg), "history": history, "folder": log.folder,
+    }
+    log.write_summary(summary)
+    if log.folder and cfg["logging"]["plots"]:
+        plots.plot_curves(history, log.path("curves.png"))
+    return summary
+
+
+def test_record(sums, is_main):
+    loss_sum, right, count = (float(v) for v in sums)
+    if is_main:
+        tqdm.write(f"Test set: Average loss: {loss_sum / count:.4f}, Accuracy: {int(right)}/{int(count)} "
+                   f"({100 * right / count:.2f}%)")
+    return {"test_loss": loss_sum / count, "test_acc": right / count}
+
+
+def write_start_plots(data, cfg, batcher, lrs, log, device):
+    """The schedule and a grid of augmented images, drawn with their own generator (the run's is untouched)."""
+    plots.plot_schedule(lrs, batcher.steps_per_epoch, log.path("lr_schedule.png"))
+    a = cfg["augment"]
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg["training"]["seed"] + 1)
+    index = torch.arange(32, device=device)
+    params = augment.draw_params(32, generator, device, pad=a["pad"], cutout=a["cutout"], flip=a["flip"])
+    table = augment.normalize_table(augment.CIFAR10_MEAN, augment.CIFAR10_STD, torch.float32, device)
+    grid = augment.augment_batch(data.train_images, index, params, table, pad_mode=a["pad_mode"], pad=a["pad"],
+                                 cutout=a["cutout"], impl="torch")
+    plots.plot_image_grid(grid, augment.CIFAR10_MEAN, augment.CIFAR10_STD, log.path("augmented.png"),
+                          data.train_labels[:32], CIFAR10_CLASSES)
+
+
+def main(argv=None):
+    given = parse_args(argv, description=__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True)
+    try:
+        summary = train(given)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last finished epoch's checkpoint is kept; continue with "
+              "python -m speedrun.train --resume <run folder>", file=sys.stderr)
+        sys.exit(130)
+    except (TrainingDiverged, LRTestDiverged, ValueError, RuntimeError, OSError) as error:
+        print(f"speedrun.train: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"final test accuracy {100 * summary['final_test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%), "
+          f"{summary['train_seconds']:.1f} s training, {summary['compile_seconds']:.1f} s compiling; "
+          f"run folder {summary['folder']}")
+
+
+if __name__ == "__main__":
+    main()
