@@ -72,14 +72,15 @@ def defaults():
     return result
 
 
-def merge(base, overrides):
-    """A copy of `base` with the nested dict `overrides` laid over it; unknown keys are an error."""
+def merge(base, overrides, strict=True):
+    """A copy of `base` with the nested dict `overrides` laid over it; unknown keys are an error
+    unless `strict` is False (for laying values over a partial config)."""
     result = copy.deepcopy(base)
     for key, value in (overrides or {}).items():
-        if key not in result:
+        if strict and key not in result:
             raise KeyError(f"unknown config key {key!r}; known: {', '.join(sorted(result))}")
-        if isinstance(result[key], dict) and isinstance(value, dict):
-            result[key] = merge(result[key], value)
+        if isinstance(result.get(key), dict) and isinstance(value, dict):
+            result[key] = merge(result[key], value, strict)
         else:
             result[key] = value
     return result
@@ -120,6 +121,17 @@ def parse_args(argv=None, description=None, aliases=None, explicit_only=False):
     if errors:
         parser.error("invalid configuration:\n  " + "\n  ".join(errors))
     return result
+
+
+def parse_seeds(text):
+    """'0,1,2' -> [0, 1, 2]; '0-4' -> [0, 1, 2, 3, 4]; '0-2,7' -> [0, 1, 2, 7]."""
+    seeds = []
+    for part in text.replace(" ", "").split(","):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"bad seeds {text!r}: expected e.g. '0,1,2' or '0-4'")
+        seeds += range(int(low), int(high) + 1) if dash else [int(low)]
+    return seeds
 
 
 def _set(tree, path, value):

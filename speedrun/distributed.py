@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
+import torch.distributed.nn.functional as dist_fn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -29,10 +31,14 @@ def launched_world():
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def setup(device_choice, batch_size):
+def setup(device_choice, batch_size, independent=False):
+    """Join the process group torchrun set up; `independent` runs (a seed sweep) only pick a device."""
     rank, world, local_rank = launched_world()
     if world == 1:
         return Dist()
+    if independent:
+        use_cuda = device_choice != "cpu" and torch.cuda.is_available()
+        return Dist(device=torch.device("cuda", local_rank) if use_cuda else None)
     if batch_size % world:
         raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes; "
                          f"use a multiple of {world}")
@@ -45,11 +51,50 @@ def setup(device_choice, batch_size):
     return Dist(rank, world, device)
 
 
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """Batch norm over the whole global batch, for CPUs (torch's SyncBatchNorm runs on GPUs only).
+
+    One differentiable all-reduce of per-channel sums, sums of squares and counts per call.
+    """
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        channels = x.shape[1]
+        count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
+        totals = dist_fn.all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        n = totals[-1]
+        mean = totals[:channels] / n
+        var = totals[channels: 2 * channels] / n - mean * mean
+        with torch.no_grad():
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / (n - 1), self.momentum)
+            self.num_batches_tracked += 1
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return x * scale.view(1, -1, 1, 1) + (self.bias - mean * scale).view(1, -1, 1, 1)
+
+
+def synchronise_batch_norm(module, device):
+    """Swap every BatchNorm2d for a synchronised one, in place, keeping the same parameters."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            synced = GlobalBatchNorm(child.num_features, child.eps, child.momentum)
+            synced.weight, synced.bias = child.weight, child.bias
+            synced.running_mean, synced.running_var = child.running_mean, child.running_var
+            synced.num_batches_tracked = child.num_batches_tracked
+            setattr(module, name, synced)
+        else:
+            synchronise_batch_norm(child, device)
+    return module
+
+
 def wrap(model, dist):
     """The module the train step calls: the model itself, or DDP around it with synchronised BN."""
     if dist.world == 1:
         return model
-    torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BN layers in place
+    synchronise_batch_norm(model, dist.device)
     ids = [dist.device.index] if dist.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 

@@ -18,7 +18,7 @@ from fastargs import Param, Section
 from tqdm import tqdm
 
 from . import augment, checkpoint, distributed, plots, runlog
-from .config import Boolean, Choice, Number, defaults, merge, parse_args
+from .config import Boolean, Choice, Number, defaults, merge, parse_args, parse_seeds
 from .data import load_cifar_betons
 from .sources import CIFAR10_CLASSES
 from .evaluate import evaluate
@@ -47,6 +47,8 @@ Section("training", "the training loop").params(
     late_evals_per_epoch=Param(Number(int, 1, 100), "evaluations per epoch from late_evals_from", default=1),
     train_subset=Param(Number(int, 0, 10**9), "train on the first N images only (0 = all)", default=0),
     resume=Param(str, "continue the run in this folder from its last checkpoint", default=""),
+    seeds=Param(str, "independent runs for these seeds ('0,1,2' or '0-4'), spread over the torchrun "
+                     "processes, each in <folder>/seed<N>", default=""),
 )
 Section("logging", "what a run writes and shows").params(
     folder=Param(str, "run folder (default runs/<timestamp>)", default=""),
@@ -57,7 +59,7 @@ Section("logging", "what a run writes and shows").params(
 )
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
-           "--resume": "--training.resume", "--seed": "--training.seed"}
+           "--resume": "--training.resume", "--seed": "--training.seed", "--seeds": "--training.seeds"}
 RESUME_MAY_CHANGE = ("logging", "training.resume", "training.device", "training.compile")
 
 
@@ -305,13 +307,16 @@ def data_info(cfg):
 # the run
 
 
-def train(config=None, data=None):
-    """Train one run; `config` is a nested dict of overrides. Returns the summary (also summary.json)."""
+def train(config=None, data=None, independent=False):
+    """Train one run; `config` is a nested dict of overrides. Returns the summary (also summary.json).
+
+    Under torchrun the processes train one run together, unless `independent` (a seed sweep).
+    """
     overrides = copy.deepcopy(config or {})
     resume = overrides.get("training", {}).get("resume", "")
     cfg, state = resume_config(resume, overrides) if resume else (resolve_config(overrides), None)
     t = cfg["training"]
-    dist = distributed.setup(t["device"], t["batch_size"])
+    dist = distributed.setup(t["device"], t["batch_size"], independent)
     device = dist.device or pick_device(t["device"])
     on_cuda = device.type == "cuda"
     compiling = t["compile"] == "on" or (t["compile"] == "auto" and on_cuda)
@@ -449,10 +454,20 @@ def write_start_plots(data, cfg, batcher, lrs, log, device):
                           data.train_labels[:32], CIFAR10_CLASSES)
 
 
+def train_seeds(given, seeds):
+    """Independent runs, one per seed, this process's share of them under torchrun."""
+    rank, world, _ = distributed.launched_world()
+    base = given.get("logging", {}).get("folder") or runlog.default_folder()
+    return [train(merge(given, {"training": {"seed": seed, "seeds": ""},
+                                "logging": {"folder": f"{base}/seed{seed}"}}, strict=False), independent=True)
+            for seed in seeds[rank::world]]
+
+
 def main(argv=None):
     given = parse_args(argv, description=__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True)
     try:
-        summary = train(given)
+        seeds = given.get("training", {}).get("seeds", "")
+        summaries = train_seeds(given, parse_seeds(seeds)) if seeds else [train(given)]
     except KeyboardInterrupt:
         print("\ninterrupted: the last finished epoch's checkpoint is kept; continue with "
               "python -m speedrun.train --resume <run folder>", file=sys.stderr)
@@ -460,9 +475,11 @@ def main(argv=None):
     except (TrainingDiverged, LRTestDiverged, ValueError, RuntimeError, OSError) as error:
         print(f"speedrun.train: error: {error}", file=sys.stderr)
         sys.exit(1)
-    print(f"final test accuracy {100 * summary['final_test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%), "
-          f"{summary['train_seconds']:.1f} s training, {summary['compile_seconds']:.1f} s compiling; "
-          f"run folder {summary['folder']}")
+    for summary in summaries:
+        if summary["folder"]:
+            print(f"seed {summary['seed']}: final test accuracy {100 * summary['final_test_acc']:.2f}% "
+                  f"(best {100 * summary['best_test_acc']:.2f}%), {summary['train_seconds']:.1f} s training, "
+                  f"{summary['compile_seconds']:.1f} s compiling; run folder {summary['folder']}")
 
 
 if __name__ == "__main__":

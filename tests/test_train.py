@@ -1,0 +1,177 @@
+"""The training loop and its CLI on tiny betons: files written, loss falls, bad input, resume, faults."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from speedrun import checkpoint
+from speedrun import train as train_module
+from speedrun.config import parse_args
+from speedrun.lr_finder import LRTestDiverged
+from speedrun.train import ALIASES, TrainingDiverged, train
+
+RUN_FILES = ["config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "lr_test.png",
+             "lr_test.json", "lr_schedule.png", "augmented.png"]
+
+
+def tiny_config(betons, folder, **training):
+    return {"data": {"train_dataset": betons[0], "val_dataset": betons[1]}, "model": {"width": 8},
+            "training": {"epochs": 2, "batch_size": 64, "device": "cpu", **training},
+            "lr": {"lr_max": 0.02}, "logging": {"folder": str(folder), "progress": False, "plots": False}}
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "speedrun.train", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+
+
+def read_metrics(folder):
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def without_times(records):
+    return [{k: v for k, v in r.items() if "seconds" not in k} for r in records]
+
+
+def test_cli_end_to_end_writes_every_file_and_loss_falls(tiny_betons, tmp_path):
+    folder = tmp_path / "run"
+    result = run_cli("--epochs", "2", "--data.train_dataset", tiny_betons[0], "--data.val_dataset",
+                     tiny_betons[1], "--logging.folder", str(folder), "--model.width", "8",
+                     "--training.batch_size", "64")
+    assert result.returncode == 0, result.stderr
+    for name in RUN_FILES:
+        assert (folder / name).stat().st_size > 0, name
+    metrics = read_metrics(folder)
+    assert [m["epoch"] for m in metrics] == [1.0, 2.0]
+    assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
+    for key in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds"):
+        assert key in metrics[0]
+    summary = json.loads((folder / "summary.json").read_text())
+    for key in ("final_test_acc", "best_test_acc", "train_seconds", "compile_seconds", "device", "versions",
+                "seed"):
+        assert key in summary
+    assert summary["lr_max"] == json.loads((folder / "lr_test.json").read_text())["suggested_lr"]
+    assert "Test set: Average loss: " in result.stdout + result.stderr
+    assert "Batch_id=" in result.stderr and "/128 (" in result.stdout + result.stderr
+
+
+def test_epochs_alias_and_config_file(tmp_path):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("training:\n  batch_size: 256\n")
+    given = parse_args(["--epochs", "24", "--config-file", str(config_file)], aliases=ALIASES, explicit_only=True)
+    assert given == {"training": {"epochs": 24, "batch_size": 256}}
+    assert parse_args(["--epochs=3"], aliases=ALIASES)["training"]["epochs"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no-such-option", "1"], "unrecognized arguments"),
+    (["--training.batch_size", "0"], "--training.batch_size"),
+    (["--training.optimizer", "lbfgs"], "--training.optimizer"),
+    (["--logging.plots", "maybe"], "--logging.plots"),
+])
+def test_bad_options_exit_2_with_a_clear_message(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_missing_betons_name_the_command_that_writes_them(tmp_path):
+    result = run_cli("--data.train_dataset", str(tmp_path / "none.beton"), "--training.device", "cpu",
+                     "--logging.folder", str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert "write_beton.py" in result.stderr and "none.beton" in result.stderr
+
+
+def test_lr_test_diverging_at_the_first_step(tiny_betons, tmp_path):
+    config = tiny_config(tiny_betons, tmp_path)
+    config["lr"]["lr_max"] = 0.0
+    config["lr_test"] = {"lr_start": 1e12, "lr_end": 1e13}
+    with pytest.raises(LRTestDiverged):
+        train(config)
+
+
+def test_nan_loss_stops_with_epoch_step_and_lr_and_keeps_the_checkpoint(tiny_betons, tmp_path, monkeypatch):
+    real = train_module.make_train_step
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        step = real(*args)
+
+        def wrapped(inputs, targets):
+            calls["n"] += 1
+            loss, correct = step(inputs, targets)
+            return (loss * float("nan") if calls["n"] == 6 else loss), correct  # epoch 2, step 2
+        return wrapped
+
+    monkeypatch.setattr(train_module, "make_train_step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, step 2 \(lr [0-9.e-]+\)"):
+        train(tiny_config(tiny_betons, tmp_path))
+    state = checkpoint.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 1
+
+
+def interrupt_after_epochs(monkeypatch, epochs):
+    """Make the run die like a Ctrl-C right after `epochs` checkpoints."""
+    real = checkpoint.save_checkpoint
+    saved = {"n": 0}
+
+    def save_then_maybe_interrupt(folder, state):
+        path = real(folder, state)
+        saved["n"] += 1
+        if saved["n"] == epochs:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_maybe_interrupt)
+
+
+def test_resume_after_interrupt_matches_an_uninterrupted_run_exactly(tiny_betons, tmp_path, monkeypatch):
+    whole = train(tiny_config(tiny_betons, tmp_path / "whole", epochs=3))
+    with monkeypatch.context() as patch:
+        interrupt_after_epochs(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(tiny_betons, tmp_path / "cut", epochs=3))
+    assert len(read_metrics(tmp_path / "cut")) == 2
+    resumed = train({"training": {"resume": str(tmp_path / "cut")}, "logging": {"progress": False}})
+    assert without_times(resumed["history"]) == without_times(whole["history"])
+    assert resumed["final_test_acc"] == whole["final_test_acc"]
+    assert without_times(read_metrics(tmp_path / "cut")) == without_times(read_metrics(tmp_path / "whole"))
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_config_and_a_folder_without_checkpoint(tiny_betons, tmp_path):
+    train(tiny_config(tiny_betons, tmp_path / "run", epochs=1))
+    with pytest.raises(ValueError, match=r"training.batch_size: run has 64, given 128"):
+        train({"training": {"resume": str(tmp_path / "run"), "batch_size": 128}})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        train({"training": {"resume": str(tmp_path / "empty")}})
+
+
+def test_same_seed_same_run_and_seed_sweep_folders(tiny_betons, tmp_path):
+    a = train(tiny_config(tiny_betons, tmp_path / "a", epochs=1))
+    b = train(tiny_config(tiny_betons, tmp_path / "b", epochs=1))
+    assert without_times(a["history"]) == without_times(b["history"])
+    summaries = train_module.train_seeds(tiny_config(tiny_betons, tmp_path / "sweep", epochs=1), [3, 4])
+    assert [s["seed"] for s in summaries] == [3, 4]
+    assert (tmp_path / "sweep" / "seed4" / "summary.json").exists()
+
+
+def test_late_evaluations_run_several_times_an_epoch(tiny_betons, tmp_path):
+    summary = train(tiny_config(tiny_betons, tmp_path, late_evals_from=2, late_evals_per_epoch=2))
+    assert [h["epoch"] for h in summary["history"]] == [1.0, 1.5, 2.0]
+    seconds = [h["train_seconds"] for h in summary["history"]]
+    assert seconds == sorted(seconds)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_optimizers_and_ema_train(tiny_betons, tmp_path, optimizer):
+    summary = train(tiny_config(tiny_betons, tmp_path, optimizer=optimizer, ema=0.9, tta=1))
+    assert summary["history"][-1]["train_loss"] < summary["history"][0]["train_loss"]
+    assert 0.0 <= summary["final_test_acc"] <= 1.0
