@@ -1,0 +1,363 @@
+"""Multi-seed statistics and the time-to-accuracy leaderboard.
+
+A leaderboard entry is one recipe run over several seeds in one session (one process, one device):
+
+    {"name", "kind": "ours" | "reference" | "published", "recipe", "config_hash", "device", "versions",
+     "data": {"source", "train_sha256", "test_sha256"}, "seeds", "accuracies", "train_seconds",
+     "time_to_target", "target", "timestamp", "session"}
+
+Entries are appended as JSON lines to benchmarks/results/leaderboard.jsonl; `render_markdown` turns them
+into a table where each of our entries is compared with the reference runs of the same session, and
+published results (other people's numbers on their hardware) are listed below for orientation only.
+
+    python -m speedrun.leaderboard --seeds 0-4 --reference train94 --epochs 24 --training.late_evals_from 20
+
+Every training option (--training.*, --model.*, ...) passes through to each seed's run.
+"""
+import datetime
+import hashlib
+import importlib
+import json
+import math
+import os
+import sys
+import tempfile
+import uuid
+
+from fastargs import Param, Section
+
+from speedrun.config import Choice, Number, defaults, merge, parse_args, parse_seeds
+from speedrun.recipes import RECIPES
+
+Section("leaderboard", "multi-seed runs appended to the time-to-accuracy leaderboard").params(
+    seeds=Param(str, "seeds to run: a list '0,1,2', a range '0-4', or both '0-2,7'", default="0,1,2"),
+    target=Param(Number(float, 0, 1), "test accuracy (fraction) whose time-to-reach is reported",
+                 default=0.94),
+    recipe=Param(Choice(*RECIPES), "our recipe to run (speedrun/recipes.py)", default="seed"),
+    reference=Param(Choice("none", "train94", "train96", "both"),
+                    "airbench reference trained on the same data and device, for a side-by-side ratio",
+                    default="none"),
+    reference_order=Param(Choice("before", "after"), "run the reference before or after our seeds",
+                          default="after"),
+    file=Param(str, "leaderboard JSON-lines file to append to",
+               default="benchmarks/results/leaderboard.jsonl"),
+    markdown=Param(str, "where to write the rendered table", default="benchmarks/results/leaderboard.md"),
+)
+
+# Keys that change from run to run without changing what is trained, left out of the config hash.
+HASH_IGNORED_KEYS = ("seed",)
+HASH_IGNORED_SECTIONS = ("logging", "leaderboard")
+
+# Other people's reported results, on their hardware: shown for orientation, never used in ratios.
+PUBLISHED = [
+    dict(name="seed recipe, 24 epochs at ~34 s/epoch", device="not stated", accuracy=0.781, seconds=34 * 24),
+    dict(name="Page ResNet-9, 24 epochs", device="V100", accuracy=0.94, seconds=79),
+    dict(name="Page ResNet-9, 10 epochs + extra tricks", device="V100", accuracy=0.94, seconds=26),
+    dict(name="ffcv CIFAR-10 example", device="A100", accuracy=0.93, seconds=36),
+    dict(name="hlb-CIFAR10", device="A100", accuracy=0.94, seconds=6.3),
+    dict(name="airbench94", device="A100", accuracy=0.9401, seconds=3.83),
+    dict(name="airbench94_muon", device="A100", accuracy=0.9401, seconds=2.59),
+    dict(name="airbench96", device="A100", accuracy=0.960, seconds=27.3),
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# statistics
+
+
+def seed_stats(values):
+    """Mean, sample standard deviation (ddof=1; 0 for a single value), min, max and count."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("seed_stats needs at least one value")
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n}
+
+
+def time_to_target(history, target):
+    """Training seconds at the first evaluation whose test accuracy is >= target, or None.
+
+    No interpolation between evaluations: a result counts only once it has been measured.
+    """
+    for evaluation in history:
+        if evaluation["test_acc"] >= target:
+            return evaluation["train_seconds"]
+    return None
+
+
+def run_stats(accuracies, train_seconds, times_to_target, target):
+    """Statistics over the seeds of one entry; time-to-target only over the seeds that reached it."""
+    reached = [t for t in times_to_target if t is not None]
+    return {
+        "accuracy": seed_stats(accuracies),
+        "train_seconds": seed_stats(train_seconds),
+        "time_to_target": seed_stats(reached) if reached else None,
+        "reached": len(reached),
+        "runs": len(accuracies),
+        "target": target,
+    }
+
+
+def summarise_runs(summaries, target):
+    """Statistics over training summaries (one per seed): accuracy, train time, time to target."""
+    return run_stats([s["final_test_acc"] for s in summaries], [s["train_seconds"] for s in summaries],
+                     [time_to_target(s["history"], target) for s in summaries], target)
+
+
+# ---------------------------------------------------------------------------------------------------
+# entries and the JSON-lines file
+
+
+def config_hash(config):
+    """First 12 hex digits of the sha256 of the canonical JSON of `config`, without seed/logging keys."""
+    def strip(tree, top):
+        return {key: strip(value, False) if isinstance(value, dict) else value
+                for key, value in tree.items()
+                if key not in HASH_IGNORED_KEYS and not (top and key in HASH_IGNORED_SECTIONS)}
+    canonical = json.dumps(strip(config, True), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def new_session():
+    """An id shared by every entry of one invocation: same process, same device, same data."""
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def data_identity(data):
+    """Where the data came from and checksums of the betons trained on (their JSON sidecars)."""
+    train, test = data.get("train_meta") or {}, data.get("test_meta") or {}
+    return {"source": train.get("source"), "train_sha256": train.get("beton_sha256"),
+            "test_sha256": test.get("beton_sha256")}
+
+
+def make_entry(summaries, *, name, kind, target, session, recipe=None):
+    """One leaderboard entry from the training summaries of several seeds of the same config."""
+    first = summaries[0]
+    return {
+        "name": name,
+        "kind": kind,
+        "recipe": recipe or first.get("recipe") or name,
+        "config_hash": config_hash(first["config"]),
+        "device": first["device"],
+        "versions": first["versions"],
+        "data": data_identity(first.get("data") or {}),
+        "seeds": [s["seed"] for s in summaries],
+        "accuracies": [s["final_test_acc"] for s in summaries],
+        "train_seconds": [s["train_seconds"] for s in summaries],
+        "time_to_target": [time_to_target(s["history"], target) for s in summaries],
+        "target": target,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "session": session,
+    }
+
+
+def published_entries():
+    """The published anchors as entries: one result each, 'time to target' = time to their accuracy."""
+    return [{"name": p["name"], "kind": "published", "device": p["device"], "seeds": [],
+             "accuracies": [p["accuracy"]], "train_seconds": [p["seconds"]],
+             "time_to_target": [p["seconds"]], "target": p["accuracy"]} for p in PUBLISHED]
+
+
+def append_entry(path, entry):
+    """Append one entry as a single JSON line (one write call, so concurrent appends do not interleave)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    line = json.dumps(entry, sort_keys=True) + "\n"
+    with open(path, "a") as f:
+        f.write(line)
+
+
+def read_entries(path):
+    """Every entry of a leaderboard file; a line that is not a JSON object is an error naming it."""
+    entries = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(entry, dict):
+                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(entry).__name__}")
+            entries.append(entry)
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------------
+# the markdown table
+
+COLUMNS = ["name", "kind", "device", "seeds", "test acc (mean ± std)", "min–max", "train time (mean)",
+           "time to target", "time ours/ref", "acc ours−ref (points)"]
+
+
+def entry_stats(entry):
+    return run_stats(entry["accuracies"], entry["train_seconds"], entry["time_to_target"], entry["target"])
+
+
+def format_time_to_target(stats, published=False):
+    target = f"{100 * stats['target']:g}%"
+    if published:
+        return f"{stats['time_to_target']['mean']:.2f} s to {target}"
+    count = f"{stats['reached']}/{stats['runs']}"
+    if stats["time_to_target"] is None:
+        return f"not reached ({count} to {target})"
+    return f"{stats['time_to_target']['mean']:.2f} s ({count} to {target})"
+
+
+def comparisons(entry, entries):
+    """'time ours/ref' and 'acc ours−ref' cells: against each reference entry of the same session."""
+    if entry["kind"] != "ours":
+        return "", ""
+    ours = entry_stats(entry)
+    ratios, diffs = [], []
+    for ref in entries:
+        if ref["kind"] == "reference" and ref.get("session") == entry.get("session"):
+            theirs = entry_stats(ref)
+            ratio = ours["train_seconds"]["mean"] / theirs["train_seconds"]["mean"]
+            diff = 100 * (ours["accuracy"]["mean"] - theirs["accuracy"]["mean"])
+            ratios.append(f"{ratio:.2f}× vs {ref['name']}")
+            diffs.append(f"{diff:+.2f} vs {ref['name']}")
+    return "; ".join(ratios) or "—", "; ".join(diffs) or "—"
+
+
+def table_row(entry, entries):
+    stats = entry_stats(entry)
+    acc, seconds = stats["accuracy"], stats["train_seconds"]
+    published = entry["kind"] == "published"
+    ratio, diff = comparisons(entry, entries)
+    return [
+        entry["name"],
+        entry["kind"],
+        entry["device"],
+        ", ".join(str(s) for s in entry["seeds"]) or "—",
+        f"{100 * acc['mean']:.2f}% " + ("(reported)" if published else f"± {100 * acc['std']:.2f}"),
+        "—" if published else f"{100 * acc['min']:.2f}–{100 * acc['max']:.2f}%",
+        f"{seconds['mean']:.2f} s",
+        format_time_to_target(stats, published),
+        ratio,
+        diff,
+    ]
+
+
+def render_markdown(entries, anchors=True):
+    """A markdown table of the entries, then (with `anchors`) the published results, marked as such."""
+    rows = [table_row(entry, entries) for entry in entries]
+    rows += [table_row(entry, []) for entry in (published_entries() if anchors else [])]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "Time to target: training seconds at the first evaluation whose test accuracy reaches the "
+              "target (no interpolation), averaged over the seeds that reached it; reference runs are "
+              "evaluated once, at the end. Ratios and differences compare an entry with the reference runs "
+              "of the same session (same process, device, data)."]
+    if anchors:
+        lines += ["Rows of kind **published** are results reported by their authors on the hardware shown, "
+                  "not measured here; their time is to their own reported accuracy, and they are never used "
+                  "in ratios."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the command line
+
+
+ALIASES = {"--seeds": "--leaderboard.seeds", "--target": "--leaderboard.target",
+           "--recipe": "--leaderboard.recipe", "--reference": "--leaderboard.reference",
+           "--epochs": "--training.epochs"}
+
+
+def training_overrides(given, recipe):
+    """What the command line set for training, plus the recipe (given once, as --leaderboard.recipe)."""
+    overrides = {section: values for section, values in given.items() if section != "leaderboard"}
+    training = overrides.setdefault("training", {})
+    if training.get("recipe", recipe) != recipe:
+        raise ValueError(f"--training.recipe {training['recipe']} contradicts --leaderboard.recipe {recipe}")
+    training["recipe"] = recipe
+    return overrides
+
+
+def load_data(overrides):
+    """The train/test betons, read once into device memory for every seed (and the reference)."""
+    from speedrun.data import load_cifar_betons
+    from speedrun.train import pick_device, resolve_config
+    config = resolve_config(overrides)
+    return load_cifar_betons(config["data"]["train_dataset"], config["data"]["val_dataset"],
+                             pick_device(config["training"]["device"]))
+
+
+def reference_names(choice):
+    return {"none": [], "both": ["train94", "train96"]}.get(choice, [choice])
+
+
+def reference_device(data):
+    return data.train_images.device if data.train_images.device.type == "cuda" else "cuda"
+
+
+def run_references(names, data, seeds):
+    """Per reference name, the airbench summaries of every seed, on our data and device."""
+    from speedrun import reference
+    with tempfile.TemporaryDirectory(prefix="airbench-") as folder:
+        return {name: [reference.run_reference(name, data, folder, seed, reference_device(data))
+                       for seed in seeds] for name in names}
+
+
+def run_ours(overrides, data, seeds, session):
+    """Train every seed, each into its own folder: <logging.folder or runs/leaderboard-SESSION>/seed<N>."""
+    train_module = importlib.import_module("speedrun.train")
+    parent = overrides.get("logging", {}).get("folder") or os.path.join("runs", f"leaderboard-{session}")
+    summaries = []
+    for seed in seeds:
+        config = {**overrides, "training": {**overrides["training"], "seed": seed},
+                  "logging": {**overrides.get("logging", {}), "folder": os.path.join(parent, f"seed{seed}")}}
+        summaries.append(train_module.train(config, data=data))
+        print(f"seed {seed}: test acc {summaries[-1]['final_test_acc']:.4f} "
+              f"in {summaries[-1]['train_seconds']:.2f} s", file=sys.stderr)
+    return summaries
+
+
+def run_session(options, overrides):
+    """Our seeds and the reference on data loaded once; the entries appended; the table written."""
+    seeds, target = parse_seeds(options["seeds"]), options["target"]
+    names = reference_names(options["reference"])
+    session = new_session()
+    data = load_data(overrides)
+    if names:  # fail before hours of training, not after
+        from speedrun.reference import check_available
+        check_available(reference_device(data))
+    references = run_references(names, data, seeds) if options["reference_order"] == "before" else {}
+    summaries = run_ours(overrides, data, seeds, session)
+    if options["reference_order"] == "after":
+        references = run_references(names, data, seeds)
+
+    ours = make_entry(summaries, name=options["recipe"], kind="ours", target=target, session=session,
+                      recipe=options["recipe"])
+    entries = [ours]
+    for name, runs in references.items():
+        entry = make_entry(runs, name=f"airbench {name}", recipe=name, kind="reference", target=target,
+                           session=session)
+        entry["data"] = ours["data"]  # the reference trained on the very same in-memory tensors
+        entries.append(entry)
+    for entry in entries:
+        append_entry(options["file"], entry)
+
+    table = render_markdown(read_entries(options["file"]))
+    os.makedirs(os.path.dirname(options["markdown"]) or ".", exist_ok=True)
+    with open(options["markdown"], "w") as f:
+        f.write(table)
+    return table
+
+
+def main(argv=None):
+    importlib.import_module("speedrun.train")  # registers the training sections for the command line
+    given = parse_args(argv, description=__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True)
+    options = merge(defaults()["leaderboard"], given.get("leaderboard", {}))
+    try:
+        print(run_session(options, training_overrides(given, options["recipe"])))
+    except (ValueError, RuntimeError, OSError, ImportError) as error:
+        print(f"speedrun.leaderboard: error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The airbench adapter: the export it reads, the install hint, and run_reference's plumbing."""
+import os
+import sys
+import types
+from collections import namedtuple
+
+import pytest
+import torch
+
+from speedrun import reference
+from speedrun.leaderboard import make_entry
+from speedrun.reference import CIFAR10_CLASSES, export_for_airbench, run_reference
+
+Data = namedtuple("Data", "train_images train_labels test_images test_labels")
+
+
+@pytest.fixture
+def data():
+    generator = torch.Generator().manual_seed(0)
+    return Data(torch.randint(0, 256, (12, 32, 32, 3), dtype=torch.uint8, generator=generator),
+                torch.randint(0, 10, (12,), generator=generator),
+                torch.randint(0, 256, (6, 32, 32, 3), dtype=torch.uint8, generator=generator),
+                torch.randint(0, 10, (6,), generator=generator))
+
+
+def test_export_round_trips(data, tmp_path):
+    folder = export_for_airbench(data, str(tmp_path / "cifar10"))
+    assert sorted(os.listdir(folder)) == ["test.pt", "train.pt"]
+    for filename, images, labels in [("train.pt", data.train_images, data.train_labels),
+                                     ("test.pt", data.test_images, data.test_labels)]:
+        saved = torch.load(os.path.join(folder, filename))
+        assert saved["images"].dtype == torch.uint8 and saved["images"].shape == images.shape
+        assert torch.equal(saved["images"], images)
+        assert saved["labels"].dtype == torch.int64 and torch.equal(saved["labels"], labels)
+        assert saved["classes"] == CIFAR10_CLASSES
+
+
+def test_export_of_real_betons_keeps_pixels_and_labels(tiny_betons, tmp_path):
+    from speedrun.data import load_cifar_betons
+    data = load_cifar_betons(*tiny_betons, device="cpu")
+    folder = export_for_airbench(data, str(tmp_path))
+    saved = torch.load(os.path.join(folder, "test.pt"))
+    assert torch.equal(saved["images"], data.test_images) and torch.equal(saved["labels"], data.test_labels)
+    assert len(saved["labels"]) == 128 and saved["classes"] == CIFAR10_CLASSES
+
+
+def test_export_takes_numpy_and_narrower_labels(data, tmp_path):
+    numpy_data = Data(data.train_images.numpy(), data.train_labels.int().numpy(),
+                      data.test_images.numpy(), data.test_labels.int().numpy())
+    saved = torch.load(os.path.join(export_for_airbench(numpy_data, str(tmp_path)), "train.pt"))
+    assert torch.equal(saved["images"], data.train_images) and saved["labels"].dtype == torch.int64
+
+
+def test_export_rejects_non_uint8_nhwc(data, tmp_path):
+    with pytest.raises(ValueError, match="uint8 NHWC"):
+        export_for_airbench(data._replace(train_images=data.train_images.float()), str(tmp_path))
+    with pytest.raises(ValueError, match="uint8 NHWC"):
+        export_for_airbench(data._replace(test_images=data.test_images.permute(0, 3, 1, 2)), str(tmp_path))
+
+
+def test_missing_airbench_gives_install_hint(data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "airbench", None)  # makes `import airbench` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install 'speedrun\[reference\]'"):
+        run_reference("train94", data, str(tmp_path), seed=0, device="cuda")
+
+
+def test_unknown_reference_name(data, tmp_path):
+    with pytest.raises(ValueError, match="train94"):
+        run_reference("train95", data, str(tmp_path))
+
+
+def test_cpu_device_is_refused(data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "airbench", types.ModuleType("airbench"))
+    monkeypatch.setitem(sys.modules, "airbench.lib_airbench94", types.ModuleType("airbench.lib_airbench94"))
+    with pytest.raises(RuntimeError, match="CUDA only"):
+        run_reference("train94", data, str(tmp_path), device="cpu")
+
+
+def test_airbench_import_leaves_cudnn_settings_alone(monkeypatch):
+    airbench = types.ModuleType("airbench")
+    monkeypatch.setitem(sys.modules, "airbench", None)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+
+    def importing(name):  # like airbench 0.1.8, whose modules switch autotuning on at import
+        torch.backends.cudnn.benchmark = True
+        return airbench
+
+    monkeypatch.setattr(reference.importlib, "import_module", importing)
+    assert reference.import_airbench() is airbench
+    assert torch.backends.cudnn.benchmark is False
+
+
+def fake_airbench(monkeypatch, calls):
+    """airbench stand-in that reads files like the real one (relative 'cifar10' test path included)."""
+    airbench = types.ModuleType("airbench")
+    library = types.ModuleType("airbench.lib_airbench94")
+
+    class CifarLoader:
+        def __init__(self, path, train=True, batch_size=500, aug=None, altflip=False, gpu=0):
+            saved = torch.load(os.path.join(path, "train.pt" if train else "test.pt"))
+            self.images, self.labels, self.train = saved["images"], saved["labels"], train
+
+    def train94(train_loader=None, run=0, verbose=True, **_):
+        test_loader = CifarLoader("cifar10", train=False)  # as airbench does, relative to the cwd
+        assert torch.backends.cudnn.benchmark
+        calls.append((run, verbose, torch.randint(0, 1000, ()).item(), len(train_loader.images),
+                      len(test_loader.images)))
+        return None if run == "warmup" else torch.nn.Identity()
+
+    airbench.CifarLoader = CifarLoader
+    airbench.evaluate = lambda net, loader, tta_level=0: 0.95 if tta_level else 0.94
+    library.train94 = train94
+    library.hyp = {"opt": {"batch_size": 4, "train_epochs": 9.9}, "aug": {"flip": True},
+                   "net": {"tta_level": 2}}
+    monkeypatch.setitem(sys.modules, "airbench", airbench)
+    monkeypatch.setitem(sys.modules, "airbench.lib_airbench94", library)
+    monkeypatch.setattr(reference, "require_cuda", lambda device: None)
+
+
+def test_run_reference_plumbing(data, tmp_path, monkeypatch):
+    calls = []
+    fake_airbench(monkeypatch, calls)
+    cwd = os.getcwd()
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    summaries = [run_reference("train94", data, str(tmp_path), seed=seed, device="cpu") for seed in (3, 3)]
+    assert os.getcwd() == cwd and torch.backends.cudnn.benchmark is False
+    assert [call[:2] for call in calls] == [("warmup", True), (0, False)] * 2
+    assert all(call[3:] == (12, 6) for call in calls)  # our export, train and test, was what it read
+    assert calls[1][2] == calls[3][2]  # seeded: same seed, same random stream
+    result = summaries[0]
+    assert result["final_test_acc"] == 0.95 and result["test_acc_without_tta"] == 0.94
+    assert result["seed"] == 3 and result["device"] == "cpu" and result["train_seconds"] >= 0
+    assert result["history"] == [{"epoch": 9.9, "train_seconds": result["train_seconds"], "test_acc": 0.95}]
+    made = make_entry(summaries, name="airbench train94", kind="reference", target=0.94, session="s")
+    assert made["time_to_target"] == [result["train_seconds"], summaries[1]["train_seconds"]]
+
+
+def test_airbench_loader_reads_our_export_identically(data, tmp_path):
+    airbench = pytest.importorskip(
+        "airbench", reason="airbench not installed (optional: pip install 'speedrun[reference]')")
+    folder = export_for_airbench(data, str(tmp_path))
+    for train, images, labels in [(True, data.train_images, data.train_labels),
+                                  (False, data.test_images, data.test_labels)]:
+        loader = airbench.CifarLoader(folder, train=train, batch_size=4, gpu="cpu")
+        expected = (images.half() / 255).permute(0, 3, 1, 2)  # airbench's own uint8 -> NCHW half
+        assert torch.equal(loader.images, expected)
+        assert torch.equal(loader.labels, labels) and loader.classes == CIFAR10_CLASSES
