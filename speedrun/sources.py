@@ -1,0 +1,384 @@
+"""Reading CIFAR-10 into numpy arrays, from wherever a user has it.
+
+A source is one of:
+  - "download": the official binary archive, fetched once into a cache folder and md5-checked;
+  - an official archive, binary (cifar-10-binary.tar.gz) or Python (cifar-10-python.tar.gz) version;
+  - the folder either archive extracts to;
+  - an image folder ROOT/{train,test}/<class>/*.{png,jpg,jpeg} of 32x32 RGB images.
+
+`read_source` returns NHWC uint8 images and int64 labels for both splits, plus a description of the
+source with its checksum, which `source_checksum` computes without decoding anything. Every bad input
+raises `SourceError` with a message saying what is wrong and what to do about it.
+"""
+import hashlib
+import io
+import multiprocessing
+import os
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path, PurePosixPath
+from typing import NamedTuple
+from urllib.parse import urlparse
+
+import numpy as np
+from tqdm import tqdm
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+BINARY_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+PYTHON_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+IMAGE_SHAPE = (32, 32, 3)
+IMAGE_BYTES = 32 * 32 * 3
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+POOL_MIN_IMAGES = 1000  # below this, decoding in-process beats starting worker processes
+SPLITS = ("train", "test")
+# File names of each official layout: five train batches, then the test batch.
+LAYOUTS = {
+    "binary": [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"],
+    "python": [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+}
+# Folder names inside the official archives.
+BATCH_FOLDERS = ("cifar-10-batches-bin", "cifar-10-batches-py")
+SOURCE_HELP = ("--data.source takes 'download', a CIFAR-10 archive (cifar-10-binary.tar.gz or "
+               "cifar-10-python.tar.gz), the folder it extracts to, or an image folder "
+               "ROOT/{train,test}/<class>/*.png|jpg")
+
+
+class SourceError(Exception):
+    """A CIFAR-10 source that cannot be read; the message says why and what to do."""
+
+
+class CifarArrays(NamedTuple):
+    train_images: np.ndarray  # uint8 [N, 32, 32, 3], RGB
+    train_labels: np.ndarray  # int64 [N]
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: list
+    info: dict  # kind, path or url, checksum ("md5:..." of an archive, "sha256:..." of a folder)
+
+
+def read_source(source="download", cache_dir="data/cache", trust_pickles=False, num_workers=None,
+                url=BINARY_URL, md5=BINARY_MD5):
+    """Read CIFAR-10 from `source` (see the module docstring) into a CifarArrays.
+
+    The Python version's pickles can run code when loaded, so they are read only from the archive
+    with the official md5, or when `trust_pickles` is set.
+    """
+    if source == "download":
+        archive = download(url, cache_dir, md5)
+        arrays = _read_archive(archive, trust_pickles, md5)
+        return arrays._replace(info={**arrays.info, "kind": "download", "url": url})
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _read_archive(path, trust_pickles, file_digest(path, "md5"))
+    if path.is_dir():
+        root, layout = _folder_layout(path)
+        if layout == "images":
+            return _read_image_folder(root, num_workers or os.cpu_count())
+        return _read_batch_folder(root, layout, trust_pickles)
+    raise SourceError(f"{source}: no such file or folder. {SOURCE_HELP}")
+
+
+def source_checksum(source, url=BINARY_URL, md5=BINARY_MD5):
+    """The checksum `read_source(source).info` would carry, computed without decoding anything."""
+    if source == "download":
+        return f"md5:{md5}"  # whatever is used has been verified to have it
+    path = Path(source).expanduser()
+    if path.is_file():
+        return "md5:" + file_digest(path, "md5")
+    if path.is_dir():
+        root, layout = _folder_layout(path)
+        names = [p for p, _ in _list_images(root)[1]] if layout == "images" else LAYOUTS[layout]
+        return _folder_digest((name, file_digest(root / name, "sha256")) for name in names)
+    raise SourceError(f"{source}: no such file or folder. {SOURCE_HELP}")
+
+
+# --- download --------------------------------------------------------------------------------
+
+def download(url=BINARY_URL, cache_dir="data/cache", md5=BINARY_MD5):
+    """The path of the archive at `url` in `cache_dir`, downloaded once and md5-verified."""
+    target = Path(cache_dir) / _file_name(url)
+    if target.exists():
+        _check_md5(target, target, md5, remedy="delete it to download it again")
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SourceError(f"cannot create the download cache folder {target.parent}: {error.strerror}")
+    # A temporary name, so an interrupted or corrupt download never looks like a cached archive.
+    partial = target.with_name(f"{target.name}.part{os.getpid()}")
+    try:
+        _fetch(url, partial)
+        _check_md5(partial, f"{target.name} downloaded from {url}", md5,
+                   remedy="the download is corrupt or is not the official archive")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _file_name(url):
+    return PurePosixPath(urlparse(url).path).name
+
+
+def _fetch(url, destination):
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as file:
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {url}") as progress:
+                while chunk := response.read(1 << 20):
+                    file.write(chunk)
+                    progress.update(len(chunk))
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise SourceError(f"could not download {url} ({reason}). Without network access, fetch "
+                          f"{_file_name(url)} elsewhere, or use any local copy of CIFAR-10: {SOURCE_HELP}")
+
+
+def _check_md5(path, shown_name, expected, remedy):
+    actual = file_digest(path, "md5")
+    if actual != expected:
+        raise SourceError(f"checksum mismatch for {shown_name}: expected md5 {expected}, "
+                          f"got {actual}; {remedy}")
+
+
+def file_digest(path, algorithm):
+    """Hex digest of a file's contents, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _folder_digest(names_and_hashes):
+    """One sha256 over a folder's (relative name, file sha256) list, so renames count as changes."""
+    digest = hashlib.sha256()
+    for name, file_hash in names_and_hashes:
+        digest.update(f"{PurePosixPath(name)}\0{file_hash}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+# --- official archives and their extracted folders -------------------------------------------
+
+def _read_archive(path, trust_pickles, md5):
+    """Read an official archive's batches straight from the tar stream: nothing is extracted."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = _safe_members(tar, path)
+            layout = _detect_layout(members, path)
+            _check_pickle_trust(layout, path, trust_pickles or md5 == PYTHON_MD5,
+                                why=f"its md5 {md5} is not the official {PYTHON_MD5}")
+            # In archive order: a gzip stream only reads forwards without starting over.
+            in_order = sorted(LAYOUTS[layout], key=lambda name: members[name].offset)
+            blobs = {name: tar.extractfile(members[name]).read() for name in in_order}
+    except (tarfile.TarError, EOFError, OSError) as error:
+        reason = " ".join(str(error).split())  # tarfile lists each method it tried on its own line
+        raise SourceError(f"{path} is not a readable tar archive ({reason}). {SOURCE_HELP}")
+    info = {"kind": f"{layout}-archive", "path": str(path), "checksum": f"md5:{md5}"}
+    return _parse_batches(layout, [blobs[name] for name in LAYOUTS[layout]], path, info)
+
+
+def _safe_members(tar, path):
+    """Regular files by base name, after refusing any member that would land outside the archive."""
+    members = tar.getmembers()
+    for member in members:
+        name = PurePosixPath(member.name)
+        if name.is_absolute() or ".." in name.parts:
+            raise SourceError(f"{path} holds a member with an unsafe path {member.name!r} "
+                              f"(absolute or with '..'); refusing to read it")
+    return {PurePosixPath(m.name).name: m for m in members if m.isfile()}
+
+
+def _read_batch_folder(root, layout, trust_pickles):
+    _check_pickle_trust(layout, root, trust_pickles, why="an extracted folder has no archive checksum")
+    blobs = [(root / name).read_bytes() for name in LAYOUTS[layout]]
+    checksum = _folder_digest((name, hashlib.sha256(blob).hexdigest())
+                              for name, blob in zip(LAYOUTS[layout], blobs))
+    info = {"kind": f"{layout}-folder", "path": str(root), "checksum": checksum}
+    return _parse_batches(layout, blobs, root, info)
+
+
+def _folder_layout(path):
+    """(root, layout) of a folder: 'binary' or 'python' batches (maybe one level down), or 'images'."""
+    for root in [path] + [path / name for name in BATCH_FOLDERS]:
+        if root.is_dir():
+            found = {p.name for p in root.iterdir() if p.is_file()}
+            if any(set(names) & found for names in LAYOUTS.values()):
+                return root, _detect_layout(found, root)
+    if any((path / split).is_dir() for split in SPLITS):
+        return path, "images"
+    raise SourceError(f"{path} is neither an extracted CIFAR-10 archive (no data_batch_* files) nor an "
+                      f"image folder (no train/ or test/ folder). {SOURCE_HELP}")
+
+
+def _detect_layout(names, where):
+    """'binary' or 'python' from the file names present; otherwise an error naming what is missing."""
+    for layout, expected in LAYOUTS.items():
+        if set(expected) <= set(names):
+            return layout
+    partial = [(layout, [n for n in expected if n not in names])
+               for layout, expected in LAYOUTS.items() if set(expected) & set(names)]
+    lacking = f" (it lacks {', '.join(partial[0][1])} of the {partial[0][0]} version)" if partial else ""
+    raise SourceError(f"{where} is not in a CIFAR-10 format{lacking}: expected data_batch_1.bin.."
+                      f"data_batch_5.bin and test_batch.bin (binary version) or data_batch_1..data_batch_5 "
+                      f"and test_batch (python version). {SOURCE_HELP}")
+
+
+def _check_pickle_trust(layout, where, trusted, why):
+    if layout == "python" and not trusted:
+        raise SourceError(f"{where} is the python version of CIFAR-10, whose pickles can run code when "
+                          f"loaded, and {why}. Use the binary version, or pass --data.trust_pickles true "
+                          f"(trust_pickles=True) if you trust where it came from")
+
+
+def _parse_batches(layout, blobs, where, info):
+    parse = _parse_binary_batch if layout == "binary" else _parse_python_batch
+    batches = [parse(blob, f"{where}: {name}") for blob, name in zip(blobs, LAYOUTS[layout])]
+    train_images, train_labels = (np.concatenate(parts) for parts in zip(*batches[:-1]))
+    test_images, test_labels = batches[-1]
+    return CifarArrays(train_images, train_labels, test_images, test_labels, list(CIFAR10_CLASSES), info)
+
+
+def _parse_binary_batch(blob, where):
+    """Records of one label byte and the image as three 32x32 planes (R, G, B)."""
+    if len(blob) == 0 or len(blob) % (IMAGE_BYTES + 1):
+        raise SourceError(f"{where} is {len(blob)} bytes, not a whole number of "
+                          f"{IMAGE_BYTES + 1}-byte CIFAR-10 records: the file is truncated or corrupt")
+    records = np.frombuffer(blob, np.uint8).reshape(-1, IMAGE_BYTES + 1)
+    return _planes_to_images(records[:, 1:]), _checked_labels(records[:, 0], where)
+
+
+def _parse_python_batch(blob, where):
+    """A pickled dict holding b'data' (uint8 [N, 3072], planes as above) and b'labels'."""
+    try:
+        # latin1 is how numpy arrays pickled by Python 2 (the official files) load in Python 3.
+        batch = _RestrictedUnpickler(io.BytesIO(blob), encoding="latin1").load()
+        data, labels = _get(batch, "data"), _get(batch, "labels")
+    except Exception as error:
+        raise SourceError(f"{where} is not a CIFAR-10 python batch ({error})")
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES or len(data) != len(labels):
+        raise SourceError(f"{where} holds data of shape {data.shape} ({data.dtype}) with {len(labels)} "
+                          f"labels, expected uint8 [N, {IMAGE_BYTES}] and N labels")
+    return _planes_to_images(data), _checked_labels(np.asarray(labels), where)
+
+
+def _get(batch, key):
+    return batch[key] if key in batch else batch[key.encode()]  # keys are str or bytes
+
+
+def _planes_to_images(rows):
+    return np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+def _checked_labels(labels, where):
+    outside = labels[(labels < 0) | (labels >= len(CIFAR10_CLASSES))]
+    if outside.size:
+        raise SourceError(f"{where} has {outside.size} labels outside 0..9, e.g. {outside[0]}")
+    return labels.astype(np.int64)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Builds only what a CIFAR-10 batch holds: dicts, lists, ints, bytes and numpy arrays."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol 2 spells bytes
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+# --- image folders ---------------------------------------------------------------------------
+
+def _read_image_folder(root, num_workers):
+    classes, entries = _list_images(root)
+    paths = [root / name for name, _ in entries]
+    with _pool(num_workers, len(paths)) as pool:
+        results = list(tqdm(pool.imap(_decode_image, paths, chunksize=256), total=len(paths),
+                            desc=f"decoding {root}", unit="img"))
+    bad = [(path, problem) for path, (_, problem, _) in zip(paths, results) if problem]
+    if bad:
+        raise SourceError(f"{len(bad)} of {len(paths)} images in {root} are not 32x32 RGB, e.g. "
+                          f"{bad[0][0]} ({bad[0][1]}); convert them to 32x32 RGB PNG or JPEG")
+    checksum = _folder_digest((name, file_hash) for (name, _), (_, _, file_hash) in zip(entries, results))
+    images = np.stack([image for image, _, _ in results])
+    labels = np.array([label for _, label in entries], dtype=np.int64)
+    is_train = np.array([name.parts[0] == "train" for name, _ in entries])
+    info = {"kind": "image-folder", "path": str(root), "checksum": checksum}
+    return CifarArrays(images[is_train], labels[is_train], images[~is_train], labels[~is_train],
+                       classes, info)
+
+
+def _list_images(root):
+    """(classes, [(path relative to root, label)]) of every image: train first, by class, then by name."""
+    classes = _image_classes(root)
+    entries = []
+    for split in SPLITS:
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not files:
+                raise SourceError(f"{folder} has no .png/.jpg/.jpeg images: every class needs images "
+                                  f"in both train and test")
+            entries += [(p.relative_to(root), label) for p in files]
+    return classes, entries
+
+
+def _image_classes(root):
+    """Class names: the CIFAR-10 order when the folders are exactly its ten classes, else sorted."""
+    found = {}
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            raise SourceError(f"image folder {root} has no {split}/ folder: expected "
+                              f"{root}/{{train,test}}/<class>/*.png|jpg")
+        found[split] = {p.name for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if found["train"] != found["test"]:
+        only = {split: sorted(found[split] - found[other]) for split, other in zip(SPLITS, SPLITS[::-1])}
+        raise SourceError(f"image folder {root} has different classes in train and test: only in train "
+                          f"{only['train']}, only in test {only['test']}")
+    if not 0 < len(found["train"]) <= len(CIFAR10_CLASSES):
+        raise SourceError(f"image folder {root} has {len(found['train'])} class folders in train/ and "
+                          f"test/; CIFAR-10 training takes 1 to {len(CIFAR10_CLASSES)} classes")
+    return list(CIFAR10_CLASSES) if found["train"] == set(CIFAR10_CLASSES) else sorted(found["train"])
+
+
+def _decode_image(path):
+    """(image or None, problem or None, sha256 of the file) for one image file."""
+    from PIL import Image  # imported here so that reading archives does not need pillow
+
+    data = path.read_bytes()
+    file_hash = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.mode != "RGB" or image.size != (32, 32):  # (width, height)
+                return None, f"mode {image.mode}, {image.size[0]}x{image.size[1]}", file_hash
+            return np.asarray(image), None, file_hash
+    except (OSError, SyntaxError, ValueError) as error:
+        return None, f"cannot be decoded: {error}", file_hash
+
+
+class _SerialPool:
+    """Pool's imap in this process: no start-up cost for a handful of images or a single worker."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def imap(self, function, items, chunksize=1):
+        return map(function, items)
+
+
+def _pool(num_workers, count):
+    if num_workers <= 1 or count < POOL_MIN_IMAGES:
+        return _SerialPool()
+    return multiprocessing.Pool(num_workers)
