@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed.nn.functional as dist_fn  # differentiable collectives
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -54,24 +54,25 @@ def setup(device_choice, batch_size, independent=False):
 class GlobalBatchNorm(nn.BatchNorm2d):
     """Batch norm over the whole global batch, for CPUs (torch's SyncBatchNorm runs on GPUs only).
 
-    One differentiable all-reduce of per-channel sums, sums of squares and counts per call.
+    Two differentiable all-reduces per call: the mean first, then the variance about it (one pass
+    with E[x^2] - E[x]^2 would lose float32 precision on activations with a large mean).
     """
 
     def forward(self, x):
         if not self.training:
             return super().forward(x)
-        channels = x.shape[1]
-        count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
-        totals = dist_fn.all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        count = torch.full((1,), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
+        totals = dist_fn.all_reduce(torch.cat([x.sum((0, 2, 3)), count]))
         n = totals[-1]
-        mean = totals[:channels] / n
-        var = totals[channels: 2 * channels] / n - mean * mean
+        mean = totals[:-1] / n
+        centred = x - mean.view(1, -1, 1, 1)
+        var = dist_fn.all_reduce(centred.square().sum((0, 2, 3))) / n
         with torch.no_grad():
             self.running_mean.lerp_(mean, self.momentum)
             self.running_var.lerp_(var * n / (n - 1), self.momentum)
             self.num_batches_tracked += 1
         scale = self.weight * torch.rsqrt(var + self.eps)
-        return x * scale.view(1, -1, 1, 1) + (self.bias - mean * scale).view(1, -1, 1, 1)
+        return centred * scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
 def synchronise_batch_norm(module, device):
