@@ -5,6 +5,7 @@ memory, trains on its slice of every global batch (see train.make_batcher), and 
 results across ranks. Batch norm is synchronised, so N processes compute what one would.
 """
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,10 @@ import torch.distributed as torch_dist
 import torch.distributed.nn.functional as dist_fn  # differentiable collectives
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+
+# Deprecated in favour of a functional API that is not differentiable yet; this one still is.
+warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_reduce is deprecated")
 
 
 @dataclass
@@ -105,6 +110,13 @@ def shard(images, labels, dist):
     size = -(-len(images) // dist.world)
     part = slice(dist.rank * size, (dist.rank + 1) * size)
     return images[part], labels[part]
+
+
+def teardown():
+    """Leave the process group, so that every rank exits cleanly."""
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
 
 
 def all_reduce_sum(tensor, dist):

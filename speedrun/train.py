@@ -11,6 +11,7 @@ import copy
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,10 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+class OutOfMemory(RuntimeError):
+    pass
+
+
 # ----------------------------------------------------------------------------------------------
 # configuration
 
@@ -92,7 +97,7 @@ def config_differences(saved, given, prefix=""):
 
 def pick_device(name):
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--training.device cuda was asked for, but torch sees no CUDA device")
+        raise ValueError("--training.device cuda was asked for, but torch sees no CUDA device")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -307,11 +312,28 @@ def data_info(cfg):
 # the run
 
 
-def train(config=None, data=None, independent=False):
-    """Train one run; `config` is a nested dict of overrides. Returns the summary (also summary.json).
+@dataclass
+class Run:
+    """Everything one run holds while its epochs go by."""
+    cfg: dict
+    dist: distributed.Dist
+    device: torch.device
+    log: runlog.RunLog
+    batcher: object
+    model: torch.nn.Module
+    optimizer: object
+    average: WeightAverage
+    train_step: object
+    run_eval: object
+    lrs: list
+    history: list = field(default_factory=list)
+    start_epoch: int = 0
+    train_seconds: float = 0.0
+    compile_seconds: float = 0.0
 
-    Under torchrun the processes train one run together, unless `independent` (a seed sweep).
-    """
+
+def prepare(config, data, independent):
+    """Resolve the config, load the data, build net, optimizer and steps, restore a checkpoint."""
     overrides = copy.deepcopy(config or {})
     resume = overrides.get("training", {}).get("resume", "")
     cfg, state = resume_config(resume, overrides) if resume else (resolve_config(overrides), None)
@@ -331,7 +353,6 @@ def train(config=None, data=None, independent=False):
     cfg["logging"]["folder"] = cfg["logging"]["folder"] or runlog.default_folder()
     log = runlog.RunLog(cfg["logging"]["folder"] if dist.is_main else None)
     batcher = make_batcher(data, cfg, device, dist.rank, dist.world)
-    steps = batcher.steps_per_epoch
     model = build_model(cfg, data.train_images).to(device)
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -339,12 +360,8 @@ def train(config=None, data=None, independent=False):
         if not cfg["lr_test"]["enabled"]:
             raise ValueError("no peak LR: give --lr.lr_max or enable the LR range test")
         cfg["lr"]["lr_max"] = run_lr_test(model, batcher, cfg, log, autocast)
+    lrs = schedule_lrs(cfg, batcher.steps_per_epoch)
     log.write_config(cfg)
-    if cfg["lr"]["peak_epoch"] >= t["epochs"]:  # a short run keeps the seed's shape: peak at 5/24 of it
-        cfg["lr"]["peak_epoch"] = round(t["epochs"] * 5 / 24, 4)
-    schedule = OneCycle.from_epochs(cfg["lr"]["lr_max"], cfg["lr"]["lr_max"] / cfg["lr"]["div_factor"], t["epochs"],
-                                    cfg["lr"]["peak_epoch"], steps, cfg["lr"]["anneal_to_zero"])
-    lrs = [schedule(i) for i in range(t["epochs"] * steps + 1)]
 
     optimizer = build_optimizer(model.parameters(), cfg)
     average = WeightAverage(model, t["ema"])
@@ -359,79 +376,146 @@ def train(config=None, data=None, independent=False):
             sums = evaluate(eval_net, *eval_data, batcher.table, t["eval_batch_size"], t["tta"])
         return distributed.all_reduce_sum(sums, dist)
 
-    start_epoch, history, train_seconds = 0, [], 0.0
+    run = Run(cfg, dist, device, log, batcher, model, optimizer, average, train_step, run_eval, lrs)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if average.average is not None:
-            average.average.load_state_dict(state["average"])
-        batcher.generator.set_state(state["generator"])
-        start_epoch, history = state["epoch"], state["history"]
-        train_seconds = history[-1]["train_seconds"] if history else 0.0
+        restore(run, state)
     elif dist.is_main and cfg["logging"]["plots"]:
         write_start_plots(data, cfg, batcher, lrs, log, device)
-    compile_seconds = warm_up(train_step, run_eval, model, optimizer, batcher, device) if compiling else 0.0
+    if compiling:
+        run.compile_seconds = warm_up(train_step, run_eval, model, optimizer, batcher, device)
+    return run
 
-    losses = torch.zeros(steps, device=device)
-    correct = torch.zeros(steps, device=device, dtype=torch.int64)
-    for epoch in range(start_epoch, t["epochs"]):
-        model.train()
-        evals = evaluation_steps(epoch, steps, t)
-        bar = tqdm(range(steps), disable=not (cfg["logging"]["progress"] and dist.is_main), leave=False,
-                   desc=f"Epoch {epoch + 1}/{t['epochs']}")
-        sync(device)
-        started, first = time.perf_counter(), 0
-        for step in bar:
-            set_lr(optimizer, lrs[epoch * steps + step])
-            losses[step], correct[step] = train_step(*batcher(epoch, step))
-            average.update()
-            if step + 1 not in evals:
-                continue
-            sync(device)
-            train_seconds += time.perf_counter() - started
-            check_finite(losses[: step + 1], epoch, lrs, steps, log.folder)
-            done = step + 1 - first
-            sums = distributed.all_reduce_sum(torch.stack([losses[first: step + 1].sum(),
-                                                           correct[first: step + 1].sum().double()]), dist)
-            record = {"epoch": round(epoch + (step + 1) / steps, 4), "lr": lrs[epoch * steps + step],
-                      "train_loss": sums[0].item() / (done * dist.world),
-                      "train_acc": sums[1].item() / (done * t["batch_size"]),
-                      "train_seconds": round(train_seconds, 4)}
-            bar.set_description(f"Batch_id={step} Loss={record['train_loss']:.4f} "
-                                f"Accuracy={100 * record['train_acc']:.2f}")
-            record.update(test_record(run_eval(), dist.is_main))
-            record["epoch_seconds"] = round(train_seconds - (history[-1]["train_seconds"] if history else 0), 4)
-            history.append(record)
-            log.append_metrics(record)
-            first = step + 1
-            model.train()
-            sync(device)
-            started = time.perf_counter()
-        bar.close()
-        if dist.is_main and log.folder and (epoch + 1 == t["epochs"] or
-                                            (cfg["logging"]["checkpoint_every"] and
-                                             (epoch + 1) % cfg["logging"]["checkpoint_every"] == 0)):
-            checkpoint.save_checkpoint(log.folder, {
-                "signature": checkpoint.model_signature(model), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "generator": batcher.generator.get_state(),
-                "average": average.average.state_dict() if average.average is not None else {},
-                "epoch": epoch + 1, "history": history, "config": cfg})
 
+def schedule_lrs(cfg, steps_per_epoch):
+    """The LR of every step; a run shorter than the peak epoch peaks at 5/24 of it, like the seed's."""
+    lr, epochs = cfg["lr"], cfg["training"]["epochs"]
+    if lr["peak_epoch"] >= epochs:
+        lr["peak_epoch"] = round(epochs * 5 / 24, 4)
+    schedule = OneCycle.from_epochs(lr["lr_max"], lr["lr_max"] / lr["div_factor"], epochs, lr["peak_epoch"],
+                                    steps_per_epoch, lr["anneal_to_zero"])
+    return [schedule(i) for i in range(epochs * steps_per_epoch + 1)]
+
+
+def restore(run, state):
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.average.average is not None:
+        run.average.average.load_state_dict(state["average"])
+    run.batcher.generator.set_state(state["generator"])
+    run.start_epoch, run.history = state["epoch"], state["history"]
+    run.train_seconds = run.history[-1]["train_seconds"] if run.history else 0.0
+
+
+def save_state(run, epoch):
+    every = run.cfg["logging"]["checkpoint_every"]
+    if run.log.folder and (epoch + 1 == run.cfg["training"]["epochs"] or (every and (epoch + 1) % every == 0)):
+        checkpoint.save_checkpoint(run.log.folder, {
+            "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "generator": run.batcher.generator.get_state(),
+            "average": run.average.average.state_dict() if run.average.average is not None else {},
+            "epoch": epoch + 1, "history": run.history, "config": run.cfg})
+
+
+def train_epoch(run, epoch, losses, correct):
+    """One epoch of steps with no host sync, except where an evaluation is due."""
+    t, steps, dist = run.cfg["training"], run.batcher.steps_per_epoch, run.dist
+    run.model.train()
+    evals = evaluation_steps(epoch, steps, t)
+    bar = tqdm(range(steps), disable=not (run.cfg["logging"]["progress"] and dist.is_main), leave=False,
+               desc=f"Epoch {epoch + 1}/{t['epochs']}")
+    sync(run.device)
+    started, first = time.perf_counter(), 0
+    for step in bar:
+        set_lr(run.optimizer, run.lrs[epoch * steps + step])
+        losses[step], correct[step] = run.train_step(*run.batcher(epoch, step))
+        run.average.update()
+        if step + 1 not in evals:
+            continue
+        sync(run.device)
+        run.train_seconds += time.perf_counter() - started
+        check_finite(losses[: step + 1], epoch, run.lrs, steps, run.log.folder)
+        done = step + 1 - first
+        sums = distributed.all_reduce_sum(torch.stack([losses[first: step + 1].sum(),
+                                                       correct[first: step + 1].sum().double()]), dist)
+        record = {"epoch": round(epoch + (step + 1) / steps, 4), "lr": run.lrs[epoch * steps + step],
+                  "train_loss": sums[0].item() / (done * dist.world),
+                  "train_acc": sums[1].item() / (done * t["batch_size"]),
+                  "train_seconds": round(run.train_seconds, 4)}
+        bar.set_description(f"Batch_id={step} Loss={record['train_loss']:.4f} "
+                            f"Accuracy={100 * record['train_acc']:.2f}")
+        record.update(eval_record(run.run_eval(), dist.is_main))
+        previous = run.history[-1]["train_seconds"] if run.history else 0.0
+        record["epoch_seconds"] = round(run.train_seconds - previous, 4)
+        run.history.append(record)
+        run.log.append_metrics(record)
+        first = step + 1
+        run.model.train()
+        sync(run.device)
+        started = time.perf_counter()
+    bar.close()
+
+
+def largest_fitting_batch(model, batch_size, device):
+    """Halve the batch until one forward and backward pass fits in device memory; 0 if none does."""
+    size = batch_size // 2
+    while size >= 1:
+        try:
+            inputs = torch.randn(size, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                model(inputs).float().sum().backward()
+            model.zero_grad(set_to_none=True)
+            return size
+        except torch.cuda.OutOfMemoryError:
+            model.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            size //= 2
+    return 0
+
+
+def train(config=None, data=None, independent=False):
+    """Train one run; `config` is a nested dict of overrides. Returns the summary (also summary.json).
+
+    Under torchrun the processes train one run together, unless `independent` (a seed sweep).
+    """
+    run = prepare(config, data, independent)
+    t, steps = run.cfg["training"], run.batcher.steps_per_epoch
+    losses = torch.zeros(steps, device=run.device)
+    correct = torch.zeros(steps, device=run.device, dtype=torch.int64)
+    out_of_memory = False
+    try:
+        for epoch in range(run.start_epoch, t["epochs"]):
+            train_epoch(run, epoch, losses, correct)
+            if run.dist.is_main:
+                save_state(run, epoch)
+    except torch.cuda.OutOfMemoryError:
+        out_of_memory = True  # probe outside the handler, once the failed step's memory is released
+    if out_of_memory:
+        run.optimizer.zero_grad(set_to_none=True)
+        fits = largest_fitting_batch(run.model, t["batch_size"] // run.dist.world, run.device) * run.dist.world
+        raise OutOfMemory(f"the device ran out of memory at batch size {t['batch_size']}; the largest batch "
+                          f"that fits a forward and backward pass is {fits}: try --training.batch_size {fits} "
+                          f"(and scale lr.lr_max with it)")
+    return summarise(run)
+
+
+def summarise(run):
+    t, history, on_cuda = run.cfg["training"], run.history, run.device.type == "cuda"
     summary = {
         "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
-        "train_seconds": round(train_seconds, 4), "compile_seconds": round(compile_seconds, 4),
-        "epochs": t["epochs"], "steps_per_epoch": steps, "lr_max": cfg["lr"]["lr_max"],
-        "device": torch.cuda.get_device_name(device) if on_cuda else "cpu", "world_size": dist.world,
-        "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": cfg,
-        "data": data_info(cfg), "history": history, "folder": log.folder,
+        "train_seconds": round(run.train_seconds, 4), "compile_seconds": round(run.compile_seconds, 4),
+        "epochs": t["epochs"], "steps_per_epoch": run.batcher.steps_per_epoch, "lr_max": run.cfg["lr"]["lr_max"],
+        "device": torch.cuda.get_device_name(run.device) if on_cuda else "cpu", "world_size": run.dist.world,
+        "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": run.cfg,
+        "data": data_info(run.cfg), "history": history, "folder": run.log.folder,
     }
-    log.write_summary(summary)
-    if log.folder and cfg["logging"]["plots"]:
-        plots.plot_curves(history, log.path("curves.png"))
+    run.log.write_summary(summary)
+    if run.log.folder and run.cfg["logging"]["plots"]:
+        plots.plot_curves(history, run.log.path("curves.png"))
     return summary
 
 
-def test_record(sums, is_main):
+def eval_record(sums, is_main):
     loss_sum, right, count = (float(v) for v in sums)
     if is_main:
         tqdm.write(f"Test set: Average loss: {loss_sum / count:.4f}, Accuracy: {int(right)}/{int(count)} "
@@ -472,9 +556,10 @@ def main(argv=None):
         print("\ninterrupted: the last finished epoch's checkpoint is kept; continue with "
               "python -m speedrun.train --resume <run folder>", file=sys.stderr)
         sys.exit(130)
-    except (TrainingDiverged, LRTestDiverged, ValueError, RuntimeError, OSError) as error:
+    except (TrainingDiverged, LRTestDiverged, OutOfMemory, ValueError, OSError) as error:  # no traceback
         print(f"speedrun.train: error: {error}", file=sys.stderr)
         sys.exit(1)
+    distributed.teardown()
     for summary in summaries:
         if summary["folder"]:
             print(f"seed {summary['seed']}: final test accuracy {100 * summary['final_test_acc']:.2f}% "

@@ -66,6 +66,7 @@ def gradient_check(out):
     F.cross_entropy(net(images[part]), labels[part]).backward()
     if dist.is_main:
         torch.save([p.grad for p in model.parameters()], out)
+    distributed.teardown()
 
 
 def test_ddp_gradient_equals_single_process_gradient_in_float64(tmp_path):

@@ -175,3 +175,50 @@ def test_optimizers_and_ema_train(tiny_betons, tmp_path, optimizer):
     summary = train(tiny_config(tiny_betons, tmp_path, optimizer=optimizer, ema=0.9, tta=1))
     assert summary["history"][-1]["train_loss"] < summary["history"][0]["train_loss"]
     assert 0.0 <= summary["final_test_acc"] <= 1.0
+
+
+class MemoryBound(torch.nn.Module):
+    """A net that 'runs out of memory' on batches above a limit, like a GPU would."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.linear = limit, torch.nn.Linear(3, 10)
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.linear(x.mean((2, 3)))
+
+
+def test_largest_fitting_batch_halves_until_it_fits():
+    assert train_module.largest_fitting_batch(MemoryBound(100), 512, torch.device("cpu")) == 64
+    assert train_module.largest_fitting_batch(MemoryBound(0), 512, torch.device("cpu")) == 0
+
+
+def test_out_of_memory_names_the_batch_size_and_what_fits(tiny_betons, tmp_path, monkeypatch):
+    real = train_module.make_train_step
+
+    def exhausting(*args):
+        step = real(*args)
+
+        def wrapped(inputs, targets):
+            if len(inputs) > 16:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return step(inputs, targets)
+        return wrapped
+
+    monkeypatch.setattr(train_module, "make_train_step", exhausting)
+    monkeypatch.setattr(train_module, "largest_fitting_batch", lambda model, batch, device: 16)
+    with pytest.raises(train_module.OutOfMemory, match=r"at batch size 64; .* is 16: try --training.batch_size 16"):
+        train(tiny_config(tiny_betons, tmp_path))
+
+
+def test_record_recipe_one_epoch_smoke_run(tiny_betons, tmp_path):
+    config = tiny_config(tiny_betons, tmp_path, recipe="speedrun", epochs=1)
+    del config["lr"]  # the recipe's own schedule
+    summary = train(config)
+    cfg = summary["config"]
+    assert (cfg["model"]["arch"], cfg["training"]["optimizer"], cfg["augment"]["flip_mode"]) == \
+        ("record", "muon", "alternate")
+    assert cfg["training"]["tta"] == 2 and summary["history"][0]["train_loss"] > 0
+    assert 0.0 <= summary["final_test_acc"] <= 1.0
