@@ -133,16 +133,43 @@ def layer_table(model, input_size=(3, 32, 32)):
             handles.append(module.register_forward_pre_hook(before_residual))
         if isinstance(module, Residual) or not list(module.children()):
             handles.append(module.register_forward_hook(record(name)))
+    probe(model, handles, input_size)
+    return rows
+
+
+def probe(model, handles, input_size=(3, 32, 32)):
+    """Run one zero image through `model` for the forward hooks in `handles`, then remove them.
+
+    In eval mode, so no BN statistics change; the model's mode is put back afterwards.
+    """
     was_training = model.training
     try:
-        model.eval()  # no BN statistics updated by the probe
+        model.eval()
         parameter = next(model.parameters())
         model(torch.zeros(1, *input_size, device=parameter.device, dtype=parameter.dtype))
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return rows
+
+
+def forward_flops(net, input_size=(3, 32, 32)):
+    """Forward FLOPs per image: 2 x the multiply-adds of every Conv2d and Linear (biases, norms,
+    activations and pools ignored), measured on one dummy image by forward hooks. A training step
+    costs about 3x this per image (forward, plus the backward's two products of the same size).
+    """
+    macs = []
+
+    def count(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            macs.append(output.numel() * per_output)
+        else:
+            macs.append(output.numel() * module.in_features)
+
+    probe(net, [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))],
+          input_size)
+    return 2 * sum(macs)
 
 
 def format_summary(rows, input_size=(3, 32, 32)):

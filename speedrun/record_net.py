@@ -138,33 +138,6 @@ def count_parameters(net, trainable_only=False):
 
 
 @torch.no_grad()
-def forward_flops(net, input_size=(3, 32, 32)):
-    """Forward FLOPs per image: 2 x the multiply-adds of every Conv2d and Linear (biases, norms,
-    activations and pools ignored), measured on one dummy image by forward hooks. A training step
-    costs about 3x this per image (forward, plus the backward's two products of the same size).
-    """
-    macs = []
-
-    def count(module, inputs, output):
-        if isinstance(module, nn.Conv2d):
-            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            macs.append(output.numel() * per_output)
-        else:
-            macs.append(output.numel() * module.in_features)
-
-    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = net.training
-    net.eval()  # leaves BN running statistics untouched
-    try:
-        p = next(net.parameters())
-        net(torch.zeros(1, *input_size, device=p.device, dtype=p.dtype))
-    finally:
-        net.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return 2 * sum(macs)
-
-
 def build_record_net(cfg, train_images=None, whiten_sample=5000):
     """The record recipe's net at `model.width`, its whitening layer fitted to training images."""
     width = cfg["model"]["width"]

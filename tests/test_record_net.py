@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from speedrun.muon import Muon
-from speedrun.record_net import (IdentityInitConv, RecordNet, count_parameters, forward_flops, param_groups,
+from speedrun.model import forward_flops
+from speedrun.record_net import (IdentityInitConv, RecordNet, count_parameters, param_groups,
                                  whiten_init_)
 
 WIDTHS = (8, 16, 16)
