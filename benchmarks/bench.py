@@ -13,7 +13,7 @@ device, since speed does not depend on pixel values; only beton_to_device and th
 betons. Trainer options (--model.width 32, --training.batch_size 1024, --recipe speedrun) apply to
 the model stages and the training run alike.
 
-Results go to <out>/<device>.json, e.g. nvidia-h100-80gb-hbm3.json, or cpu.json.
+Results go to <out>/<device>.json, e.g. nvidia-h100-80gb-hbm3.json, or cpu-amd-epyc-2-cores.json.
 """
 import contextlib
 import datetime
@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import statistics
@@ -470,7 +471,14 @@ def add_fractions(stages):
 
 
 def device_name(device):
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    """The GPU's name, or 'cpu <model> <N> cores' so CPU results from different machines stay apart."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return f"cpu {model} {os.cpu_count()} cores"
 
 
 def slugify(name):

@@ -3,6 +3,7 @@
     runs/<name>/config.yaml  metrics.jsonl  summary.json  checkpoint.pt  *.png
 Only the process that owns the run (rank 0) writes; the others get a RunLog with `folder=None`.
 """
+import importlib.metadata
 import json
 import os
 import platform
@@ -21,10 +22,10 @@ def versions():
     import torch
     found = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
              "cuda": torch.version.cuda}
-    for name in ("triton", "ffcv"):
+    for name in ("triton", "ffcv"):  # installed metadata: ffcv 1.0.2's own __version__ says 0.0.3rc1
         try:
-            found[name] = __import__(name).__version__
-        except Exception:  # optional on this platform
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # optional on this platform
             found[name] = None
     return found
 
