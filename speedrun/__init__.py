@@ -1,8 +1,12 @@
 """speedrun: a high-throughput CIFAR-10 speedrun trainer.
 
-    from speedrun import train, load_cifar_betons, CustomResNet
+    from speedrun import CustomResNet, load_cifar_betons
+    from speedrun.predict import predict
+    from speedrun.train import train
 
-Names are imported on first use, so `import speedrun.model` does not pull in ffcv.
+Names are imported on first use, so `import speedrun.model` does not pull in ffcv. `train` and
+`predict` stay in their modules: exported here they would share their names with those modules, and
+which of the two `speedrun.train` meant would depend on what was imported before.
 """
 import importlib
 
@@ -12,7 +16,6 @@ _EXPORTS = {
     "CustomResNet": "speedrun.model",
     "load_beton": "speedrun.data",
     "load_cifar_betons": "speedrun.data",
-    "train": "speedrun.train",
 }
 
 

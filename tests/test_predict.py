@@ -222,3 +222,13 @@ def test_unknown_option_and_bad_top_are_usage_errors(run_folder, images, capsys)
         assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "unrecognized arguments: --topk" in err and "--top must be between 1 and 10" in err
+
+
+def test_library_names_import_from_the_package():
+    import speedrun
+    from speedrun import CustomResNet, load_beton, load_cifar_betons
+    from speedrun.predict import predict
+    from speedrun.train import train
+    assert callable(train) and callable(load_beton) and callable(load_cifar_betons) and callable(predict)
+    assert sum(p.numel() for p in CustomResNet().parameters()) == 6_573_130
+    assert sorted(speedrun.__all__) == ["CustomResNet", "load_beton", "load_cifar_betons"]
