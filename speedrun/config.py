@@ -9,9 +9,15 @@ import argparse
 import copy
 import sys
 
+import fastargs.config
 from fastargs import get_current_config
 from fastargs.exceptions import MissingValueError
 from fastargs.validation import Checker
+from terminaltables import AsciiTable
+
+# fastargs draws its --help tables with terminal line-drawing codes, which print as garbage once piped
+# to a file or a pager; plain ASCII reads the same everywhere.
+fastargs.config.SingleTable = AsciiTable
 
 
 class Choice(Checker):
