@@ -23,8 +23,10 @@ from .config import Boolean, Choice, Number, defaults, merge, parse_args, parse_
 from .data import load_cifar_betons
 from .sources import CIFAR10_CLASSES
 from .evaluate import evaluate
+from .loader import make_batcher
 from .lr_finder import LRTestDiverged, lr_range_test, num_test_steps
 from .model import build_model
+from .optim import WeightAverage, build_optimizer, set_lr
 from .recipes import recipe_config
 from .schedule import OneCycle
 
@@ -107,93 +109,6 @@ def pick_device(name):
 # the pieces of a run
 
 
-class OptimizerGroup:
-    """Several optimizers stepped as one (the record recipe trains filters and the rest differently)."""
-
-    def __init__(self, optimizers):
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self):
-        return [group for opt in self.optimizers for group in opt.param_groups]
-
-    def step(self):
-        for opt in self.optimizers:
-            opt.step()
-
-    def zero_grad(self, set_to_none=True):
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self):
-        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
-
-    def load_state_dict(self, state):
-        for opt, saved in zip(self.optimizers, state["optimizers"]):
-            opt.load_state_dict(saved)
-
-
-def build_optimizer(params, cfg, lr=0.0):
-    """The configured optimizer over `params`; its LR is set every step by the schedule."""
-    t = cfg["training"]
-    params = [p for p in params if p.requires_grad]
-    kernels = {"fused": True} if params[0].is_cuda else {"foreach": True}
-    if t["optimizer"] == "adam":
-        return torch.optim.AdamW(params, lr=lr, betas=(t["momentum"], 0.999), weight_decay=t["weight_decay"],
-                                 **kernels)
-    sgd = dict(lr=lr, momentum=t["momentum"], nesterov=True, weight_decay=t["weight_decay"], **kernels)
-    if t["optimizer"] == "sgd":
-        return torch.optim.SGD(params, **sgd)
-    from .muon import Muon  # Muon orthogonalises the conv filters' updates; SGD trains the rest
-    filters = [p for p in params if p.ndim == 4]
-    return OptimizerGroup([Muon(filters, lr=lr, momentum=t["momentum"], nesterov=True),
-                           torch.optim.SGD([p for p in params if p.ndim != 4], **sgd)])
-
-
-def set_lr(optimizer, lr):
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def make_batcher(data, cfg, device, rank=0, world=1):
-    """A function (epoch, step) -> (inputs, targets): this rank's share of the step's global batch.
-
-    Every rank draws the same permutation and augmentation for the whole global batch and keeps its
-    slice, so N processes see exactly the batches one process would.
-    """
-    a, t = cfg["augment"], cfg["training"]
-    images, labels = data.train_images, data.train_labels
-    if t["train_subset"]:
-        images, labels = images[: t["train_subset"]], labels[: t["train_subset"]]
-    batch, local = t["batch_size"], t["batch_size"] // world
-    if batch > len(images):
-        raise ValueError(f"batch size {batch} exceeds the {len(images)} training images")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = augment.normalize_table(augment.CIFAR10_MEAN, augment.CIFAR10_STD, dtype, device)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(t["seed"])
-    alternate = torch.randint(0, 2, (len(images),), generator=generator, device=device, dtype=torch.int32)
-    out = torch.empty(local, 32, 32, 3, dtype=dtype, device=device).permute(0, 3, 1, 2)
-    cache = {"epoch": None, "order": None}
-
-    def next_batch(epoch, step):
-        if cache["epoch"] != epoch:  # one permutation per epoch
-            cache["epoch"] = epoch
-            cache["order"] = torch.randperm(len(images), generator=generator, device=device)
-        index = cache["order"][step * batch + rank * local: step * batch + (rank + 1) * local]
-        params = augment.draw_params(batch, generator, device, pad=a["pad"], cutout=a["cutout"],
-                                     flip=a["flip"])[rank * local: (rank + 1) * local]
-        if a["flip_mode"] == "alternate":  # each image flips every other epoch instead of at random
-            params[:, 2] = alternate[index] ^ (epoch % 2)
-        inputs = augment.augment_batch(images, index, params, table, pad_mode=a["pad_mode"], pad=a["pad"],
-                                       cutout=a["cutout"], impl=a["impl"], out=out)
-        return inputs, labels[index]
-
-    next_batch.steps_per_epoch = len(images) // batch
-    next_batch.generator, next_batch.table, next_batch.cache = generator, table, cache
-    return next_batch
-
-
 def make_train_step(model, optimizer, label_smoothing, autocast):
     def train_step(inputs, targets):
         with autocast():
@@ -204,24 +119,6 @@ def make_train_step(model, optimizer, label_smoothing, autocast):
         optimizer.zero_grad(set_to_none=True)
         return loss.detach(), (logits.argmax(1) == targets).sum()
     return train_step
-
-
-class WeightAverage:
-    """An exponential moving average of the weights (decay 0: the weights themselves)."""
-
-    def __init__(self, model, decay):
-        self.model, self.decay = model, decay
-        self.average = copy.deepcopy(model) if decay else None
-
-    @torch.no_grad()
-    def update(self):
-        if self.average is not None:
-            pairs = [(a, m) for a, m in zip(self.average.state_dict().values(), self.model.state_dict().values())
-                     if a.is_floating_point()]
-            torch._foreach_lerp_([a for a, _ in pairs], [m for _, m in pairs], 1.0 - self.decay)
-
-    def net(self):
-        return self.average if self.average is not None else self.model
 
 
 def evaluation_steps(epoch, steps, t):
