@@ -12,8 +12,10 @@ def make_batcher(data, cfg, device, rank=0, world=1):
     """
     a, t = cfg["augment"], cfg["training"]
     images, labels = data.train_images, data.train_labels
-    if t["train_subset"]:
-        images, labels = images[: t["train_subset"]], labels[: t["train_subset"]]
+    if t["train_subset"]:  # a fixed random subset: betons from image folders are sorted by class
+        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(t["seed"]))
+        chosen = chosen[: t["train_subset"]].sort().values.to(images.device)
+        images, labels = images[chosen], labels[chosen]
     batch, local = t["batch_size"], t["batch_size"] // world
     if batch > len(images):
         raise ValueError(f"batch size {batch} exceeds the {len(images)} training images")

@@ -111,7 +111,7 @@ def pick_device(name=None):
 
 
 def load_net(path, device="cpu"):
-    """(net in eval mode, the run's config) from a checkpoint file or a run folder.
+    """(net in eval mode, the run's config, its class names) from a checkpoint file or a run folder.
 
     A run trained with a weight average (training.ema) was evaluated with the average, so that is
     what is loaded.
@@ -130,7 +130,7 @@ def load_net(path, device="cpu"):
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not fit the net its config describes "
                               f"({error})") from None
-    return net.to(device).eval(), cfg
+    return net.to(device).eval(), cfg, state.get("classes") or CIFAR10_CLASSES
 
 
 @torch.no_grad()
@@ -144,16 +144,18 @@ def class_probabilities(net, images, tta=0):
     return torch.cat(chunks).cpu() if chunks else torch.zeros(0, len(CIFAR10_CLASSES))
 
 
-def predict(checkpoint, paths, top=3, device=None, classes=CIFAR10_CLASSES):
+def predict(checkpoint, paths, top=3, device=None, classes=None):
     """[(path, [(class, probability), ...]), ...]: the `top` likeliest classes of each image, in order.
 
-    `checkpoint` is a checkpoint file or a run folder. Every image is read before the net runs, so
-    one unreadable file raises ImageError (listing all of them) and nothing is classified.
+    `checkpoint` is a checkpoint file or a run folder; class names come from it (the classes of the
+    data it was trained on) unless given. Every image is read before the net runs, so one unreadable
+    file raises ImageError (listing all of them) and nothing is classified.
     """
+    images = load_images(paths)
+    net, cfg, saved_classes = load_net(checkpoint, pick_device(device))
+    classes = classes or saved_classes
     if not 1 <= top <= len(classes):
         raise ValueError(f"top must be between 1 and {len(classes)}, got {top}")
-    images = load_images(paths)
-    net, cfg = load_net(checkpoint, pick_device(device))
     probabilities = class_probabilities(net, images, cfg.get("training", {}).get("tta", 0))
     if probabilities.shape[1] != len(classes):
         raise ValueError(f"the net tells {probabilities.shape[1]} classes apart, but "

@@ -48,7 +48,7 @@ Section("training", "the training loop").params(
     late_evals_from=Param(Number(int, 0, 10_000), "from this epoch on, evaluate several times "
                                                   "an epoch (0 = off)", default=0),
     late_evals_per_epoch=Param(Number(int, 1, 100), "evaluations per epoch from late_evals_from", default=1),
-    train_subset=Param(Number(int, 0, 10**9), "train on the first N images only (0 = all)", default=0),
+    train_subset=Param(Number(int, 0, 10**9), "train on a fixed random N of the images (0 = all)", default=0),
     resume=Param(str, "continue the run in this folder from its last checkpoint", default=""),
     seeds=Param(str, "independent runs for these seeds ('0,1,2' or '0-4'), spread over the torchrun "
                      "processes, each in <folder>/seed<N>", default=""),
@@ -200,8 +200,8 @@ def data_info(cfg):
     for split, key in (("train", "train_dataset"), ("test", "val_dataset")):
         path = cfg["data"][key]
         info[split] = path
-        with contextlib.suppress(OSError, ValueError):
-            info[f"{split}_meta"] = json.load(open(path + ".json"))
+        with contextlib.suppress(OSError, ValueError), open(path + ".json") as f:
+            info[f"{split}_meta"] = json.load(f)
     return info
 
 
@@ -224,6 +224,7 @@ class Run:
     run_eval: object
     lrs: list
     history: list = field(default_factory=list)
+    data_info: dict = field(default_factory=dict)
     start_epoch: int = 0
     train_seconds: float = 0.0
     compile_seconds: float = 0.0
@@ -273,7 +274,8 @@ def prepare(config, data, independent):
             sums = evaluate(eval_net, *eval_data, batcher.table, t["eval_batch_size"], t["tta"])
         return distributed.all_reduce_sum(sums, dist)
 
-    run = Run(cfg, dist, device, log, batcher, model, optimizer, average, train_step, run_eval, lrs)
+    run = Run(cfg, dist, device, log, batcher, model, optimizer, average, train_step, run_eval, lrs,
+              data_info=data_info(cfg))
     if state is not None:
         restore(run, state)
     elif dist.is_main and cfg["logging"]["plots"]:
@@ -310,7 +312,8 @@ def save_state(run, epoch):
             "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "generator": run.batcher.generator.get_state(),
             "average": run.average.average.state_dict() if run.average.average is not None else {},
-            "epoch": epoch + 1, "history": run.history, "config": run.cfg})
+            "epoch": epoch + 1, "history": run.history, "config": run.cfg,
+            "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)})
 
 
 def train_epoch(run, epoch, losses, correct):
@@ -404,7 +407,7 @@ def summarise(run):
         "epochs": t["epochs"], "steps_per_epoch": run.batcher.steps_per_epoch, "lr_max": run.cfg["lr"]["lr_max"],
         "device": torch.cuda.get_device_name(run.device) if on_cuda else "cpu", "world_size": run.dist.world,
         "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": run.cfg,
-        "data": data_info(run.cfg), "history": history, "folder": run.log.folder,
+        "data": run.data_info, "history": history, "folder": run.log.folder,
     }
     run.log.write_summary(summary)
     if run.log.folder and run.cfg["logging"]["plots"]:

@@ -222,3 +222,15 @@ def test_record_recipe_one_epoch_smoke_run(tiny_betons, tmp_path):
         ("record", "muon", "alternate")
     assert cfg["training"]["tta"] == 2 and summary["history"][0]["train_loss"] > 0
     assert 0.0 <= summary["final_test_acc"] <= 1.0
+
+
+def test_train_subset_is_a_fixed_random_sample_not_the_first_images():
+    from speedrun.config import defaults, merge
+    from speedrun.data import CifarData
+    from speedrun.loader import make_batcher
+    labels = torch.arange(100) // 10  # sorted by class, as image-folder betons are
+    images = labels.view(-1, 1, 1, 1).expand(100, 32, 32, 3).to(torch.uint8).contiguous()
+    cfg = merge(defaults(), {"training": {"train_subset": 20, "batch_size": 20}})
+    seen = [set(make_batcher(CifarData(images, labels, images, labels), cfg, torch.device("cpu"))(0, 0)[1].tolist())
+            for _ in range(2)]
+    assert len(seen[0]) > 3 and seen[0] == seen[1]

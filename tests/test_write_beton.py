@@ -89,6 +89,38 @@ def test_interrupted_write_leaves_nothing_behind(make_binary_archive, tmp_path, 
     assert os.listdir(tmp_path / "out") == []
 
 
+def test_a_full_disk_leaves_the_previous_betons_intact(make_binary_archive, tmp_path, monkeypatch):
+    import errno
+
+    from ffcv.writer import DatasetWriter
+    train, test = betons(tmp_path)
+    write_betons(str(make_binary_archive(learnable_arrays(20, 10, seed=1), "first.tar.gz")), train, test,
+                 num_workers=1)
+    before = {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")}
+
+    def fill_the_disk(self, dataset, **options):
+        with open(self.fname, "wb") as file:
+            file.write(b"\0" * 5000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(DatasetWriter, "from_indexed_dataset", fill_the_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_betons(str(make_binary_archive(learnable_arrays(20, 10, seed=2), "second.tar.gz")), train, test,
+                     num_workers=1)
+    after = {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")}
+    assert after == before  # same files, same bytes, no temporary left over
+
+
+def test_too_little_free_space_is_refused_before_writing(make_binary_archive, tmp_path, monkeypatch):
+    import shutil
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1 << 20))
+    train, test = betons(tmp_path)
+    with pytest.raises(OutputError, match="not enough disk space"):
+        write_betons(str(make_binary_archive(learnable_arrays(20, 10))), train, test, num_workers=1)
+    assert os.listdir(tmp_path / "out") == []
+
+
 def test_interrupted_ffcv_workers_are_stopped(make_binary_archive, tmp_path, monkeypatch):
     import multiprocessing
     import time
