@@ -28,6 +28,8 @@ float32), i.e. 9216 B per image in bf16; `bytes_moved` gives the total for a bat
 """
 from __future__ import annotations  # lets the kernel signature name tl.constexpr without triton
 
+import os
+
 import torch
 from fastargs import Param, Section
 
@@ -195,7 +197,10 @@ def _kernel(interpret):
 
 
 def _interpreting():
-    return bool(triton.knobs.runtime.interpret)
+    knobs = getattr(triton, "knobs", None)  # triton >= 3.4; older ones read only the environment
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def augment_triton(images, indices, params, table, pad_mode="reflect", cutout=8, out=None, pad=4,
