@@ -22,7 +22,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -46,10 +45,11 @@ from speedrun.config import Choice, merge, parse_args  # noqa: E402
 from speedrun.data import CifarData, load_beton, load_cifar_betons  # noqa: E402
 from speedrun.evaluate import evaluate  # noqa: E402
 from speedrun.model import build_model, forward_flops  # noqa: E402
-from speedrun.runlog import versions, write_json  # noqa: E402
+from speedrun.runlog import device_name, versions, write_json  # noqa: E402
 from speedrun.loader import make_batcher  # noqa: E402
 from speedrun.optim import build_optimizer, set_lr  # noqa: E402
-from speedrun.train import make_train_step, pick_device, resolve_config, train  # noqa: E402
+from speedrun.train import (autocast_for, make_train_step, pick_device, resolve_config, train,  # noqa: E402
+                            wants_compile)
 from write_beton import write_betons  # noqa: E402
 
 STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
@@ -164,10 +164,8 @@ class Bench:
         self.size = SIZES[size]
         self.overrides = merge(self.size["overrides"], given, strict=False)  # the user's options win
         self.cfg = resolve_config(self.overrides)
-        t = self.cfg["training"]
-        on_cuda = device.type == "cuda"
-        self.compiling = t["compile"] == "on" or (t["compile"] == "auto" and on_cuda)
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
+        self.compiling = wants_compile(self.cfg["training"], device)
+        self.autocast = autocast_for(self.device)
         self.written = None  # (train, test, what they were written from), set by the write_beton stage
         self.training = None  # the training run's summary
         self._workload = None
@@ -469,17 +467,6 @@ def add_fractions(stages):
                 part["peak_fraction"] = part["tflops"] / peak if peak else None
             if "gbps" in part:
                 part["bandwidth_fraction"] = part["gbps"] / copy if copy else None
-
-
-def device_name(device):
-    """The GPU's name, or 'cpu <model> <N> cores' so CPU results from different machines stay apart."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    return f"cpu {model} {os.cpu_count()} cores"
 
 
 def slugify(name):

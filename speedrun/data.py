@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from fastargs import Param, Section
 
+from speedrun.sources import IMAGE_BYTES, IMAGE_SHAPE
+
 Section("data", "CIFAR-10 data").params(
     train_dataset=Param(str, "train split beton (written by write_beton.py)",
                         default="data/cifar10_train.beton"),
@@ -20,8 +22,6 @@ Section("data", "CIFAR-10 data").params(
                       default="data/cifar10_test.beton"),
 )
 
-IMAGE_SHAPE = (32, 32, 3)
-IMAGE_BYTES = 32 * 32 * 3
 NUM_CLASSES = 10
 FIELDS = [("image", "RGBImageField"), ("label", "IntField")]  # in this order: metadata f0, f1
 RAW_MODE = 1  # ffcv's RGBImageField mode for uncompressed pixels (0 is JPEG)

@@ -26,6 +26,7 @@ from importlib import metadata
 
 import torch
 
+from speedrun.runlog import device_name, synchronize
 from speedrun.sources import CIFAR10_CLASSES
 
 # reference name -> airbench module holding that trainer and its hyperparameters `hyp`
@@ -103,11 +104,6 @@ def check_available(device):
     return airbench
 
 
-def synchronize(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn, device):
     """(result, wall seconds), with the device synchronised before and after."""
     synchronize(device)
@@ -115,11 +111,6 @@ def timed(fn, device):
     result = fn()
     synchronize(device)
     return result, time.perf_counter() - start
-
-
-def device_name(device):
-    device = torch.device(device)
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def run_reference(name, data, folder, seed=0, device="cuda"):

@@ -4,11 +4,13 @@
 Only the process that owns the run (rank 0) writes; the others get a RunLog with `folder=None`.
 """
 import importlib.metadata
+import contextlib
 import json
 import os
 import platform
 import time
 
+import torch
 import yaml
 
 
@@ -19,7 +21,6 @@ def default_folder():
 def versions():
     """Versions of what a result depends on, for summary files and the leaderboard."""
     import numpy
-    import torch
     found = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
              "cuda": torch.version.cuda}
     for name in ("triton", "ffcv"):  # installed metadata: ffcv 1.0.2's own __version__ says 0.0.3rc1
@@ -28,6 +29,23 @@ def versions():
         except importlib.metadata.PackageNotFoundError:  # optional on this platform
             found[name] = None
     return found
+
+
+def device_name(device):
+    """The GPU's name, or 'cpu <model> <N> cores', so that results from different machines stay apart."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return f"cpu {model} {os.cpu_count()} cores"
+
+
+def synchronize(device):
+    """Wait for the device's queued work, so that a host clock reading means something."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def write_json(path, obj):

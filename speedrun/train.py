@@ -28,6 +28,7 @@ from .lr_finder import LRTestDiverged, lr_range_test, num_test_steps
 from .model import build_model
 from .optim import WeightAverage, build_optimizer, set_lr
 from .recipes import recipe_config
+from .runlog import synchronize
 from .schedule import OneCycle
 
 Section("training", "the training loop").params(
@@ -97,6 +98,17 @@ def config_differences(saved, given, prefix=""):
     return differ
 
 
+def autocast_for(device):
+    """A context factory: bf16 autocast on CUDA, nothing on the CPU (which trains in float32)."""
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def wants_compile(training, device):
+    return training["compile"] == "on" or (training["compile"] == "auto" and device.type == "cuda")
+
+
 def pick_device(name):
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--training.device cuda was asked for, but torch sees no CUDA device")
@@ -138,11 +150,6 @@ def check_finite(losses, epoch, lrs, steps_per_epoch, folder):
                                f"(lr {lr:.4g}); stopping, {kept}")
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def warm_up(train_step, run_eval, model, optimizer, batcher, device):
     """Compile the train and eval steps on a few batches, then put every state back as it was."""
     saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
@@ -151,7 +158,7 @@ def warm_up(train_step, run_eval, model, optimizer, batcher, device):
     for step in range(3):
         train_step(*batcher(0, step))
     run_eval()
-    sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     model.load_state_dict(saved[0])
     optimizer.load_state_dict(saved[1])
@@ -239,8 +246,8 @@ def prepare(config, data, independent):
     dist = distributed.setup(t["device"], t["batch_size"], independent)
     device = dist.device or pick_device(t["device"])
     on_cuda = device.type == "cuda"
-    compiling = t["compile"] == "on" or (t["compile"] == "auto" and on_cuda)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
+    compiling = wants_compile(t, device)
+    autocast = autocast_for(device)
     if dist.is_main and not on_cuda:
         print("speedrun: no CUDA device: training on the CPU without torch.compile, bf16 or the Triton "
               "kernel. Correct but slow; fine for smoke runs.", file=sys.stderr)
@@ -323,7 +330,7 @@ def train_epoch(run, epoch, losses, correct):
     evals = evaluation_steps(epoch, steps, t)
     bar = tqdm(range(steps), disable=not (run.cfg["logging"]["progress"] and dist.is_main), leave=False,
                desc=f"Epoch {epoch + 1}/{t['epochs']}")
-    sync(run.device)
+    synchronize(run.device)
     started, first = time.perf_counter(), 0
     for step in bar:
         set_lr(run.optimizer, run.lrs[epoch * steps + step])
@@ -331,7 +338,7 @@ def train_epoch(run, epoch, losses, correct):
         run.average.update()
         if step + 1 not in evals:
             continue
-        sync(run.device)
+        synchronize(run.device)
         run.train_seconds += time.perf_counter() - started
         check_finite(losses[: step + 1], epoch, run.lrs, steps, run.log.folder)
         done = step + 1 - first
@@ -350,7 +357,7 @@ def train_epoch(run, epoch, losses, correct):
         run.log.append_metrics(record)
         first = step + 1
         run.model.train()
-        sync(run.device)
+        synchronize(run.device)
         started = time.perf_counter()
     bar.close()
 
@@ -400,12 +407,12 @@ def train(config=None, data=None, independent=False):
 
 
 def summarise(run):
-    t, history, on_cuda = run.cfg["training"], run.history, run.device.type == "cuda"
+    t, history = run.cfg["training"], run.history
     summary = {
         "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
         "train_seconds": round(run.train_seconds, 4), "compile_seconds": round(run.compile_seconds, 4),
         "epochs": t["epochs"], "steps_per_epoch": run.batcher.steps_per_epoch, "lr_max": run.cfg["lr"]["lr_max"],
-        "device": torch.cuda.get_device_name(run.device) if on_cuda else "cpu", "world_size": run.dist.world,
+        "device": runlog.device_name(run.device), "world_size": run.dist.world,
         "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": run.cfg,
         "data": run.data_info, "history": history, "folder": run.log.folder,
     }

@@ -10,6 +10,7 @@ import torch
 from speedrun import reference
 from speedrun.leaderboard import make_entry
 from speedrun.reference import CIFAR10_CLASSES, export_for_airbench, run_reference
+from speedrun.runlog import device_name
 
 Data = namedtuple("Data", "train_images train_labels test_images test_labels")
 
@@ -129,7 +130,7 @@ def test_run_reference_plumbing(data, tmp_path, monkeypatch):
     assert calls[1][2] == calls[3][2]  # seeded: same seed, same random stream
     result = summaries[0]
     assert result["final_test_acc"] == 0.95 and result["test_acc_without_tta"] == 0.94
-    assert result["seed"] == 3 and result["device"] == "cpu" and result["train_seconds"] >= 0
+    assert result["seed"] == 3 and result["device"] == device_name("cpu") and result["train_seconds"] >= 0
     assert result["history"] == [{"epoch": 9.9, "train_seconds": result["train_seconds"], "test_acc": 0.95}]
     made = make_entry(summaries, name="airbench train94", kind="reference", target=0.94, session="s")
     assert made["time_to_target"] == [result["train_seconds"], summaries[1]["train_seconds"]]
