@@ -78,12 +78,11 @@ class RunLog:
             with open(self.path("metrics.jsonl"), "a") as f:
                 f.write(json.dumps(record, sort_keys=True) + "\n")
 
-    def read_metrics(self):
-        path = self.path("metrics.jsonl")
-        if not path or not os.path.exists(path):
-            return []
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+    def rewrite_metrics(self, records):
+        """Put the metrics back to `records` (a resumed run drops what it logged after its checkpoint)."""
+        if self.folder:
+            with open(self.path("metrics.jsonl"), "w") as f:
+                f.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
 
     def write_summary(self, summary):
         if self.folder:

@@ -309,6 +309,7 @@ def restore(run, state):
         run.average.average.load_state_dict(state["average"])
     run.batcher.generator.set_state(state["generator"])
     run.start_epoch, run.history = state["epoch"], state["history"]
+    run.log.rewrite_metrics(run.history)
     run.train_seconds = run.history[-1]["train_seconds"] if run.history else 0.0
 
 

@@ -234,3 +234,26 @@ def test_train_subset_is_a_fixed_random_sample_not_the_first_images():
     seen = [set(make_batcher(CifarData(images, labels, images, labels), cfg, torch.device("cpu"))(0, 0)[1].tolist())
             for _ in range(2)]
     assert len(seen[0]) > 3 and seen[0] == seen[1]
+
+
+def test_ctrl_c_leaves_a_run_that_resumes_to_the_end(tiny_betons, tmp_path):
+    import signal
+    import time
+    folder = tmp_path / "run"
+    args = ["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1], "--model.width", "8",
+            "--training.batch_size", "64", "--training.device", "cpu", "--lr.lr_max", "0.02", "--epochs", "40",
+            "--logging.plots", "false", "--logging.progress", "false", "--logging.folder", str(folder)]
+    process = subprocess.Popen([sys.executable, "-m", "speedrun.train", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    deadline = time.time() + 300
+    while not (folder / "checkpoint.prev.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr
+    done = checkpoint.load_checkpoint(checkpoint.find_checkpoint(folder))["epoch"]
+    assert 2 <= done < 40
+    result = run_cli("--resume", str(folder), "--logging.progress", "false")
+    assert result.returncode == 0, result.stderr
+    assert [m["epoch"] for m in read_metrics(folder)] == [float(e) for e in range(1, 41)]
