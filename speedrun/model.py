@@ -187,14 +187,14 @@ def format_summary(rows, input_size=(3, 32, 32)):
     final = rows[-1]["r"]
     relation = "exceeds" if final > image else "does not exceed"
     lines += [rule,
-              f"Total params: {total:,}",
-              f"Trainable params: {trainable:,}",
-              f"Non-trainable params: {total - trainable:,}",
-              rule,
               "RF = receptive field size in input pixels, Jump = input pixels between neighbouring units,",
               "Start = centre of the first unit's field (input pixel i spans [i, i+1)).",
               f"Note: the final receptive field ({final}x{final} px) {relation} the "
-              f"{input_size[1]}x{input_size[2]} input image."]
+              f"{input_size[1]}x{input_size[2]} input image.",
+              rule,
+              f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {total - trainable:,}",
+              f"Total params: {total:,}"]
     return "\n".join(lines)
 
 
