@@ -40,6 +40,7 @@ def make_batcher(data, cfg, device, rank=0, world=1):
                                        cutout=a["cutout"], impl=a["impl"], out=out)
         return inputs, labels[index]
 
-    next_batch.steps_per_epoch = len(images) // batch
+    next_batch.steps_per_epoch = len(images) // batch  # the last partial batch is dropped: fixed shapes
+    next_batch.num_images = len(images)
     next_batch.generator, next_batch.table, next_batch.cache = generator, table, cache
     return next_batch

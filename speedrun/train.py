@@ -9,6 +9,7 @@ autocast or the Triton kernel.
 import contextlib
 import copy
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -170,7 +171,8 @@ def warm_up(train_step, run_eval, model, optimizer, batcher, device):
 def run_lr_test(model, batcher, cfg, log, autocast):
     """Sweep the LR on a throw-away copy of the net; returns the suggested peak LR."""
     t, test = cfg["training"], cfg["lr_test"]
-    steps = num_test_steps(test["num_steps"], batcher.steps_per_epoch)
+    # one epoch's worth, counting the partial batch as the seed did: ceil(N / batch) steps
+    steps = num_test_steps(test["num_steps"], math.ceil(batcher.num_images / t["batch_size"]))
     per_epoch = batcher.steps_per_epoch
 
     def step_fn(net, optimizer, inputs, targets):
