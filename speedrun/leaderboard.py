@@ -306,13 +306,11 @@ def run_ours(overrides, data, seeds, session):
     """Train every seed, each into its own folder: <logging.folder or runs/leaderboard-SESSION>/seed<N>."""
     train_module = importlib.import_module("speedrun.train")
     parent = overrides.get("logging", {}).get("folder") or os.path.join("runs", f"leaderboard-{session}")
-    summaries = []
-    for seed in seeds:
-        config = {**overrides, "training": {**overrides["training"], "seed": seed},
-                  "logging": {**overrides.get("logging", {}), "folder": os.path.join(parent, f"seed{seed}")}}
-        summaries.append(train_module.train(config, data=data))
-        print(f"seed {seed}: test acc {summaries[-1]['final_test_acc']:.4f} "
-              f"in {summaries[-1]['train_seconds']:.2f} s", file=sys.stderr)
+    summaries = train_module.train_seeds(merge(overrides, {"logging": {"folder": parent}}, strict=False), seeds,
+                                         data=data)
+    for summary in summaries:
+        print(f"seed {summary['seed']}: test acc {summary['final_test_acc']:.4f} "
+              f"in {summary['train_seconds']:.2f} s", file=sys.stderr)
     return summaries
 
 

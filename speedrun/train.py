@@ -10,6 +10,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -448,13 +449,17 @@ def write_start_plots(data, cfg, batcher, lrs, log, device):
                           data.train_labels[:32], CIFAR10_CLASSES)
 
 
-def train_seeds(given, seeds):
-    """Independent runs, one per seed, this process's share of them under torchrun."""
+def train_seeds(given, seeds, data=None):
+    """Independent runs, one per seed, each in <folder>/seed<N>; under torchrun, this rank's share."""
     rank, world, _ = distributed.launched_world()
     base = given.get("logging", {}).get("folder") or runlog.default_folder()
-    return [train(merge(given, {"training": {"seed": seed, "seeds": ""},
-                                "logging": {"folder": f"{base}/seed{seed}"}}, strict=False), independent=True)
-            for seed in seeds[rank::world]]
+    summaries = []
+    for seed in seeds[rank::world]:
+        config = merge(given, {"training": {"seed": seed}, "logging": {"folder": os.path.join(base, f"seed{seed}")}},
+                       strict=False)
+        config["training"].pop("seeds", None)  # each run is one seed
+        summaries.append(train(config, data=data, independent=True))
+    return summaries
 
 
 def main(argv=None):
