@@ -45,11 +45,11 @@ from speedrun.config import Choice, merge, parse_args  # noqa: E402
 from speedrun.data import CifarData, load_beton, load_cifar_betons  # noqa: E402
 from speedrun.evaluate import evaluate  # noqa: E402
 from speedrun.model import build_model, forward_flops  # noqa: E402
-from speedrun.runlog import device_name, versions, write_json  # noqa: E402
+from speedrun.device import autocast_for, device_name, pick_device  # noqa: E402
+from speedrun.runlog import versions, write_json  # noqa: E402
 from speedrun.loader import make_batcher  # noqa: E402
 from speedrun.optim import build_optimizer, set_lr  # noqa: E402
-from speedrun.train import (autocast_for, make_train_step, pick_device, resolve_config, train,  # noqa: E402
-                            wants_compile)
+from speedrun.train import make_train_step, resolve_config, train, wants_compile  # noqa: E402
 from write_beton import write_betons  # noqa: E402
 
 STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from fastargs import Param, Section
 
+from speedrun.device import pick_device
 from speedrun.sources import IMAGE_BYTES, IMAGE_SHAPE
 
 Section("data", "CIFAR-10 data").params(
@@ -39,10 +40,6 @@ class CifarData(NamedTuple):
     test_labels: torch.Tensor
 
 
-def default_device():
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_cifar_betons(train_path="data/cifar10_train.beton", val_path="data/cifar10_test.beton",
                       device=None):
     """Both splits on `device` (default: cuda if available, else cpu)."""
@@ -51,7 +48,7 @@ def load_cifar_betons(train_path="data/cifar10_train.beton", val_path="data/cifa
 
 def load_beton(path, device=None):
     """(images uint8 [N, 32, 32, 3] contiguous, labels int64 [N]) of one beton, on `device`."""
-    device = torch.device(device) if device is not None else default_device()
+    device = pick_device(device)
     pinned = device.type == "cuda"  # page-locked memory lets the copy to the GPU run asynchronously
     pointers, labels = read_beton_index(path)
     images = torch.empty((len(labels),) + IMAGE_SHAPE, dtype=torch.uint8, pin_memory=pinned)

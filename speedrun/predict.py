@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from speedrun.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from speedrun.device import pick_device
 from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
 from speedrun.evaluate import normalize, tta_logits
 from speedrun.model import build_model
@@ -99,15 +100,6 @@ def load_images(paths):
 
 # ----------------------------------------------------------------------------------------------
 # the net
-
-
-def pick_device(name=None):
-    """auto/None = cuda when present; asking for cuda without one is an error."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def load_net(path, device="cpu"):

@@ -26,7 +26,7 @@ from importlib import metadata
 
 import torch
 
-from speedrun.runlog import device_name, synchronize
+from speedrun.device import device_name, synchronize
 from speedrun.sources import CIFAR10_CLASSES
 
 # reference name -> airbench module holding that trainer and its hyperparameters `hyp`

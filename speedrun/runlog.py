@@ -4,7 +4,6 @@
 Only the process that owns the run (rank 0) writes; the others get a RunLog with `folder=None`.
 """
 import importlib.metadata
-import contextlib
 import json
 import os
 import platform
@@ -29,23 +28,6 @@ def versions():
         except importlib.metadata.PackageNotFoundError:  # optional on this platform
             found[name] = None
     return found
-
-
-def device_name(device):
-    """The GPU's name, or 'cpu <model> <N> cores', so that results from different machines stay apart."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    return f"cpu {model} {os.cpu_count()} cores"
-
-
-def synchronize(device):
-    """Wait for the device's queued work, so that a host clock reading means something."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def write_json(path, obj):

@@ -23,15 +23,15 @@ from tqdm import tqdm
 from . import augment, checkpoint, distributed, plots, runlog
 from .config import Boolean, Choice, Number, defaults, merge, parse_args, parse_seeds
 from .data import load_cifar_betons
-from .sources import CIFAR10_CLASSES
+from .device import autocast_for, device_name, pick_device, synchronize
 from .evaluate import evaluate
 from .loader import make_batcher
 from .lr_finder import LRTestDiverged, lr_range_test, num_test_steps
 from .model import build_model
 from .optim import WeightAverage, build_optimizer, set_lr
 from .recipes import recipe_config
-from .runlog import synchronize
 from .schedule import OneCycle
+from .sources import CIFAR10_CLASSES
 
 Section("training", "the training loop").params(
     recipe=Param(Choice("seed", "speedrun"), "named set of defaults (see speedrun/recipes.py)", default="seed"),
@@ -100,23 +100,8 @@ def config_differences(saved, given, prefix=""):
     return differ
 
 
-def autocast_for(device):
-    """A context factory: bf16 autocast on CUDA, nothing on the CPU (which trains in float32)."""
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def wants_compile(training, device):
     return training["compile"] == "on" or (training["compile"] == "auto" and device.type == "cuda")
-
-
-def pick_device(name):
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--training.device cuda was asked for, but torch sees no CUDA device")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -416,7 +401,7 @@ def summarise(run):
         "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
         "train_seconds": round(run.train_seconds, 4), "compile_seconds": round(run.compile_seconds, 4),
         "epochs": t["epochs"], "steps_per_epoch": run.batcher.steps_per_epoch, "lr_max": run.cfg["lr"]["lr_max"],
-        "device": runlog.device_name(run.device), "world_size": run.dist.world,
+        "device": device_name(run.device), "world_size": run.dist.world,
         "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": run.cfg,
         "data": run.data_info, "history": history, "folder": run.log.folder,
     }

@@ -10,7 +10,7 @@ import torch
 from speedrun import reference
 from speedrun.leaderboard import make_entry
 from speedrun.reference import CIFAR10_CLASSES, export_for_airbench, run_reference
-from speedrun.runlog import device_name
+from speedrun.device import device_name
 
 Data = namedtuple("Data", "train_images train_labels test_images test_labels")
 
