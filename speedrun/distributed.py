@@ -41,13 +41,12 @@ def setup(device_choice, batch_size, independent=False):
     rank, world, local_rank = launched_world()
     if world == 1:
         return Dist()
+    use_cuda = device_choice != "cpu" and torch.cuda.is_available()
     if independent:
-        use_cuda = device_choice != "cpu" and torch.cuda.is_available()
         return Dist(device=torch.device("cuda", local_rank) if use_cuda else None)
     if batch_size % world:
         raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes; "
                          f"use a multiple of {world}")
-    use_cuda = device_choice != "cpu" and torch.cuda.is_available()
     if not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if use_cuda else "gloo")
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
