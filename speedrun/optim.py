@@ -58,13 +58,15 @@ class WeightAverage:
     def __init__(self, model, decay):
         self.model, self.decay = model, decay
         self.average = copy.deepcopy(model) if decay else None
+        if self.average is not None:  # the tensor lists once, not a state_dict walk every step
+            pairs = [(a, m) for a, m in zip(self.average.state_dict().values(), model.state_dict().values())
+                     if a.is_floating_point()]
+            self._targets, self._sources = [a for a, _ in pairs], [m for _, m in pairs]
 
     @torch.no_grad()
     def update(self):
         if self.average is not None:
-            pairs = [(a, m) for a, m in zip(self.average.state_dict().values(), self.model.state_dict().values())
-                     if a.is_floating_point()]
-            torch._foreach_lerp_([a for a, _ in pairs], [m for _, m in pairs], 1.0 - self.decay)
+            torch._foreach_lerp_(self._targets, self._sources, 1.0 - self.decay)
 
     def net(self):
         return self.average if self.average is not None else self.model
