@@ -22,7 +22,7 @@ import numpy as np
 from fastargs import Param, Section
 
 from speedrun.config import Boolean, Number, parse_args
-from speedrun.data import IMAGE_SHAPE
+from speedrun.data import IMAGE_SHAPE, import_ffcv
 from speedrun.sources import BINARY_MD5, BINARY_URL, SourceError, file_digest, read_source, source_checksum
 
 Section("data", "CIFAR-10 data: its source and the betons written from it").params(
@@ -80,11 +80,9 @@ def write_beton(path, images, labels, description, num_workers=1):
 
 
 def _write_with_ffcv(path, images, labels, num_workers):
-    from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
-
-    fields = {"image": RGBImageField(write_mode="raw"), "label": IntField()}
-    writer = DatasetWriter(str(path), fields, num_workers=num_workers)
+    ffcv_fields = import_ffcv("ffcv.fields")
+    fields = {"image": ffcv_fields.RGBImageField(write_mode="raw"), "label": ffcv_fields.IntField()}
+    writer = import_ffcv("ffcv.writer").DatasetWriter(str(path), fields, num_workers=num_workers)
     children = set(multiprocessing.active_children())
     try:
         # Long chunks keep each worker's images back to back in the file, which makes loading fast.

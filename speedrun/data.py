@@ -5,6 +5,7 @@ ffcv's Loader (a numba-compiled pipeline built for datasets that do not fit in m
 split is copied out of the memory-mapped file in a few large slices and sent to the device at once;
 augmentation then happens on the device.
 """
+import importlib
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -57,9 +58,19 @@ def load_beton(path, device=None):
     return images.to(device, non_blocking=pinned), labels.to(device, non_blocking=pinned)
 
 
+def import_ffcv(name):
+    """Import an ffcv module on first use (ffcv takes seconds to import), keeping torch's thread
+    count: ffcv's pipeline compiler sets it to one when imported."""
+    threads = torch.get_num_threads()
+    try:
+        return importlib.import_module(name)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def read_beton_index(path):
     """(file offset of each image, labels int64) of a checked CIFAR-10 beton; raises BetonError."""
-    from ffcv.reader import Reader  # imported here: ffcv takes seconds to import
+    Reader = import_ffcv("ffcv.reader").Reader
 
     path = Path(path)
     if not path.is_file():
