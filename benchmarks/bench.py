@@ -45,15 +45,15 @@ from speedrun.config import Choice, merge, parse_args  # noqa: E402
 from speedrun.data import CifarData, load_beton, load_cifar_betons  # noqa: E402
 from speedrun.evaluate import evaluate  # noqa: E402
 from speedrun.model import build_model, forward_flops  # noqa: E402
-from speedrun.device import autocast_for, device_name, pick_device  # noqa: E402
+from speedrun.device import device_name, device_policy, pick_device, policy_from_config  # noqa: E402
 from speedrun.runlog import versions, write_json  # noqa: E402
 from speedrun.loader import make_batcher  # noqa: E402
 from speedrun.optim import build_optimizer, set_lr  # noqa: E402
-from speedrun.train import make_train_step, resolve_config, train, wants_compile  # noqa: E402
+from speedrun.train import make_train_step, resolve_config, train  # noqa: E402
 from write_beton import write_betons  # noqa: E402
 
 STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
-          "optimizer_step", "train_step", "memory", "eval", "epoch", "train_24")
+          "optimizer_step", "train_step", "versus_plain", "memory", "eval", "epoch", "train_24")
 
 
 def stage_names(text):
@@ -89,15 +89,17 @@ ALIASES = {"--size": "--bench.size", "--stages": "--bench.stages", "--out": "--b
 # overhead is spread over enough work; tiny kernels get more of them.
 SIZES = {
     "full": dict(matmul=8192, copy_bytes=1 << 30, train_images=50_000, test_images=10_000,
-                 augment_batch=512, repeats=10, calls=20, kernel_calls=100, write_repeats=3, overrides={}),
+                 augment_batch=512, repeats=10, calls=20, kernel_calls=100, write_repeats=3, step_repeats=10,
+                 overrides={}),
     "small": dict(matmul=512, copy_bytes=16 << 20, train_images=256, test_images=128,
-                  augment_batch=64, repeats=3, calls=2, kernel_calls=2, write_repeats=2,
+                  augment_batch=64, repeats=3, calls=2, kernel_calls=2, write_repeats=2, step_repeats=2,
                   overrides={"model": {"width": 8}, "lr": {"lr_max": 0.05},
                              "training": {"epochs": 1, "batch_size": 64, "eval_batch_size": 128}}),
 }
 INTERPRETER_BATCH = 4  # the Triton interpreter runs a kernel in numpy: a smoke check, not a speed
 BENCH_LR = 0.01  # any LR times the same; the model stages never train for real
 FIFTY_K = 50_000  # the CIFAR-10 training set
+CPU_MATMUL = 1024  # large enough to reach a CPU's rate, small enough for one without native bf16
 
 
 class SkipStage(Exception):
@@ -164,8 +166,8 @@ class Bench:
         self.size = SIZES[size]
         self.overrides = merge(self.size["overrides"], given, strict=False)  # the user's options win
         self.cfg = resolve_config(self.overrides)
-        self.compiling = wants_compile(self.cfg["training"], device)
-        self.autocast = autocast_for(self.device)
+        self.policy = policy_from_config(self.cfg["training"], device)
+        self.compiling = self.policy.compile
         self.written = None  # (train, test, what they were written from), set by the write_beton stage
         self.training = None  # the training run's summary
         self._workload = None
@@ -185,7 +187,7 @@ class Bench:
 
     def workload(self):
         if self._workload is None:
-            self._workload = Workload(self)
+            self._workload = Workload(self, self.policy)
         return self._workload
 
 
@@ -201,19 +203,17 @@ def random_data(n_train, n_test, device, seed=0):
 
 
 class Workload:
-    """The model, optimizer, batcher and train step, built the way train.py builds them."""
+    """The model, optimizer, batcher and train step, built the way train.py builds them, under `policy`."""
 
-    def __init__(self, bench):
+    def __init__(self, bench, policy):
         cfg, device = bench.cfg, bench.device
-        self.autocast, self.compiling = bench.autocast, bench.compiling
+        self.policy, self.autocast = policy, policy.autocast
         self.label_smoothing = cfg["training"]["label_smoothing"]
         self.data = random_data(bench.size["train_images"], bench.size["test_images"], device)
-        self.batcher = make_batcher(self.data, cfg, device)
-        self.model = build_model(cfg, self.data.train_images).to(device)
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.batcher = make_batcher(self.data, cfg, device, dtype=policy.input_dtype)
+        self.model = policy.prepare(build_model(cfg, self.data.train_images))
         self.flops_per_image = forward_flops(self.model)
-        self.net = torch.compile(self.model) if self.compiling else self.model
+        self.net = policy.compiled(self.model)
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
         set_lr(self.optimizer, BENCH_LR)
         self.train_step = make_train_step(self.net, self.optimizer, self.label_smoothing, self.autocast)
@@ -234,7 +234,7 @@ class Workload:
 
     def eval_net(self):
         if self._eval_net is None:  # compiled apart from the training net, as train.py does
-            self._eval_net = torch.compile(self.model) if self.compiling else self.model
+            self._eval_net = self.policy.compiled(self.model)
         return self._eval_net
 
 
@@ -242,21 +242,28 @@ class Workload:
 # the stages
 
 
+def matmul_tflops(bench, n, dtype, calls):
+    a, b = (torch.randn(n, n, device=bench.device, dtype=dtype) for _ in range(2))
+    timing = bench.measure(lambda: a @ b, calls=calls)
+    return {**timing, "matmul_size": n, "dtype": str(dtype), "tflops": 2 * n ** 3 / timing["median_s"] / 1e12}
+
+
 def stage_ceilings(bench):
-    """The measured matmul peak (bf16 on CUDA, float32 on CPU: what training computes in) and the
-    bandwidth of a device-to-device copy, counting bytes read and written."""
-    device = bench.device
-    on_cuda = device.type == "cuda"
+    """The measured bf16 and float32 matrix-product rates and the bandwidth of a device-to-device copy
+    (bytes read and written). `tflops`, the peak every FLOP rate is a fraction of, is the rate in the
+    precision training computes in (the device policy's)."""
+    on_cuda = bench.device.type == "cuda"
     size = bench.size if on_cuda else SIZES["small"]  # a CPU needs minutes for the GPU sizes
-    n, dtype = size["matmul"], torch.bfloat16 if on_cuda else torch.float32
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    matmul = bench.measure(lambda: a @ b, calls=size["kernel_calls"])
-    source = torch.ones(size["copy_bytes"], dtype=torch.uint8, device=device)
+    n = size["matmul"] if on_cuda or bench.size is SIZES["small"] else CPU_MATMUL
+    rates = {name: matmul_tflops(bench, n, dtype, size["kernel_calls"])
+             for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+    source = torch.ones(size["copy_bytes"], dtype=torch.uint8, device=bench.device)
     target = torch.empty_like(source)
     copy = bench.measure(lambda: target.copy_(source), calls=size["kernel_calls"])
     moved = 2 * source.numel()
-    return {**matmul, "matmul_size": n, "dtype": str(dtype), "tflops": 2 * n ** 3 / matmul["median_s"] / 1e12,
-            "copy": {**copy, "bytes": moved}, "gbps": moved / copy["median_s"] / 1e9}
+    used = "bf16" if bench.policy.bf16 else "fp32"
+    return {**rates[used], "bf16_tflops": rates["bf16"]["tflops"], "fp32_tflops": rates["fp32"]["tflops"],
+            "matmuls": rates, "copy": {**copy, "bytes": moved}, "gbps": moved / copy["median_s"] / 1e9}
 
 
 def write_synthetic_source(folder, n_train, n_test, seed=0):
@@ -381,6 +388,36 @@ def stage_train_step(bench):
     return {**record, "batch_size": w.batch_size, "forward_gflops_per_image": w.flops_per_image / 1e9}
 
 
+def stage_versus_plain(bench):
+    """The train step the plain way (eager, NCHW, float32, as the seed's notebook ran it) and the device
+    policy's way, same net, batch and process; on a CPU also the plain way on one thread, which is what
+    CPU runs got while importing ffcv set torch to one thread."""
+    plain = device_policy(bench.device, "fp32", "off", channels_last=False)
+    variants = {"plain": (plain, None), "ours": (bench.policy, None)}
+    if bench.device.type == "cpu":
+        variants["plain_1_thread"] = (plain, 1)
+    results = {}
+    for name, (policy, threads) in variants.items():
+        w = bench.workload() if name == "ours" else Workload(bench, policy)
+        with torch_threads(threads):
+            timing = bench.measure(w.step, warmup=1, repeats=bench.size["step_repeats"], calls=1)
+        results[name] = {**throughput(timing, w.batch_size, 3 * w.flops_per_image),
+                         "policy": policy.describe(), "threads": threads or torch.get_num_threads()}
+    ours = results["ours"]
+    return {**ours, "variants": results, "speedup_over_plain": ours["images_per_s"] / results["plain"]["images_per_s"]}
+
+
+@contextlib.contextmanager
+def torch_threads(count):
+    """Run with `count` torch threads (None: as they are), then put the count back."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count or saved)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def stage_memory(bench):
     """Peak device memory while train steps run, and what was allocated before them (data, model)."""
     w, device = bench.workload(), bench.device
@@ -462,7 +499,7 @@ def add_fractions(stages):
     for name, record in stages.items():
         if name == "ceilings":
             continue
-        for part in [record, *record.get("impls", {}).values()]:
+        for part in [record, *record.get("impls", {}).values(), *record.get("variants", {}).values()]:
             if "tflops" in part:
                 part["peak_fraction"] = part["tflops"] / peak if peak else None
             if "gbps" in part:
@@ -485,6 +522,8 @@ def make_report(bench, stages, size, command):
         "measured_peak_tflops": ceilings.get("tflops"), "measured_copy_gbps": ceilings.get("gbps"),
         "forward_gflops_per_image": workload.flops_per_image / 1e9 if workload else None,
         "train_step_peak_fraction": stages.get("train_step", {}).get("peak_fraction"),
+        "speedup_over_plain": stages.get("versus_plain", {}).get("speedup_over_plain"),
+        "policy": bench.policy.describe(),
         "augment_bandwidth_fraction": stages.get("augment", {}).get("bandwidth_fraction"),
         "train_24_epochs_s": run["train_seconds"] if run.get("epochs") == 24 else None,
         "compile_s": run["compile_seconds"] if run and bench.compiling else None,
@@ -495,6 +534,7 @@ def make_report(bench, stages, size, command):
 
 NOTES = [("tflops", "{:.3g} TFLOP/s"), ("peak_fraction", "{:.0%} of peak"), ("gbps", "{:.3g} GB/s"),
          ("bandwidth_fraction", "{:.0%} of copy"), ("impl", "{}"), ("speedup_over_torch", "{:.2f}x torch"),
+         ("speedup_over_plain", "{:.2f}x plain"),
          ("images_per_s", "{:,.0f} img/s"), ("seconds_per_50k", "{:.3f} s per 50k"),
          ("peak_memory_gib", "{:.2f} GiB peak"), ("epochs", "epochs: {}"), ("compile_s", "compile {:.1f} s"),
          ("test_accuracy", "test acc {:.2%}"), ("skipped", "skipped: {}"), ("error", "error: {}")]

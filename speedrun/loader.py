@@ -4,22 +4,22 @@ import torch
 from . import augment
 
 
-def make_batcher(data, cfg, device, rank=0, world=1):
-    """A function (epoch, step) -> (inputs, targets): this rank's share of the step's global batch.
+def make_batcher(data, cfg, device, rank=0, world=1, dtype=torch.float32):
+    """A function (epoch, step) -> (inputs, targets): this rank's share of the step's global batch,
+    normalised into `dtype` (the device policy's input dtype).
 
     Every rank draws the same permutation and augmentation for the whole global batch and keeps its
     slice, so N processes see exactly the batches one process would.
     """
     a, t = cfg["augment"], cfg["training"]
     images, labels = data.train_images, data.train_labels
-    if t["train_subset"]:  # a fixed random subset: betons from image folders are sorted by class
+    if t["train_subset"]:  # a fixed random subset, whatever order the beton holds
         chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(t["seed"]))
         chosen = chosen[: t["train_subset"]].sort().values.to(images.device)
         images, labels = images[chosen], labels[chosen]
     batch, local = t["batch_size"], t["batch_size"] // world
     if batch > len(images):
         raise ValueError(f"batch size {batch} exceeds the {len(images)} training images")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     table = augment.normalize_table(augment.CIFAR10_MEAN, augment.CIFAR10_STD, dtype, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(t["seed"])

@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from speedrun.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
-from speedrun.device import pick_device
+from speedrun.device import PRECISIONS, device_policy, pick_device
 from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
 from speedrun.evaluate import normalize, tta_logits
 from speedrun.model import build_model
@@ -102,8 +102,9 @@ def load_images(paths):
 # the net
 
 
-def load_net(path, device="cpu"):
-    """(net in eval mode, the run's config, its class names) from a checkpoint file or a run folder.
+def load_net(path, policy=None):
+    """(net in eval mode, the run's config, its class names) from a checkpoint file or a run folder,
+    prepared by the device `policy` (default: float32 on the CPU).
 
     A run trained with a weight average (training.ema) was evaluated with the average, so that is
     what is loaded.
@@ -122,33 +123,39 @@ def load_net(path, device="cpu"):
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not fit the net its config describes "
                               f"({error})") from None
-    return net.to(device).eval(), cfg, state.get("classes") or CIFAR10_CLASSES
+    policy = policy or device_policy("cpu", "fp32")
+    return policy.prepare(net).eval(), cfg, state.get("classes") or CIFAR10_CLASSES
 
 
 @torch.no_grad()
-def class_probabilities(net, images, tta=0):
+def class_probabilities(net, images, tta=0, policy=None):
     """Softmax over the classes, float32 [N, classes], for uint8 [N, 32, 32, 3] images."""
-    device = next(net.parameters()).device
-    table = normalize_table(CIFAR10_MEAN, CIFAR10_STD, torch.float32, device)
-    images = torch.as_tensor(images, device=device)
-    chunks = [tta_logits(net, normalize(images[i:i + BATCH_SIZE], table), tta).float().softmax(1)
-              for i in range(0, len(images), BATCH_SIZE)]
+    policy = policy or device_policy(next(net.parameters()).device, "fp32")
+    table = normalize_table(CIFAR10_MEAN, CIFAR10_STD, policy.input_dtype, policy.device)
+    images = torch.as_tensor(images, device=policy.device)
+    with policy.autocast():
+        chunks = [tta_logits(net, normalize(images[i:i + BATCH_SIZE], table), tta).float().softmax(1)
+                  for i in range(0, len(images), BATCH_SIZE)]
     return torch.cat(chunks).cpu() if chunks else torch.zeros(0, len(CIFAR10_CLASSES))
 
 
-def predict(checkpoint, paths, top=3, device=None, classes=None):
+def predict(checkpoint, paths, top=3, device=None, classes=None, precision="fp32"):
     """[(path, [(class, probability), ...]), ...]: the `top` likeliest classes of each image, in order.
+
+    `precision` is the device policy's (auto|bf16|fp32); float32 by default, since a few images are
+    no throughput problem and their probabilities should not depend on the machine.
 
     `checkpoint` is a checkpoint file or a run folder; class names come from it (the classes of the
     data it was trained on) unless given. Every image is read before the net runs, so one unreadable
     file raises ImageError (listing all of them) and nothing is classified.
     """
     images = load_images(paths)
-    net, cfg, saved_classes = load_net(checkpoint, pick_device(device))
+    policy = device_policy(pick_device(device), precision, compile="off")
+    net, cfg, saved_classes = load_net(checkpoint, policy)
     classes = classes or saved_classes
     if not 1 <= top <= len(classes):
         raise ValueError(f"top must be between 1 and {len(classes)}, got {top}")
-    probabilities = class_probabilities(net, images, cfg.get("training", {}).get("tta", 0))
+    probabilities = class_probabilities(net, images, cfg.get("training", {}).get("tta", 0), policy)
     if probabilities.shape[1] != len(classes):
         raise ValueError(f"the net tells {probabilities.shape[1]} classes apart, but "
                          f"{len(classes)} class names were given")
@@ -178,6 +185,8 @@ def parse_args(argv=None):
                         help=f"classes shown per image, 1 to {len(CIFAR10_CLASSES)} (default 3)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto = cuda when present (default)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="auto = bf16 on CUDA and on CPUs with native bf16 (default fp32)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     args = parser.parse_args(argv)
     if not 1 <= args.top <= len(CIFAR10_CLASSES):
@@ -188,7 +197,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        results = predict(args.checkpoint, args.images, args.top, args.device)
+        results = predict(args.checkpoint, args.images, args.top, args.device, precision=args.precision)
     except ValueError as error:  # ImageError, CheckpointError, a bad device: a message, no traceback
         print(f"speedrun.predict: error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from . import augment, checkpoint, distributed, plots, runlog
 from .config import Boolean, Choice, Number, defaults, merge, parse_args, parse_seeds
 from .data import load_cifar_betons
-from .device import autocast_for, device_name, pick_device, synchronize
+from .device import COMPILE_CHOICES, PRECISIONS, device_name, pick_device, policy_from_config, synchronize
 from .evaluate import evaluate
 from .loader import make_batcher
 from .lr_finder import LRTestDiverged, lr_range_test, num_test_steps
@@ -45,7 +45,10 @@ Section("training", "the training loop").params(
                                    "instead of the weights (0 = off)", default=0.0),
     seed=Param(Number(int, 0, 2**63 - 1), "seed of every random draw", default=0),
     device=Param(Choice("auto", "cuda", "cpu"), "auto = cuda when present", default="auto"),
-    compile=Param(Choice("auto", "on", "off"), "torch.compile the steps (auto = on CUDA)", default="auto"),
+    compile=Param(Choice(*COMPILE_CHOICES), "torch.compile the steps (auto = on CUDA)", default="auto"),
+    precision=Param(Choice(*PRECISIONS), "auto = bf16 autocast on CUDA and on CPUs with native bf16, "
+                                         "float32 elsewhere", default="auto"),
+    channels_last=Param(Boolean(), "channels-last memory format (faster on CUDA and CPUs)", default=True),
     tta=Param(Number(int, 0, 2), "test-time augmentation: 0 none, 1 flip, 2 flip + translate", default=0),
     eval_batch_size=Param(Number(int, 1, 1 << 16), "evaluation batch size", default=1000),
     late_evals_from=Param(Number(int, 0, 10_000), "from this epoch on, evaluate several times "
@@ -66,7 +69,11 @@ Section("logging", "what a run writes and shows").params(
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
            "--resume": "--training.resume", "--seed": "--training.seed", "--seeds": "--training.seeds"}
-RESUME_MAY_CHANGE = ("logging", "training.resume", "training.device", "training.compile")
+RESUME_MAY_CHANGE = ("logging", "training.resume", "training.device", "training.compile", "training.precision",
+                     "training.channels_last")
+
+
+ESTIMATE_AFTER_STEPS = 3  # a CPU run announces its length once this many steps are timed
 
 
 class TrainingDiverged(RuntimeError):
@@ -98,10 +105,6 @@ def config_differences(saved, given, prefix=""):
         elif not name.startswith(RESUME_MAY_CHANGE) and saved.get(key) != value:
             differ.append(f"{name}: run has {saved.get(key)!r}, given {value!r}")
     return differ
-
-
-def wants_compile(training, device):
-    return training["compile"] == "on" or (training["compile"] == "auto" and device.type == "cuda")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,8 +187,9 @@ def resume_config(folder, overrides):
         raise ValueError(f"{folder} was run with another config; differing keys:\n  " + "\n  ".join(differ))
     cfg = merge(state["config"], {"logging": overrides.get("logging", {})})
     cfg["logging"]["folder"], cfg["training"]["resume"] = folder, folder
-    for key in ("device", "compile"):
-        cfg["training"][key] = overrides.get("training", {}).get(key, cfg["training"][key])
+    fallback = defaults()["training"]  # for options newer than the checkpoint
+    for key in ("device", "compile", "precision", "channels_last"):
+        cfg["training"][key] = overrides.get("training", {}).get(key, cfg["training"].get(key, fallback[key]))
     return cfg, state
 
 
@@ -209,7 +213,7 @@ class Run:
     """Everything one run holds while its epochs go by."""
     cfg: dict
     dist: distributed.Dist
-    device: torch.device
+    policy: object
     log: runlog.RunLog
     batcher: object
     model: torch.nn.Module
@@ -224,6 +228,10 @@ class Run:
     train_seconds: float = 0.0
     compile_seconds: float = 0.0
 
+    @property
+    def device(self):
+        return self.policy.device
+
 
 def prepare(config, data, independent):
     """Resolve the config, load the data, build net, optimizer and steps, restore a checkpoint."""
@@ -232,50 +240,47 @@ def prepare(config, data, independent):
     cfg, state = resume_config(resume, overrides) if resume else (resolve_config(overrides), None)
     t = cfg["training"]
     dist = distributed.setup(t["device"], t["batch_size"], independent)
-    device = dist.device or pick_device(t["device"])
-    on_cuda = device.type == "cuda"
-    compiling = wants_compile(t, device)
-    autocast = autocast_for(device)
-    if dist.is_main and not on_cuda:
-        print("speedrun: no CUDA device: training on the CPU without torch.compile, bf16 or the Triton "
-              "kernel. Correct but slow; fine for smoke runs.", file=sys.stderr)
+    policy = policy_from_config(t, dist.device or pick_device(t["device"]))
+    device = policy.device
+    if dist.is_main:
+        print(f"speedrun: training on {policy.describe()}", file=sys.stderr)
     torch.manual_seed(t["seed"])
 
     if data is None:
         data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
     cfg["logging"]["folder"] = cfg["logging"]["folder"] or runlog.default_folder()
     log = runlog.RunLog(cfg["logging"]["folder"] if dist.is_main else None)
-    batcher = make_batcher(data, cfg, device, dist.rank, dist.world)
-    model = build_model(cfg, data.train_images).to(device)
-    if on_cuda:
-        model = model.to(memory_format=torch.channels_last)
+    batcher = make_batcher(data, cfg, device, dist.rank, dist.world, dtype=policy.input_dtype)
+    model = policy.prepare(build_model(cfg, data.train_images))
     if not cfg["lr"]["lr_max"]:
         if not cfg["lr_test"]["enabled"]:
             raise ValueError("no peak LR: give --lr.lr_max or enable the LR range test")
-        cfg["lr"]["lr_max"] = run_lr_test(model, batcher, cfg, log, autocast)
+        # rank 0 sweeps on whole global batches, as one process would; every rank takes its pick
+        whole = make_batcher(data, cfg, device, dtype=policy.input_dtype) if dist.world > 1 else batcher
+        suggested = run_lr_test(model, whole, cfg, log, policy.autocast) if dist.is_main else 0.0
+        cfg["lr"]["lr_max"] = distributed.broadcast_from_main(suggested, dist)
     lrs = schedule_lrs(cfg, batcher.steps_per_epoch)
     log.write_config(cfg)
 
     optimizer = build_optimizer(model.parameters(), cfg)
     average = WeightAverage(model, t["ema"])
-    stepped = distributed.wrap(model, dist)
-    train_step = make_train_step(torch.compile(stepped) if compiling else stepped, optimizer,
-                                 t["label_smoothing"], autocast)
-    eval_net = torch.compile(average.net()) if compiling else average.net()
+    train_step = make_train_step(policy.compiled(distributed.wrap(model, dist)), optimizer,
+                                 t["label_smoothing"], policy.autocast)
+    eval_net = policy.compiled(average.net())
     eval_data = distributed.shard(data.test_images, data.test_labels, dist)
 
     def run_eval():
-        with autocast():
+        with policy.autocast():
             sums = evaluate(eval_net, *eval_data, batcher.table, t["eval_batch_size"], t["tta"])
         return distributed.all_reduce_sum(sums, dist)
 
-    run = Run(cfg, dist, device, log, batcher, model, optimizer, average, train_step, run_eval, lrs,
+    run = Run(cfg, dist, policy, log, batcher, model, optimizer, average, train_step, run_eval, lrs,
               data_info=data_info(cfg))
     if state is not None:
         restore(run, state)
     elif dist.is_main and cfg["logging"]["plots"]:
         write_start_plots(data, cfg, batcher, lrs, log, device)
-    if compiling:
+    if policy.compile:
         run.compile_seconds = warm_up(train_step, run_eval, model, optimizer, batcher, device)
     return run
 
@@ -325,6 +330,8 @@ def train_epoch(run, epoch, losses, correct):
         set_lr(run.optimizer, run.lrs[epoch * steps + step])
         losses[step], correct[step] = run.train_step(*run.batcher(epoch, step))
         run.average.update()
+        if step + 1 == ESTIMATE_AFTER_STEPS and epoch == run.start_epoch and run.device.type == "cpu":
+            announce_estimate(run, (time.perf_counter() - started) / (step + 1 - first))
         if step + 1 not in evals:
             continue
         synchronize(run.device)
@@ -351,19 +358,36 @@ def train_epoch(run, epoch, losses, correct):
     bar.close()
 
 
-def largest_fitting_batch(model, batch_size, device):
+def announce_estimate(run, seconds_per_step):
+    """Say how long the remaining training steps will take, from the first steps' pace."""
+    t = run.cfg["training"]
+    remaining = (t["epochs"] - run.start_epoch) * run.batcher.steps_per_epoch
+    if run.dist.is_main:
+        tqdm.write(f"speedrun: {seconds_per_step:.2f} s per step on this device: about "
+                   f"{format_duration(seconds_per_step * remaining)} for the {remaining} steps of "
+                   f"{t['epochs'] - run.start_epoch} epochs, evaluations not included", file=sys.stderr)
+
+
+def format_duration(seconds):
+    hours, rest = divmod(round(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
+
+
+def largest_fitting_batch(model, batch_size, policy):
     """Halve the batch until one forward and backward pass fits in device memory; 0 if none does."""
     size = batch_size // 2
     while size >= 1:
         try:
-            inputs = torch.randn(size, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            inputs = torch.randn(size, 3, 32, 32, device=policy.device)
+            if policy.channels_last:
+                inputs = inputs.to(memory_format=torch.channels_last)
+            with policy.autocast():
                 model(inputs).float().sum().backward()
             model.zero_grad(set_to_none=True)
             return size
         except torch.cuda.OutOfMemoryError:
             model.zero_grad(set_to_none=True)
-            if device.type == "cuda":
+            if policy.device.type == "cuda":
                 torch.cuda.empty_cache()
             size //= 2
     return 0
@@ -388,7 +412,7 @@ def train(config=None, data=None, independent=False):
         out_of_memory = True  # probe outside the handler, once the failed step's memory is released
     if out_of_memory:
         run.optimizer.zero_grad(set_to_none=True)
-        fits = largest_fitting_batch(run.model, t["batch_size"] // run.dist.world, run.device) * run.dist.world
+        fits = largest_fitting_batch(run.model, t["batch_size"] // run.dist.world, run.policy) * run.dist.world
         raise OutOfMemory(f"the device ran out of memory at batch size {t['batch_size']}; the largest batch "
                           f"that fits a forward and backward pass is {fits}: try --training.batch_size {fits} "
                           f"(and scale lr.lr_max with it)")
@@ -425,13 +449,13 @@ def write_start_plots(data, cfg, batcher, lrs, log, device):
     a = cfg["augment"]
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg["training"]["seed"] + 1)
-    index = torch.arange(32, device=device)
+    index = torch.randperm(len(data.train_images), generator=generator, device=device)[:32]  # across classes
     params = augment.draw_params(32, generator, device, pad=a["pad"], cutout=a["cutout"], flip=a["flip"])
     table = augment.normalize_table(augment.CIFAR10_MEAN, augment.CIFAR10_STD, torch.float32, device)
     grid = augment.augment_batch(data.train_images, index, params, table, pad_mode=a["pad_mode"], pad=a["pad"],
                                  cutout=a["cutout"], impl="torch")
     plots.plot_image_grid(grid, augment.CIFAR10_MEAN, augment.CIFAR10_STD, log.path("augmented.png"),
-                          data.train_labels[:32], CIFAR10_CLASSES)
+                          data.train_labels[index], CIFAR10_CLASSES)
 
 
 def train_seeds(given, seeds, data=None):

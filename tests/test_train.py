@@ -10,6 +10,7 @@ import torch
 from speedrun import checkpoint
 from speedrun import train as train_module
 from speedrun.config import parse_args
+from speedrun.device import device_policy
 from speedrun.lr_finder import LRTestDiverged
 from speedrun.train import ALIASES, TrainingDiverged, train
 
@@ -193,8 +194,8 @@ class MemoryBound(torch.nn.Module):
 
 
 def test_largest_fitting_batch_halves_until_it_fits():
-    assert train_module.largest_fitting_batch(MemoryBound(100), 512, torch.device("cpu")) == 64
-    assert train_module.largest_fitting_batch(MemoryBound(0), 512, torch.device("cpu")) == 0
+    assert train_module.largest_fitting_batch(MemoryBound(100), 512, device_policy("cpu")) == 64
+    assert train_module.largest_fitting_batch(MemoryBound(0), 512, device_policy("cpu")) == 0
 
 
 def test_out_of_memory_names_the_batch_size_and_what_fits(tiny_betons, tmp_path, monkeypatch):
@@ -210,7 +211,7 @@ def test_out_of_memory_names_the_batch_size_and_what_fits(tiny_betons, tmp_path,
         return wrapped
 
     monkeypatch.setattr(train_module, "make_train_step", exhausting)
-    monkeypatch.setattr(train_module, "largest_fitting_batch", lambda model, batch, device: 16)
+    monkeypatch.setattr(train_module, "largest_fitting_batch", lambda model, batch, policy: 16)
     with pytest.raises(train_module.OutOfMemory, match=r"at batch size 64; .* is 16: try --training.batch_size 16"):
         train(tiny_config(tiny_betons, tmp_path))
 
