@@ -145,7 +145,9 @@ def build_record_net(cfg, train_images=None, whiten_sample=5000):
     if train_images is not None:
         from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
         from speedrun.evaluate import normalize
-        sample = train_images[:whiten_sample]
+        generator = torch.Generator().manual_seed(cfg.get("training", {}).get("seed", 0))  # random: all classes
+        chosen = torch.randperm(len(train_images), generator=generator)[:whiten_sample]
+        sample = train_images[chosen.to(train_images.device)]
         table = normalize_table(CIFAR10_MEAN, CIFAR10_STD, torch.float32, sample.device)
         whiten_init_(net.whiten, normalize(sample, table).float().cpu())
     return net

@@ -312,9 +312,18 @@ def _read_image_folder(root, num_workers):
     images = np.stack([image for image, _, _ in results])
     labels = np.array([label for _, label in entries], dtype=np.int64)
     is_train = np.array([name.parts[0] == "train" for name, _ in entries])
-    info = {"kind": "image-folder", "path": str(root), "checksum": checksum}
-    return CifarArrays(images[is_train], labels[is_train], images[~is_train], labels[~is_train],
-                       classes, info)
+    info = {"kind": "image-folder", "path": str(root), "checksum": checksum, "order": ORDER_NOTE}
+    train, test = mixed_order(np.flatnonzero(is_train)), mixed_order(np.flatnonzero(~is_train))
+    return CifarArrays(images[train], labels[train], images[test], labels[test], classes, info)
+
+
+ORDER_NOTE = "a fixed random permutation (seed 0) of the files sorted by class and name"
+
+
+def mixed_order(indices):
+    """`indices` in a fixed, class-mixed order: a folder lists its images by class, and a beton in
+    that order would hand "the first N images" of it to one class."""
+    return indices[np.random.default_rng(0).permutation(len(indices))]
 
 
 def _list_images(root):

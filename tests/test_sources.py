@@ -196,8 +196,10 @@ def test_folder_in_no_cifar_format_and_missing_path(tmp_path):
 def test_png_folder_round_trip(make_image_folder, small):
     folder = make_image_folder(small)
     arrays = read_source(str(folder), num_workers=1)
-    # Images come back grouped by class (then by file name): compare in that order.
+    # Files are listed by class (then by file name), then put in a fixed mixed order: compare in that order.
     order = {split: np.argsort(getattr(small, f"{split}_labels"), kind="stable") for split in ("train", "test")}
+    order = {split: sorted_order[sources.mixed_order(np.arange(len(sorted_order)))]
+             for split, sorted_order in order.items()}
     expected = small._replace(**{f"{s}_{kind}": getattr(small, f"{s}_{kind}")[order[s]]
                                  for s in order for kind in ("images", "labels")})
     assert_same(arrays, expected)
@@ -206,10 +208,19 @@ def test_png_folder_round_trip(make_image_folder, small):
     assert arrays.info["checksum"] == source_checksum(str(folder))
 
 
+def test_image_folder_order_is_fixed_and_mixes_the_classes(make_image_folder, small):
+    folder = make_image_folder(small)
+    first, again = read_source(str(folder), num_workers=1), read_source(str(folder), num_workers=1)
+    np.testing.assert_array_equal(first.train_labels, again.train_labels)
+    assert len(set(first.train_labels[:10].tolist())) > 1  # not one class first
+    assert "permutation" in first.info["order"]
+
+
 def test_jpeg_folder_matches_pil_and_decodes_the_same_in_a_pool(make_image_folder, small, monkeypatch):
     folder = make_image_folder(small, suffix=".jpg", quality=90)
     arrays = read_source(str(folder), num_workers=1)
     files = sorted((folder / "train").glob("*/*.jpg"), key=lambda p: (CIFAR10_CLASSES.index(p.parent.name), p.name))
+    files = [files[i] for i in sources.mixed_order(np.arange(len(files)))]
     np.testing.assert_array_equal(arrays.train_images, np.stack([np.asarray(Image.open(p)) for p in files]))
     monkeypatch.setattr(sources, "POOL_MIN_IMAGES", 0)
     pooled = read_source(str(folder), num_workers=2)
