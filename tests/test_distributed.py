@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from speedrun import distributed
 from speedrun.distributed import GlobalBatchNorm
 
 
@@ -90,6 +91,34 @@ def test_seeds_are_spread_over_processes_as_independent_runs(tiny_betons, tmp_pa
     seeds = sorted(json.loads((tmp_path / "sweep" / f"seed{s}" / "summary.json").read_text())["seed"]
                    for s in range(3))
     assert seeds == [0, 1, 2]
+
+
+@pytest.mark.parametrize("local_rank, choice, available, count, device", [
+    (1, "auto", True, 2, "cuda:1"), (0, "cuda", True, 2, "cuda:0"), (1, "cpu", True, 2, "cpu"),
+    (1, "auto", False, 0, "cpu")])
+def test_each_rank_takes_its_own_device(local_rank, choice, available, count, device):
+    assert distributed.rank_device(local_rank, choice, available, count) == torch.device(device)
+
+
+@pytest.mark.parametrize("local_rank, choice, available, count, message", [
+    (2, "auto", True, 2, "process 2 on this node has no GPU of its own"), (0, "cuda", False, 0, "no CUDA device")])
+def test_a_rank_without_a_device_is_refused(local_rank, choice, available, count, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.rank_device(local_rank, choice, available, count)
+
+
+def test_a_seed_sweep_rank_makes_its_own_gpu_current(monkeypatch):
+    """Rank 1 of 2 on a node with two GPUs, faked: its runs use cuda:1, set as the current device."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    dist = distributed.setup("auto", 64, independent=True)
+    assert dist.device == torch.device("cuda", 1) and current == [torch.device("cuda", 1)]
+    assert (dist.rank, dist.world) == (0, 1)  # an independent run: no process group
 
 
 def test_global_batch_norm_equals_batch_norm_in_one_process():
