@@ -60,7 +60,9 @@ Section("logging", "what a run writes and shows").params(
     folder=Param(str, "run folder (default runs/<timestamp>)", default=""),
     plots=Param(Boolean(), "write PNG plots", default=True),
     progress=Param(Boolean(), "show progress bars", default=True),
-    checkpoint_every=Param(Number(int, 0, 10_000), "checkpoint every N epochs (0 = only at the end)",
+    checkpoint=Param(Choice("every", "last", "none"), "every = every checkpoint_every epochs, keeping the previous "
+                     "one; last = one file, at the end (the default of seed sweeps); none", default="every"),
+    checkpoint_every=Param(Number(int, 0, 10_000), "with checkpoint every: every N epochs (0 = only at the end)",
                            default=1),
 )
 
@@ -301,15 +303,24 @@ def restore(run, state):
     run.train_seconds = run.history[-1]["train_seconds"] if run.history else 0.0
 
 
+def checkpoint_due(options, epoch, epochs):
+    """Whether the logging options' policy (every / last / none) writes a checkpoint after `epoch`."""
+    every, last = options["checkpoint_every"], epoch + 1 == epochs
+    if options["checkpoint"] == "every":
+        return last or bool(every and (epoch + 1) % every == 0)
+    return options["checkpoint"] == "last" and last
+
+
 def save_state(run, epoch):
-    every = run.cfg["logging"]["checkpoint_every"]
-    if run.log.folder and (epoch + 1 == run.cfg["training"]["epochs"] or (every and (epoch + 1) % every == 0)):
+    options = run.cfg["logging"]
+    if run.log.folder and checkpoint_due(options, epoch, run.cfg["training"]["epochs"]):
         checkpoint.save_checkpoint(run.log.folder, {
             "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "generator": run.batcher.generator.get_state(),
             "average": run.average.average.state_dict() if run.average.average is not None else {},
             "epoch": epoch + 1, "history": run.history, "config": run.cfg,
-            "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)})
+            "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},
+            keep_previous=options["checkpoint"] == "every")
 
 
 def train_epoch(run, epoch, losses, correct):
@@ -435,9 +446,14 @@ def write_start_plots(data, cfg, batcher, lrs, log, device):
 
 
 def train_seeds(given, seeds, data=None):
-    """Independent runs, one per seed, each in <folder>/seed<N>; under torchrun, this rank's share."""
+    """Independent runs, one per seed, each in <folder>/seed<N>; under torchrun, this rank's share.
+
+    Each seed keeps one checkpoint, written at its end, unless --logging.checkpoint says otherwise:
+    a sweep of hundreds of seeds would otherwise fill the disk with checkpoints nobody resumes.
+    """
     rank, world, _ = distributed.launched_world()
     base = given.get("logging", {}).get("folder") or runlog.default_folder()
+    given = merge({"logging": {"checkpoint": "last"}}, given, strict=False)
     summaries = []
     for seed in seeds[rank::world]:
         config = merge(given, {"training": {"seed": seed}, "logging": {"folder": os.path.join(base, f"seed{seed}")}},
@@ -453,8 +469,8 @@ def main(argv=None):
         seeds = given.get("training", {}).get("seeds", "")
         summaries = train_seeds(given, parse_seeds(seeds)) if seeds else [train(given)]
     except KeyboardInterrupt:
-        print("\ninterrupted: the last finished epoch's checkpoint is kept; continue with "
-              "python -m speedrun.train --resume <run folder>", file=sys.stderr)
+        print("\ninterrupted: a run that checkpoints every epoch (the default of single runs) continues from "
+              "its last finished one with python -m speedrun.train --resume <run folder>", file=sys.stderr)
         sys.exit(130)
     except (TrainingDiverged, LRTestDiverged, OutOfMemory, ValueError, OSError) as error:  # no traceback
         print(f"speedrun.train: error: {error}", file=sys.stderr)

@@ -121,8 +121,8 @@ def interrupt_after_epochs(monkeypatch, epochs):
     real = checkpoint.save_checkpoint
     saved = {"n": 0}
 
-    def save_then_maybe_interrupt(folder, state):
-        path = real(folder, state)
+    def save_then_maybe_interrupt(folder, state, **options):
+        path = real(folder, state, **options)
         saved["n"] += 1
         if saved["n"] == epochs:
             raise KeyboardInterrupt
@@ -145,6 +145,26 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run_exactly(tiny_betons
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("policy, every, due", [
+    ("every", 1, [1, 2, 3, 4]), ("every", 3, [3, 4]), ("every", 0, [4]), ("last", 1, [4]), ("none", 1, [])])
+def test_checkpoint_policy_says_which_epochs_write_one(policy, every, due):
+    options = {"checkpoint": policy, "checkpoint_every": every}
+    assert [epoch + 1 for epoch in range(4) if train_module.checkpoint_due(options, epoch, 4)] == due
+
+
+def test_a_twenty_seed_sweep_keeps_one_checkpoint_per_seed(tiny_betons, tmp_path):
+    from speedrun.data import CifarData, load_cifar_betons
+    data = load_cifar_betons(*tiny_betons, device=torch.device("cpu"))
+    data = CifarData(data.train_images[:128], data.train_labels[:128], data.test_images[:64], data.test_labels[:64])
+    summaries = train_module.train_seeds(tiny_config(tiny_betons, tmp_path / "sweep", epochs=1), range(20), data)
+    assert [s["seed"] for s in summaries] == list(range(20))
+    for seed in range(20):
+        assert sorted(os.listdir(tmp_path / "sweep" / f"seed{seed}")) == \
+            ["checkpoint.pt", "config.yaml", "metrics.jsonl", "summary.json"]
+    total = sum(f.stat().st_size for f in (tmp_path / "sweep").rglob("*") if f.is_file())
+    assert total < 20 * 1_000_000  # the README: under 1 MB a seed at width 8 (about 18 MB in all)
 
 
 def test_resume_refuses_another_config_and_a_folder_without_checkpoint(tiny_betons, tmp_path):
