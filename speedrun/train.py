@@ -297,10 +297,35 @@ def restore(run, state):
     run.optimizer.load_state_dict(state["optimizer"])
     if run.average.average is not None:
         run.average.average.load_state_dict(state["average"])
-    run.batcher.generator.set_state(state["generator"])
     run.start_epoch, run.history = state["epoch"], state["history"]
+    note = restore_generator(run.batcher, state, run.device.type, run.cfg["training"]["seed"])
+    if note and run.dist.is_main:
+        print(note, file=sys.stderr)
     run.log.rewrite_metrics(run.history)
     run.train_seconds = run.history[-1]["train_seconds"] if run.history else 0.0
+
+
+def generator_device(state):
+    """The device type the saved generator state is for (older checkpoints: told by its size)."""
+    if "generator_device" in state:
+        return state["generator_device"]
+    return "cpu" if len(state["generator"]) == len(torch.Generator().get_state()) else "cuda"
+
+
+def restore_generator(batcher, state, device_type, seed):
+    """Continue the saved random stream; across device types, whose generators hold different states
+    (a CUDA state cannot be loaded into a CPU generator, nor the reverse), reseed from (seed, epoch).
+
+    Returns the line to tell the user in that case, else None.
+    """
+    saved = generator_device(state)
+    if saved == device_type:
+        batcher.generator.set_state(state["generator"])
+        return None
+    batcher.generator.manual_seed((seed * 1_000_003 + state["epoch"]) % 2**64)
+    return (f"speedrun: resuming a {saved} run on {device_type}: batches from epoch {state['epoch'] + 1} on are "
+            f"drawn from a generator reseeded from (seed, epoch), so the run is valid but not bit-identical "
+            f"to the uninterrupted one")
 
 
 def checkpoint_due(options, epoch, epochs):
@@ -317,6 +342,7 @@ def save_state(run, epoch):
         checkpoint.save_checkpoint(run.log.folder, {
             "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "generator": run.batcher.generator.get_state(),
+            "generator_device": run.device.type,
             "average": run.average.average.state_dict() if run.average.average is not None else {},
             "epoch": epoch + 1, "history": run.history, "config": run.cfg,
             "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},

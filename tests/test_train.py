@@ -1,8 +1,10 @@
 """The training loop and its CLI on tiny betons: files written, loss falls, bad input, resume, faults."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -145,6 +147,46 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run_exactly(tiny_betons
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_on_another_device_type_continues_from_a_reseeded_generator(tiny_betons, tmp_path, monkeypatch,
+                                                                          capsys):
+    """A CUDA run resumed on the CPU: its 16-byte generator state cannot be loaded there (faked here)."""
+    with monkeypatch.context() as patch:
+        interrupt_after_epochs(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(tiny_betons, tmp_path / "cut"))
+    path = tmp_path / "cut" / checkpoint.LATEST
+    state = torch.load(path, weights_only=True)
+    state.update(generator=torch.zeros(16, dtype=torch.uint8), generator_device="cuda")
+    torch.save(state, path)
+    shutil.copytree(tmp_path / "cut", tmp_path / "again")
+    runs = [train({"training": {"resume": str(tmp_path / name)}, "logging": {"progress": False}})
+            for name in ("cut", "again")]
+    assert "resuming a cuda run on cpu: batches from epoch 2 on" in capsys.readouterr().err
+    assert [h["epoch"] for h in runs[0]["history"]] == [1.0, 2.0]
+    assert without_times(runs[0]["history"]) == without_times(runs[1]["history"])  # reseeded the same way
+
+
+def test_generator_restore_across_device_types_in_both_directions():
+    cpu_state = torch.Generator().manual_seed(5).get_state()
+    cuda_state = torch.zeros(16, dtype=torch.uint8)  # what a CUDA generator's get_state() returns
+    assert [train_module.generator_device({"generator": s}) for s in (cpu_state, cuda_state)] == ["cpu", "cuda"]
+
+    def restore(state, device_type, seed=7):
+        batcher = SimpleNamespace(generator=torch.Generator())
+        note = train_module.restore_generator(batcher, {**state, "epoch": 3}, device_type, seed)
+        return note, batcher.generator.get_state()
+
+    note, restored = restore({"generator": cpu_state, "generator_device": "cpu"}, "cpu")
+    assert note is None and torch.equal(restored, cpu_state)  # same device type: the stream continues
+    for saved, here in (({"generator": cpu_state, "generator_device": "cpu"}, "cuda"),
+                        ({"generator": cuda_state, "generator_device": "cuda"}, "cpu")):
+        note, reseeded = restore(saved, here)
+        assert f"resuming a {saved['generator_device']} run on {here}" in note and "not bit-identical" in note
+        assert torch.equal(reseeded, restore(saved, here)[1])  # deterministic
+        assert not torch.equal(reseeded, restore(saved, here, seed=8)[1])
+        assert not torch.equal(reseeded, cpu_state)
 
 
 @pytest.mark.parametrize("policy, every, due", [
