@@ -129,13 +129,25 @@ def evaluation_steps(epoch, steps, t):
     return sorted({max(1, round(steps * (k + 1) / count)) for k in range(count)})
 
 
-def check_finite(losses, epoch, lrs, steps_per_epoch, folder):
+def check_finite(losses, epoch, lrs, steps_per_epoch, folder, dist):
+    """Raise on every rank if any rank's loss is not finite, naming the first such rank and step.
+
+    Each rank puts (its first bad step + 1, that loss) in its own row and the rows are summed across
+    ranks: one rank raising alone would leave the others waiting in the next all-reduce.
+    """
     bad = (~torch.isfinite(losses)).nonzero()
+    rows = torch.zeros(dist.world, 2, dtype=torch.float64, device=losses.device)
     if len(bad):
-        step = int(bad[0])
+        rows[dist.rank] = torch.stack([bad[0, 0].double() + 1, losses[bad[0, 0]].double()])
+    rows = distributed.all_reduce_sum(rows, dist).tolist()
+    diverged = [(int(first) - 1, rank, value) for rank, (first, value) in enumerate(rows) if first]
+    if diverged:
+        step, rank, value = min(diverged)
+        where = f" on rank {rank}" if dist.world > 1 else ""
         lr = lrs[epoch * steps_per_epoch + step]
-        kept = f"the last good checkpoint is in {folder}" if folder else "no checkpoint was written"
-        raise TrainingDiverged(f"loss became {float(losses[step])} at epoch {epoch + 1}, step {step + 1} "
+        saved = os.path.exists(os.path.join(folder, checkpoint.LATEST))
+        kept = f"the last good checkpoint is in {folder}" if saved else "no checkpoint was written"
+        raise TrainingDiverged(f"loss became {value}{where} at epoch {epoch + 1}, step {step + 1} "
                                f"(lr {lr:.4g}); stopping, {kept}")
 
 
@@ -366,7 +378,7 @@ def train_epoch(run, epoch, losses, correct):
             continue
         synchronize(run.device)
         run.train_seconds += time.perf_counter() - started
-        check_finite(losses[: step + 1], epoch, run.lrs, steps, run.log.folder)
+        check_finite(losses[: step + 1], epoch, run.lrs, steps, run.cfg["logging"]["folder"], dist)
         done = step + 1 - first
         sums = distributed.all_reduce_sum(torch.stack([losses[first: step + 1].sum(),
                                                        correct[first: step + 1].sum().double()]), dist)
