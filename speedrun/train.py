@@ -64,6 +64,7 @@ Section("logging", "what a run writes and shows").params(
                      "one; last = one file, at the end (the default of seed sweeps); none", default="every"),
     checkpoint_every=Param(Number(int, 0, 10_000), "with checkpoint every: every N epochs (0 = only at the end)",
                            default=1),
+    overwrite=Param(Boolean(), "replace the run a run folder already holds", default=False),
 )
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
@@ -245,6 +246,10 @@ def prepare(config, data, independent):
     resume = overrides.get("training", {}).get("resume", "")
     cfg, state = resume_config(resume, overrides) if resume else (resolve_config(overrides), None)
     t = cfg["training"]
+    cfg["logging"]["folder"] = cfg["logging"]["folder"] or runlog.default_folder()
+    if not resume:  # every rank, before they meet in setup (so before any writes), and before loading data
+        owner = independent or distributed.launched_world()[0] == 0
+        runlog.claim_folder(cfg["logging"]["folder"], cfg["logging"]["overwrite"], owner)
     dist = distributed.setup(t["device"], t["batch_size"], independent)
     device = dist.device or pick_device(t["device"])
     on_cuda = device.type == "cuda"
@@ -257,7 +262,6 @@ def prepare(config, data, independent):
 
     if data is None:
         data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
-    cfg["logging"]["folder"] = cfg["logging"]["folder"] or runlog.default_folder()
     log = runlog.RunLog(cfg["logging"]["folder"] if dist.is_main else None)
     batcher = make_batcher(data, cfg, device, dist.rank, dist.world)
     model = build_model(cfg, data.train_images).to(device)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from speedrun import checkpoint
+from speedrun import checkpoint, runlog
 from speedrun import train as train_module
 from speedrun.config import parse_args
 from speedrun.lr_finder import LRTestDiverged
@@ -194,6 +194,27 @@ def test_generator_restore_across_device_types_in_both_directions():
 def test_checkpoint_policy_says_which_epochs_write_one(policy, every, due):
     options = {"checkpoint": policy, "checkpoint_every": every}
     assert [epoch + 1 for epoch in range(4) if train_module.checkpoint_due(options, epoch, 4)] == due
+
+
+def test_a_folder_holding_a_run_is_refused_unless_overwritten(tiny_betons, tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text('{"epoch": 7.0}\n')
+    (folder / checkpoint.PREVIOUS).write_bytes(b"an old run's")
+    with pytest.raises(SystemExit) as stopped:
+        train_module.main(["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1],
+                           "--logging.folder", str(folder), "--training.device", "cpu"])
+    assert stopped.value.code == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"{folder} already holds a run" in line and f"--resume {folder}" in line
+    assert "--logging.overwrite true" in line
+    config = tiny_config(tiny_betons, folder, epochs=1)
+    with pytest.raises(runlog.RunFolderInUse):
+        train(config)
+    config["logging"]["overwrite"] = True
+    train(config)
+    assert [m["epoch"] for m in read_metrics(folder)] == [1.0]
+    assert sorted(os.listdir(folder)) == ["checkpoint.pt", "config.yaml", "metrics.jsonl", "summary.json"]
 
 
 def test_a_twenty_seed_sweep_keeps_one_checkpoint_per_seed(tiny_betons, tmp_path):
