@@ -2,8 +2,10 @@
 
 A checkpoint holds only tensors, numbers, strings, lists and dicts (so the safe loader accepts it):
 the model, every optimizer, the epoch and step reached, the state of every random generator, the
-metrics so far and the resolved config. `checkpoint.pt` is the newest; the one before it is kept as
-`checkpoint.prev.pt`, so a crash while writing can never leave a run without a good checkpoint.
+metrics so far and the resolved config. `checkpoint.pt` is the newest; a run that checkpoints every
+epoch keeps the one before it as `checkpoint.prev.pt`, so a crash while writing can never leave it
+without a good checkpoint. A run that writes one checkpoint, at its end, keeps just that file (a
+sweep of hundreds of seeds would otherwise keep twice the disk it needs).
 """
 import errno
 import os
@@ -23,8 +25,8 @@ def model_signature(model):
     return {name: list(t.shape) for name, t in model.state_dict().items()}
 
 
-def save_checkpoint(folder, state):
-    """Write `state` to folder/checkpoint.pt via a temporary file; keep the previous one."""
+def save_checkpoint(folder, state, keep_previous=True):
+    """Write `state` to folder/checkpoint.pt via a temporary file; keep the previous one if asked."""
     path, tmp = os.path.join(folder, LATEST), os.path.join(folder, LATEST + ".tmp")
     try:
         torch.save({"format": FORMAT, **state}, tmp)
@@ -35,7 +37,7 @@ def save_checkpoint(folder, state):
             raise OSError(errno.ENOSPC, f"no space left to write a checkpoint in {folder}; "
                                         f"the previous checkpoint is intact") from error
         raise
-    if os.path.exists(path):
+    if keep_previous and os.path.exists(path):
         os.replace(path, os.path.join(folder, PREVIOUS))
     os.replace(tmp, path)
     return path

@@ -36,22 +36,38 @@ def launched_world():
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def rank_device(local_rank, choice, cuda_available, cuda_count):
+    """The device of the process with this local rank under torchrun: its own GPU, or the CPU.
+
+    Every process must use its own GPU (and make it current, for Triton launches and allocations that
+    name no device), so a node needs as many GPUs as processes.
+    """
+    if choice == "cpu" or (choice == "auto" and not cuda_available):
+        return torch.device("cpu")
+    if not cuda_available:
+        raise ValueError("device cuda was asked for, but torch sees no CUDA device")
+    if local_rank >= cuda_count:
+        raise ValueError(f"process {local_rank} on this node has no GPU of its own (torch sees {cuda_count}): "
+                         f"start at most {cuda_count} processes per node")
+    return torch.device("cuda", local_rank)
+
+
 def setup(device_choice, batch_size, independent=False):
-    """Join the process group torchrun set up; `independent` runs (a seed sweep) only pick a device."""
+    """Join the process group torchrun set up; `independent` runs (a seed sweep) only take their device."""
     rank, world, local_rank = launched_world()
     if world == 1:
         return Dist()
-    use_cuda = device_choice != "cpu" and torch.cuda.is_available()
+    available = torch.cuda.is_available()
+    device = rank_device(local_rank, device_choice, available, torch.cuda.device_count() if available else 0)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if independent:
-        return Dist(device=torch.device("cuda", local_rank) if use_cuda else None)
+        return Dist(device=device)
     if batch_size % world:
         raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes; "
                          f"use a multiple of {world}")
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group("nccl" if use_cuda else "gloo")
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, device)
 
 

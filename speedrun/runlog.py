@@ -2,7 +2,9 @@
 
     runs/<name>/config.yaml  metrics.jsonl  summary.json  checkpoint.pt  *.png
 Only the process that owns the run (rank 0) writes; the others get a RunLog with `folder=None`.
+A folder holds one run: a new run refuses a folder that holds another, unless told to replace it.
 """
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -12,9 +14,35 @@ import time
 import torch
 import yaml
 
+from .checkpoint import LATEST, PREVIOUS
+
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", LATEST, PREVIOUS)
+RUN_FILES = RUN_MARKERS + (LATEST + ".tmp", "curves.png", "lr_test.json", "lr_test.png", "lr_schedule.png",
+                           "augmented.png")
+
+
+class RunFolderInUse(ValueError):
+    pass
+
 
 def default_folder():
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+
+
+def claim_folder(folder, overwrite, owner):
+    """Refuse a folder that already holds a run, unless `overwrite`: then the owner removes that run's files.
+
+    Sharing a folder would append the new metrics to the old ones and leave the old checkpoint to be
+    resumed as if it were the new run's.
+    """
+    found = [name for name in RUN_MARKERS if os.path.exists(os.path.join(folder, name))]
+    if found and not overwrite:
+        raise RunFolderInUse(f"{folder} already holds a run ({', '.join(found)}): continue it with --resume {folder}, "
+                             f"give another --logging.folder, or replace it with --logging.overwrite true")
+    if found and owner:
+        for name in RUN_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
 
 
 def versions():

@@ -63,8 +63,11 @@ Section("logging", "what a run writes and shows").params(
     folder=Param(str, "run folder (default runs/<timestamp>)", default=""),
     plots=Param(Boolean(), "write PNG plots", default=True),
     progress=Param(Boolean(), "show progress bars", default=True),
-    checkpoint_every=Param(Number(int, 0, 10_000), "checkpoint every N epochs (0 = only at the end)",
+    checkpoint=Param(Choice("every", "last", "none"), "every = every checkpoint_every epochs, keeping the previous "
+                     "one; last = one file, at the end (the default of seed sweeps); none", default="every"),
+    checkpoint_every=Param(Number(int, 0, 10_000), "with checkpoint every: every N epochs (0 = only at the end)",
                            default=1),
+    overwrite=Param(Boolean(), "replace the run a run folder already holds", default=False),
 )
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
@@ -130,13 +133,25 @@ def evaluation_steps(epoch, steps, t):
     return sorted({max(1, round(steps * (k + 1) / count)) for k in range(count)})
 
 
-def check_finite(losses, epoch, lrs, steps_per_epoch, folder):
+def check_finite(losses, epoch, lrs, steps_per_epoch, folder, dist):
+    """Raise on every rank if any rank's loss is not finite, naming the first such rank and step.
+
+    Each rank puts (its first bad step + 1, that loss) in its own row and the rows are summed across
+    ranks: one rank raising alone would leave the others waiting in the next all-reduce.
+    """
     bad = (~torch.isfinite(losses)).nonzero()
+    rows = torch.zeros(dist.world, 2, dtype=torch.float64, device=losses.device)
     if len(bad):
-        step = int(bad[0])
+        rows[dist.rank] = torch.stack([bad[0, 0].double() + 1, losses[bad[0, 0]].double()])
+    rows = distributed.all_reduce_sum(rows, dist).tolist()
+    diverged = [(int(first) - 1, rank, value) for rank, (first, value) in enumerate(rows) if first]
+    if diverged:
+        step, rank, value = min(diverged)
+        where = f" on rank {rank}" if dist.world > 1 else ""
         lr = lrs[epoch * steps_per_epoch + step]
-        kept = f"the last good checkpoint is in {folder}" if folder else "no checkpoint was written"
-        raise TrainingDiverged(f"loss became {float(losses[step])} at epoch {epoch + 1}, step {step + 1} "
+        saved = os.path.exists(os.path.join(folder, checkpoint.LATEST))
+        kept = f"the last good checkpoint is in {folder}" if saved else "no checkpoint was written"
+        raise TrainingDiverged(f"loss became {value}{where} at epoch {epoch + 1}, step {step + 1} "
                                f"(lr {lr:.4g}); stopping, {kept}")
 
 
@@ -239,6 +254,10 @@ def prepare(config, data, independent):
     resume = overrides.get("training", {}).get("resume", "")
     cfg, state = resume_config(resume, overrides) if resume else (resolve_config(overrides), None)
     t = cfg["training"]
+    cfg["logging"]["folder"] = cfg["logging"]["folder"] or runlog.default_folder()
+    if not resume:  # every rank, before they meet in setup (so before any writes), and before loading data
+        owner = independent or distributed.launched_world()[0] == 0
+        runlog.claim_folder(cfg["logging"]["folder"], cfg["logging"]["overwrite"], owner)
     dist = distributed.setup(t["device"], t["batch_size"], independent)
     policy = policy_from_config(t, dist.device or pick_device(t["device"]))
     device = policy.device
@@ -248,7 +267,6 @@ def prepare(config, data, independent):
 
     if data is None:
         data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
-    cfg["logging"]["folder"] = cfg["logging"]["folder"] or runlog.default_folder()
     log = runlog.RunLog(cfg["logging"]["folder"] if dist.is_main else None)
     batcher = make_batcher(data, cfg, device, dist.rank, dist.world, dtype=policy.input_dtype)
     model = policy.prepare(build_model(cfg, data.train_images))
@@ -300,21 +318,56 @@ def restore(run, state):
     run.optimizer.load_state_dict(state["optimizer"])
     if run.average.average is not None:
         run.average.average.load_state_dict(state["average"])
-    run.batcher.generator.set_state(state["generator"])
     run.start_epoch, run.history = state["epoch"], state["history"]
+    note = restore_generator(run.batcher, state, run.device.type, run.cfg["training"]["seed"])
+    if note and run.dist.is_main:
+        print(note, file=sys.stderr)
     run.log.rewrite_metrics(run.history)
     run.train_seconds = run.history[-1]["train_seconds"] if run.history else 0.0
 
 
+def generator_device(state):
+    """The device type the saved generator state is for (older checkpoints: told by its size)."""
+    if "generator_device" in state:
+        return state["generator_device"]
+    return "cpu" if len(state["generator"]) == len(torch.Generator().get_state()) else "cuda"
+
+
+def restore_generator(batcher, state, device_type, seed):
+    """Continue the saved random stream; across device types, whose generators hold different states
+    (a CUDA state cannot be loaded into a CPU generator, nor the reverse), reseed from (seed, epoch).
+
+    Returns the line to tell the user in that case, else None.
+    """
+    saved = generator_device(state)
+    if saved == device_type:
+        batcher.generator.set_state(state["generator"])
+        return None
+    batcher.generator.manual_seed((seed * 1_000_003 + state["epoch"]) % 2**64)
+    return (f"speedrun: resuming a {saved} run on {device_type}: batches from epoch {state['epoch'] + 1} on are "
+            f"drawn from a generator reseeded from (seed, epoch), so the run is valid but not bit-identical "
+            f"to the uninterrupted one")
+
+
+def checkpoint_due(options, epoch, epochs):
+    """Whether the logging options' policy (every / last / none) writes a checkpoint after `epoch`."""
+    every, last = options["checkpoint_every"], epoch + 1 == epochs
+    if options["checkpoint"] == "every":
+        return last or bool(every and (epoch + 1) % every == 0)
+    return options["checkpoint"] == "last" and last
+
+
 def save_state(run, epoch):
-    every = run.cfg["logging"]["checkpoint_every"]
-    if run.log.folder and (epoch + 1 == run.cfg["training"]["epochs"] or (every and (epoch + 1) % every == 0)):
+    options = run.cfg["logging"]
+    if run.log.folder and checkpoint_due(options, epoch, run.cfg["training"]["epochs"]):
         checkpoint.save_checkpoint(run.log.folder, {
             "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "generator": run.batcher.generator.get_state(),
+            "generator_device": run.device.type,
             "average": run.average.average.state_dict() if run.average.average is not None else {},
             "epoch": epoch + 1, "history": run.history, "config": run.cfg,
-            "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)})
+            "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},
+            keep_previous=options["checkpoint"] == "every")
 
 
 def train_epoch(run, epoch, losses, correct):
@@ -336,7 +389,7 @@ def train_epoch(run, epoch, losses, correct):
             continue
         synchronize(run.device)
         run.train_seconds += time.perf_counter() - started
-        check_finite(losses[: step + 1], epoch, run.lrs, steps, run.log.folder)
+        check_finite(losses[: step + 1], epoch, run.lrs, steps, run.cfg["logging"]["folder"], dist)
         done = step + 1 - first
         sums = distributed.all_reduce_sum(torch.stack([losses[first: step + 1].sum(),
                                                        correct[first: step + 1].sum().double()]), dist)
@@ -459,9 +512,14 @@ def write_start_plots(data, cfg, batcher, lrs, log, device):
 
 
 def train_seeds(given, seeds, data=None):
-    """Independent runs, one per seed, each in <folder>/seed<N>; under torchrun, this rank's share."""
+    """Independent runs, one per seed, each in <folder>/seed<N>; under torchrun, this rank's share.
+
+    Each seed keeps one checkpoint, written at its end, unless --logging.checkpoint says otherwise:
+    a sweep of hundreds of seeds would otherwise fill the disk with checkpoints nobody resumes.
+    """
     rank, world, _ = distributed.launched_world()
     base = given.get("logging", {}).get("folder") or runlog.default_folder()
+    given = merge({"logging": {"checkpoint": "last"}}, given, strict=False)
     summaries = []
     for seed in seeds[rank::world]:
         config = merge(given, {"training": {"seed": seed}, "logging": {"folder": os.path.join(base, f"seed{seed}")}},
@@ -477,8 +535,8 @@ def main(argv=None):
         seeds = given.get("training", {}).get("seeds", "")
         summaries = train_seeds(given, parse_seeds(seeds)) if seeds else [train(given)]
     except KeyboardInterrupt:
-        print("\ninterrupted: the last finished epoch's checkpoint is kept; continue with "
-              "python -m speedrun.train --resume <run folder>", file=sys.stderr)
+        print("\ninterrupted: a run that checkpoints every epoch (the default of single runs) continues from "
+              "its last finished one with python -m speedrun.train --resume <run folder>", file=sys.stderr)
         sys.exit(130)
     except (TrainingDiverged, LRTestDiverged, OutOfMemory, ValueError, OSError) as error:  # no traceback
         print(f"speedrun.train: error: {error}", file=sys.stderr)

@@ -24,6 +24,14 @@ def test_round_trip_keeps_the_previous_checkpoint(tmp_path):
     torch.load(tmp_path / checkpoint.LATEST, weights_only=True)  # the safe loader accepts it
 
 
+def test_a_single_checkpoint_replaces_the_last_and_keeps_no_previous(tmp_path):
+    model = CustomResNet(width=4)
+    for epoch in (1, 2):
+        checkpoint.save_checkpoint(tmp_path, state_of(model, epoch), keep_previous=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint.LATEST]
+    assert checkpoint.load_checkpoint(checkpoint.find_checkpoint(tmp_path), model)["epoch"] == 2
+
+
 def test_another_net_is_refused_naming_a_tensor(tmp_path):
     checkpoint.save_checkpoint(tmp_path, state_of(CustomResNet(width=4), 1))
     with pytest.raises(checkpoint.CheckpointError, match="holds another net"):

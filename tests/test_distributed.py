@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from speedrun import distributed
 from speedrun.distributed import GlobalBatchNorm
 
 
@@ -17,11 +18,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def torchrun(processes, *args, module=("-m", "speedrun.train")):
+def torchrun(processes, *args, module=("-m", "speedrun.train"), timeout=600):
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}", *module, *args]
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def common_args(betons, folder, *extra):
@@ -92,6 +93,62 @@ def test_seeds_are_spread_over_processes_as_independent_runs(tiny_betons, tmp_pa
     assert seeds == [0, 1, 2]
 
 
+@pytest.mark.parametrize("local_rank, choice, available, count, device", [
+    (1, "auto", True, 2, "cuda:1"), (0, "cuda", True, 2, "cuda:0"), (1, "cpu", True, 2, "cpu"),
+    (1, "auto", False, 0, "cpu")])
+def test_each_rank_takes_its_own_device(local_rank, choice, available, count, device):
+    assert distributed.rank_device(local_rank, choice, available, count) == torch.device(device)
+
+
+@pytest.mark.parametrize("local_rank, choice, available, count, message", [
+    (2, "auto", True, 2, "process 2 on this node has no GPU of its own"), (0, "cuda", False, 0, "no CUDA device")])
+def test_a_rank_without_a_device_is_refused(local_rank, choice, available, count, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.rank_device(local_rank, choice, available, count)
+
+
+def test_a_seed_sweep_rank_makes_its_own_gpu_current(monkeypatch):
+    """Rank 1 of 2 on a node with two GPUs, faked: its runs use cuda:1, set as the current device."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    dist = distributed.setup("auto", 64, independent=True)
+    assert dist.device == torch.device("cuda", 1) and current == [torch.device("cuda", 1)]
+    assert (dist.rank, dist.world) == (0, 1)  # an independent run: no process group
+
+
+def diverge_on_rank_one(*args):
+    """Run under torchrun: train with rank 1's recorded loss turned NaN at epoch 2, step 2."""
+    from speedrun import train as train_module
+    real, calls = train_module.make_train_step, {"n": 0}
+
+    def poisoned(*step_args):
+        step = real(*step_args)
+
+        def wrapped(inputs, targets):
+            calls["n"] += 1
+            loss, correct = step(inputs, targets)
+            bad = calls["n"] == 6 and os.environ["RANK"] == "1"  # 4 steps an epoch
+            return (loss * float("nan") if bad else loss), correct
+        return wrapped
+
+    train_module.make_train_step = poisoned
+    train_module.main(list(args))
+
+
+def test_divergence_on_one_rank_stops_every_rank_naming_it(tiny_betons, tmp_path):
+    result = torchrun(2, *common_args(tiny_betons, tmp_path / "nan"), module=(__file__, "diverge_on_rank_one"),
+                      timeout=300)
+    assert result.returncode != 0
+    # each rank stops on its own with the same message (not killed by torchrun after the other's failure)
+    assert result.stderr.count("loss became nan on rank 1 at epoch 2, step 2 (lr ") == 2, result.stderr[-3000:]
+    assert "the last good checkpoint is in" in result.stderr
+
+
 def test_global_batch_norm_equals_batch_norm_in_one_process():
     """With a single-member gloo group, the synchronised layer must agree with BatchNorm2d."""
     import torch.distributed as dist
@@ -112,4 +169,4 @@ def test_global_batch_norm_equals_batch_norm_in_one_process():
 
 
 if __name__ == "__main__":  # torchrun entry for gradient_check
-    globals()[sys.argv[1]](sys.argv[2])
+    globals()[sys.argv[1]](*sys.argv[2:])

@@ -1,13 +1,15 @@
 """The training loop and its CLI on tiny betons: files written, loss falls, bad input, resume, faults."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from speedrun import checkpoint
+from speedrun import checkpoint, runlog
 from speedrun import train as train_module
 from speedrun.config import parse_args
 from speedrun.device import device_policy
@@ -122,8 +124,8 @@ def interrupt_after_epochs(monkeypatch, epochs):
     real = checkpoint.save_checkpoint
     saved = {"n": 0}
 
-    def save_then_maybe_interrupt(folder, state):
-        path = real(folder, state)
+    def save_then_maybe_interrupt(folder, state, **options):
+        path = real(folder, state, **options)
         saved["n"] += 1
         if saved["n"] == epochs:
             raise KeyboardInterrupt
@@ -146,6 +148,87 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run_exactly(tiny_betons
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_on_another_device_type_continues_from_a_reseeded_generator(tiny_betons, tmp_path, monkeypatch,
+                                                                          capsys):
+    """A CUDA run resumed on the CPU: its 16-byte generator state cannot be loaded there (faked here)."""
+    with monkeypatch.context() as patch:
+        interrupt_after_epochs(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(tiny_betons, tmp_path / "cut"))
+    path = tmp_path / "cut" / checkpoint.LATEST
+    state = torch.load(path, weights_only=True)
+    state.update(generator=torch.zeros(16, dtype=torch.uint8), generator_device="cuda")
+    torch.save(state, path)
+    shutil.copytree(tmp_path / "cut", tmp_path / "again")
+    runs = [train({"training": {"resume": str(tmp_path / name)}, "logging": {"progress": False}})
+            for name in ("cut", "again")]
+    assert "resuming a cuda run on cpu: batches from epoch 2 on" in capsys.readouterr().err
+    assert [h["epoch"] for h in runs[0]["history"]] == [1.0, 2.0]
+    assert without_times(runs[0]["history"]) == without_times(runs[1]["history"])  # reseeded the same way
+
+
+def test_generator_restore_across_device_types_in_both_directions():
+    cpu_state = torch.Generator().manual_seed(5).get_state()
+    cuda_state = torch.zeros(16, dtype=torch.uint8)  # what a CUDA generator's get_state() returns
+    assert [train_module.generator_device({"generator": s}) for s in (cpu_state, cuda_state)] == ["cpu", "cuda"]
+
+    def restore(state, device_type, seed=7):
+        batcher = SimpleNamespace(generator=torch.Generator())
+        note = train_module.restore_generator(batcher, {**state, "epoch": 3}, device_type, seed)
+        return note, batcher.generator.get_state()
+
+    note, restored = restore({"generator": cpu_state, "generator_device": "cpu"}, "cpu")
+    assert note is None and torch.equal(restored, cpu_state)  # same device type: the stream continues
+    for saved, here in (({"generator": cpu_state, "generator_device": "cpu"}, "cuda"),
+                        ({"generator": cuda_state, "generator_device": "cuda"}, "cpu")):
+        note, reseeded = restore(saved, here)
+        assert f"resuming a {saved['generator_device']} run on {here}" in note and "not bit-identical" in note
+        assert torch.equal(reseeded, restore(saved, here)[1])  # deterministic
+        assert not torch.equal(reseeded, restore(saved, here, seed=8)[1])
+        assert not torch.equal(reseeded, cpu_state)
+
+
+@pytest.mark.parametrize("policy, every, due", [
+    ("every", 1, [1, 2, 3, 4]), ("every", 3, [3, 4]), ("every", 0, [4]), ("last", 1, [4]), ("none", 1, [])])
+def test_checkpoint_policy_says_which_epochs_write_one(policy, every, due):
+    options = {"checkpoint": policy, "checkpoint_every": every}
+    assert [epoch + 1 for epoch in range(4) if train_module.checkpoint_due(options, epoch, 4)] == due
+
+
+def test_a_folder_holding_a_run_is_refused_unless_overwritten(tiny_betons, tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text('{"epoch": 7.0}\n')
+    (folder / checkpoint.PREVIOUS).write_bytes(b"an old run's")
+    with pytest.raises(SystemExit) as stopped:
+        train_module.main(["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1],
+                           "--logging.folder", str(folder), "--training.device", "cpu"])
+    assert stopped.value.code == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"{folder} already holds a run" in line and f"--resume {folder}" in line
+    assert "--logging.overwrite true" in line
+    config = tiny_config(tiny_betons, folder, epochs=1)
+    with pytest.raises(runlog.RunFolderInUse):
+        train(config)
+    config["logging"]["overwrite"] = True
+    train(config)
+    assert [m["epoch"] for m in read_metrics(folder)] == [1.0]
+    assert sorted(os.listdir(folder)) == ["checkpoint.pt", "config.yaml", "metrics.jsonl", "summary.json"]
+
+
+def test_a_twenty_seed_sweep_keeps_one_checkpoint_per_seed(tiny_betons, tmp_path):
+    from speedrun.data import CifarData, load_cifar_betons
+    data = load_cifar_betons(*tiny_betons, device=torch.device("cpu"))
+    data = CifarData(data.train_images[:128], data.train_labels[:128], data.test_images[:64], data.test_labels[:64])
+    summaries = train_module.train_seeds(tiny_config(tiny_betons, tmp_path / "sweep", epochs=1), range(20), data)
+    assert [s["seed"] for s in summaries] == list(range(20))
+    for seed in range(20):
+        assert sorted(os.listdir(tmp_path / "sweep" / f"seed{seed}")) == \
+            ["checkpoint.pt", "config.yaml", "metrics.jsonl", "summary.json"]
+    total = sum(f.stat().st_size for f in (tmp_path / "sweep").rglob("*") if f.is_file())
+    assert total < 20 * 1_000_000  # the README: under 1 MB a seed at width 8 (about 18 MB in all)
 
 
 def test_resume_refuses_another_config_and_a_folder_without_checkpoint(tiny_betons, tmp_path):
