@@ -139,3 +139,12 @@ def all_reduce_sum(tensor, dist):
         tensor = tensor.clone()
         torch_dist.all_reduce(tensor)
     return tensor
+
+
+def broadcast_from_main(value, dist):
+    """Rank 0's float, on every rank."""
+    if dist.world == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=dist.device)
+    torch_dist.broadcast(tensor, 0)
+    return tensor.item()

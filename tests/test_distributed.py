@@ -50,6 +50,21 @@ def test_two_processes_match_one(tiny_betons, tmp_path):
     assert two.stdout.count("Test set: Average loss") == 2  # rank 0 alone reports (once an epoch)
 
 
+def test_rank_zero_picks_the_lr_and_every_rank_uses_it(tiny_betons, tmp_path):
+    """With the LR range test on, rank 0 sweeps on whole global batches as one process does, and
+    every rank trains at its pick: the two-process run matches the one-process run."""
+    sweep = ["--lr.lr_max", "0", "--lr_test.num_steps", "8", "--epochs", "1"]
+    one = torchrun(1, *common_args(tiny_betons, tmp_path / "one"), *sweep)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(2, *common_args(tiny_betons, tmp_path / "two"), *sweep)
+    assert two.returncode == 0, two.stderr[-3000:]
+    picks = [json.loads((tmp_path / name / "summary.json").read_text())["lr_max"] for name in ("one", "two")]
+    assert picks[0] == picks[1]
+    for a, b in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two"), strict=True):
+        for key in ("train_loss", "test_loss", "lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-2, abs=1e-2), key
+
+
 def gradient_check(out):
     """Run under torchrun: the DDP gradient of one step, float64, each rank on its half of 16 images."""
     import torch.nn.functional as F
