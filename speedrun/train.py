@@ -186,7 +186,11 @@ def run_lr_test(model, batcher, cfg, log, autocast):
         model, lambda params, lr: build_optimizer(params, cfg, lr),
         lambda i: batcher(-1 - i // per_epoch, i % per_epoch),  # negative epochs: not the training ones
         None, lr_start=test["lr_start"], lr_end=test["lr_end"], num_steps=steps,
-        smoothing=test["smoothing"], diverge_factor=test["diverge_factor"], step_fn=step_fn)
+        smoothing=test["smoothing"], diverge_factor=test["diverge_factor"], step_fn=step_fn, rule=test["rule"],
+        progress=cfg["logging"]["progress"])
+    others = ", ".join(f"{name} {lr:.3g}" for name, lr in result.suggestions.items() if name != test["rule"])
+    print(f"speedrun: LR range test over {result.steps} steps suggests lr_max = {result.suggested_lr:.3g} "
+          f"({result.rule}; other rules: {others})", file=sys.stderr)
     if log.folder:
         result.to_json(log.path("lr_test.json"))
         if cfg["logging"]["plots"]:

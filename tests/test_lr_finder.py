@@ -9,8 +9,9 @@ from speedrun.config import defaults
 from speedrun.lr_finder import LRTestDiverged, lr_range_test, num_test_steps, suggest_lr
 
 # Least squares y = x @ w + noise with x ~ N(0, scale^2 I): the loss Hessian is scale^2 I, so plain SGD
-# converges fastest at lr = 1 / scale^2 and diverges above 2 / scale^2. The suggestion (steepest
-# descent) should land in the decade just below the optimum: [0.1, 1) / scale^2.
+# converges fastest at lr = 1 / scale^2 and diverges above 2 / scale^2. The steepest-descent pick
+# should land in the decade just below the optimum, [0.1, 1) / scale^2, and the lowest loss (smoothed
+# without lag) between the fastest LR and divergence, [0.5, 2] / scale^2.
 
 
 def regression_batches(scale, dim=10, batch=256, seed=0, noise=0.1):
@@ -41,9 +42,11 @@ def linear_model(dim=10):
 def test_suggestion_in_the_right_decade(scale):
     curvature = scale ** 2
     result = lr_range_test(linear_model(), sgd, regression_batches(scale), half_mse,
-                           lr_start=1e-4 / curvature, lr_end=100 / curvature, num_steps=100)
+                           lr_start=1e-4 / curvature, lr_end=100 / curvature, num_steps=100, rule="steepest")
     assert 0.1 / curvature <= result.suggested_lr < 1 / curvature
     assert result.rule.startswith("steepest")
+    assert 0.5 / curvature <= result.suggestions["min_loss"] <= 2 / curvature
+    assert result.suggestions["steepest"] == result.suggested_lr
     assert result.stopped_early  # the sweep to 100 / curvature must blow up past 2 / curvature
     assert 2 / curvature < result.lrs[-1] < 100 / curvature
     assert result.steps == len(result.lrs) == len(result.losses) == len(result.smoothed) < 100
@@ -105,11 +108,22 @@ def test_bad_arguments_raise():
 
 
 def test_fallback_rule_on_short_curve():
-    lr, rule = suggest_lr([0.01, 0.1, 1.0], [3.0, 2.0, 2.5])
-    assert lr == pytest.approx(0.01) and "fallback" in rule
+    for rule in ("min_loss", "steepest"):
+        lr, how = suggest_lr([0.01, 0.1, 1.0], [3.0, 2.0, 2.5], rule)
+        assert lr == pytest.approx(0.01) and "fallback" in how
     lrs = [10 ** (i / 4 - 3) for i in range(20)]
-    lr, rule = suggest_lr(lrs, [1.0 + i for i in range(20)])  # loss only rises
-    assert lr == pytest.approx(1e-4) and "fallback" in rule
+    lr, how = suggest_lr(lrs, [1.0 + i for i in range(20)], "steepest")  # loss only rises
+    assert lr == pytest.approx(1e-4) and "fallback" in how
+
+
+def test_min_loss_rule_ignores_the_first_fast_fall():
+    """The shape the seed net's sweep has: the loss falls fastest in the first steps (an untrained
+    net's transient), keeps falling to a minimum, then rises; min_loss picks the minimum."""
+    lrs = [10 ** (i / 10 - 5) for i in range(50)]
+    curve = [4.4 - 1.5 * (1 - 0.7 ** i) - 0.02 * i if i < 35 else 2.2 + 0.3 * (i - 35) for i in range(50)]
+    assert suggest_lr(lrs, curve, "min_loss")[0] == pytest.approx(lrs[35])
+    assert lrs[35] / 2 <= suggest_lr(lrs, curve, "min_loss", losses=curve)[0] <= lrs[35]  # light smoothing
+    assert suggest_lr(lrs, curve, "steepest")[0] < lrs[10]
 
 
 def test_json_and_plot(tmp_path):
@@ -118,7 +132,9 @@ def test_json_and_plot(tmp_path):
     result.to_json(tmp_path / "lr_test.json")
     saved = json.loads((tmp_path / "lr_test.json").read_text())
     assert saved["suggested_lr"] == result.suggested_lr and saved["lrs"] == result.lrs
-    assert set(saved) == {"lrs", "losses", "smoothed", "suggested_lr", "rule", "stopped_early", "steps"}
+    assert set(saved) == {"lrs", "losses", "smoothed", "suggested_lr", "rule", "stopped_early", "steps",
+                          "suggestions"}
+    assert saved["suggestions"]["min_loss"] == result.suggested_lr
     result.plot(tmp_path / "lr_test.png")
     png = (tmp_path / "lr_test.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
@@ -127,6 +143,6 @@ def test_json_and_plot(tmp_path):
 def test_config_defaults():
     config = defaults()["lr_test"]
     assert config == dict(enabled=True, lr_start=1e-5, lr_end=10.0, num_steps=0, smoothing=0.98,
-                          diverge_factor=4.0)
+                          diverge_factor=4.0, rule="min_loss")
     assert num_test_steps(config["num_steps"], steps_per_epoch=98) == 98
     assert num_test_steps(50, steps_per_epoch=98) == 50
