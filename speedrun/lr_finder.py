@@ -18,6 +18,7 @@ import torch
 from fastargs import Param, Section
 
 from speedrun.config import Boolean, Number
+from speedrun.optim import set_lr
 
 Section("lr_test", "LR range test run before training (sets lr.lr_max when that is 0)").params(
     enabled=Param(Boolean(), "run the test when lr.lr_max is 0", default=True),
@@ -78,14 +79,6 @@ def num_test_steps(num_steps, steps_per_epoch):
     return num_steps or steps_per_epoch
 
 
-def _set_lr(optimizer, lr):
-    for group in optimizer.param_groups:
-        if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(lr)  # a tensor LR (compiled optimizers) must keep its identity
-        else:
-            group["lr"] = lr
-
-
 def _default_step(loss_fn):
     def step(model, optimizer, inputs, targets):
         optimizer.zero_grad(set_to_none=True)
@@ -137,7 +130,7 @@ def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_
     average, best, stopped_early = 0.0, math.inf, False
     for i in range(num_steps):
         lr = lr_start * (lr_end / lr_start) ** (i / (num_steps - 1))
-        _set_lr(optimizer, lr)
+        set_lr(optimizer, lr)
         loss = step_fn(probe, optimizer, *next_batch(i))
         loss = loss.item() if torch.is_tensor(loss) else float(loss)
         average = smoothing * average + (1 - smoothing) * loss
