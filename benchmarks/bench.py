@@ -53,7 +53,7 @@ from speedrun.train import make_train_step, resolve_config, train  # noqa: E402
 from write_beton import write_betons  # noqa: E402
 
 STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
-          "optimizer_step", "train_step", "versus_plain", "memory", "eval", "epoch", "train_24")
+          "optimizer_step", "train_step", "versus_plain", "host_overhead", "memory", "eval", "epoch", "train_24")
 
 
 def stage_names(text):
@@ -416,6 +416,43 @@ def torch_threads(count):
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+SEED_STEP_FLOPS = 2.28e9 * 512  # the seed net's forward and backward, per image, times its batch
+
+
+def stage_host_overhead(bench):
+    """Host time per train step with a net whose arithmetic is negligible (width 1, batch 8): the floor
+    no step time goes under, eager, with the forward compiled, and as a whole-step graph (the compiled
+    ones where the policy compiles: --training.compile on measures them on a CPU). Beside it, the
+    operations an eager step dispatches and the seed net's step time at the measured peak."""
+    import copy
+
+    from speedrun.opcount import OpCounter
+    from speedrun.optim import WeightAverage
+    from speedrun.schedule import DeviceSchedule
+    from speedrun.train import compiled_train_step
+    tiny = copy.copy(bench)
+    tiny.cfg = merge(bench.cfg, {"model": {"width": 1}, "training": {"batch_size": 8, "ema": 0.0}})
+    modes = ["eager"] + (["default", "whole-step"] if bench.compiling else [])
+    variants = {}
+    for mode in modes:
+        policy = device_policy(bench.device, "fp32", "off" if mode == "eager" else "on",
+                               compile_mode="default" if mode == "eager" else mode)
+        w = Workload(tiny, policy)
+        optimizer = build_optimizer(w.model.parameters(), tiny.cfg, traceable=policy.whole_step)
+        schedule = DeviceSchedule(torch.full((1 << 20,), BENCH_LR, device=bench.device))
+        step = compiled_train_step(policy, w.model, optimizer, w.label_smoothing, schedule,
+                                   WeightAverage(w.model, 0.0))
+        timing = bench.measure(lambda: step(w.inputs, w.targets), warmup=3, calls=20, repeats=5)
+        variants[mode] = {**timing, "policy": policy.describe()}
+        if mode == "eager":
+            with OpCounter() as counted:
+                step(w.inputs, w.targets)
+            variants[mode].update(ops_per_step=counted.total, syncs_per_step=sum(counted.syncs.values()))
+    peak = stage_ceilings(bench)["tflops"]  # measured again: a stage stands alone
+    return {**variants["eager"], "variants": variants, "ops_per_step": variants["eager"]["ops_per_step"],
+            "seed_step_at_peak_s": SEED_STEP_FLOPS / (peak * 1e12)}
 
 
 def stage_memory(bench):

@@ -11,17 +11,29 @@ float32 elsewhere: a CPU without them emulates bf16 and runs it many times slowe
 Channels-last is on by default everywhere (measured faster on CUDA and on the CPU). `compile auto`
 compiles on CUDA only: on the CPU, eager channels-last already runs at the float32 matrix-product
 ceiling and compiling costs minutes (benchmarks/README.md has the figures).
+
+What is compiled, when compiling (`compile_mode`):
+    default       the net's forward; loss, backward and optimizer run eagerly
+    max-autotune  the same, with inductor's kernel autotuning (no CUDA graphs, to compare the kernels alone)
+    whole-step    the LR read, forward, loss, backward, optimizer update and weight average as one graph
+    cudagraph     the whole step, replayed as a CUDA graph from static buffers (CUDA only; whole-step
+                  elsewhere)
 """
 import contextlib
+import dataclasses
 import functools
 import os
 import platform
+import sys
 from dataclasses import dataclass
 
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
 COMPILE_CHOICES = ("auto", "on", "off")
+COMPILE_MODES = ("default", "max-autotune", "whole-step", "cudagraph")
+WHOLE_STEP_MODES = ("whole-step", "cudagraph")
+COMPILE_BACKEND = "inductor"  # what torch.compile generates code with; another backend takes no mode
 BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX-512 BF16 / AMX; Arm FEAT_BF16
 
 
@@ -77,6 +89,7 @@ class Policy:
     channels_last: bool
     compile: bool
     why: str  # how the precision was chosen
+    compile_mode: str = "default"  # what is compiled (see the module docstring)
 
     @property
     def input_dtype(self):
@@ -93,14 +106,40 @@ class Policy:
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
+    @property
+    def whole_step(self):
+        """Whether the train step is compiled as one graph (else the net's forward is, if anything)."""
+        return self.compile and self.compile_mode in WHOLE_STEP_MODES
+
     def compiled(self, module):
-        return torch.compile(module) if self.compile else module
+        """The module with its forward compiled (eval nets, and the train net outside whole-step modes)."""
+        if not self.compile:
+            return module
+        return _compile(module, "max-autotune-no-cudagraphs" if self.compile_mode == "max-autotune" else None)
+
+    def compiled_step(self, step):
+        """The whole train step compiled as one graph; autograd ops are traced into it."""
+        torch._dynamo.config.trace_autograd_ops = True
+        return _compile(step, "reduce-overhead" if self.compile_mode == "cudagraph" else None)
+
+    def fall_back(self, reason, tell=True):
+        """This policy with compile mode default; `tell` says why on stderr."""
+        if tell:
+            print(f"speedrun: compile mode {self.compile_mode} falls back to default: {reason}", file=sys.stderr)
+        return dataclasses.replace(self, compile_mode="default")
 
     def describe(self):
         threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
         return (f"{device_name(self.device)}{threads}: {'bf16 autocast' if self.bf16 else 'float32'} "
                 f"({self.why}), {'channels-last' if self.channels_last else 'NCHW'}, "
-                f"{'torch.compile' if self.compile else 'eager'}")
+                f"{f'torch.compile {self.compile_mode}' if self.compile else 'eager'}")
+
+
+def _compile(fn, mode):
+    """torch.compile with the backend of this module; a mode only where the backend takes one."""
+    if COMPILE_BACKEND != "inductor":
+        mode = None
+    return torch.compile(fn, backend=COMPILE_BACKEND, mode=mode)
 
 
 def choose_precision(device, precision="auto", flags=None):
@@ -116,16 +155,36 @@ def choose_precision(device, precision="auto", flags=None):
     return False, "auto: this CPU has no native bf16"
 
 
-def device_policy(device, precision="auto", compile="auto", channels_last=True, flags=None):
+def device_policy(device, precision="auto", compile="auto", channels_last=True, flags=None,
+                  compile_mode="default"):
     """The Policy for `device` from the training options of the same names."""
     device = torch.device(device)
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile must be one of {'|'.join(COMPILE_CHOICES)}, got {compile!r}")
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {'|'.join(COMPILE_MODES)}, got {compile_mode!r}")
     bf16, why = choose_precision(device, precision, flags)
     compiling = compile == "on" or (compile == "auto" and device.type == "cuda")
-    return Policy(device, bf16, bool(channels_last), compiling, why)
+    policy = Policy(device, bf16, bool(channels_last), compiling, why, compile_mode)
+    if compiling and compile_mode == "cudagraph" and device.type != "cuda":
+        print("speedrun: compile mode cudagraph needs a CUDA device: compiling the whole step without "
+              "CUDA graphs (whole-step)", file=sys.stderr)
+        policy = dataclasses.replace(policy, compile_mode="whole-step")
+    return policy
+
+
+def whole_step_obstacle(optimizer, world):
+    """Why this run's step cannot be compiled as one graph here, or None."""
+    if optimizer not in ("sgd", "muon"):
+        return f"the whole-step graph updates with SGD and Muon, not {optimizer}"
+    if world > 1:
+        return "DDP's gradient hooks do not run inside a compiled whole step"
+    if not hasattr(torch._dynamo.config, "trace_autograd_ops"):
+        return f"torch {torch.__version__} cannot trace backward into a graph"
+    return None
 
 
 def policy_from_config(training, device):
     """The Policy a run's `training` section asks for on `device`."""
-    return device_policy(device, training["precision"], training["compile"], training["channels_last"])
+    return device_policy(device, training["precision"], training["compile"], training["channels_last"],
+                         compile_mode=training.get("compile_mode", "default"))

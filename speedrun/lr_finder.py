@@ -24,6 +24,7 @@ from fastargs import Param, Section
 from tqdm import tqdm
 
 from speedrun.config import Boolean, Choice, Number
+from speedrun.optim import set_lr
 
 RULES = ("min_loss", "steepest")
 
@@ -90,14 +91,6 @@ class LRTestResult:
 def num_test_steps(num_steps, steps_per_epoch):
     """The configured sweep length, where 0 means one epoch's worth of batches."""
     return num_steps or steps_per_epoch
-
-
-def _set_lr(optimizer, lr):
-    for group in optimizer.param_groups:
-        if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(lr)  # a tensor LR (compiled optimizers) must keep its identity
-        else:
-            group["lr"] = lr
 
 
 def _default_step(loss_fn):
@@ -170,7 +163,7 @@ def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_
     bar = tqdm(range(num_steps), desc="LR range test", disable=not progress, leave=False)
     for i in bar:
         lr = lr_start * (lr_end / lr_start) ** (i / (num_steps - 1))
-        _set_lr(optimizer, lr)
+        set_lr(optimizer, lr)
         loss = step_fn(probe, optimizer, *next_batch(i))
         loss = loss.item() if torch.is_tensor(loss) else float(loss)
         average = smoothing * average + (1 - smoothing) * loss

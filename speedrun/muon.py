@@ -65,6 +65,11 @@ class Muon(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self.update()
+        return loss
+
+    def update(self):
+        """The update alone, without step()'s wrappers (torch.compile traces it into a whole step)."""
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
             for p in group["params"]:
@@ -83,4 +88,3 @@ class Muon(torch.optim.Optimizer):
                 if group["weight_decay"]:
                     p.mul_(1 - lr * group["weight_decay"])
                 p.sub_(lr * update)
-        return loss

@@ -1,7 +1,13 @@
-"""Optimizers: the configured one over a net's parameters, LR setting, and a moving average of weights."""
+"""Optimizers: the configured one over a net's parameters, LR setting, and a moving average of weights.
+
+The LR lives in a 0-d float32 tensor on the parameters' device, one per param group, written in place
+each step: an eager step reads it without a host sync (fused SGD and AdamW take a tensor LR), and a
+compiled or CUDA-graph step does not bake a value in.
+"""
 import copy
 
 import torch
+from torch.optim.sgd import sgd as sgd_update
 
 
 class OptimizerGroup:
@@ -18,6 +24,10 @@ class OptimizerGroup:
         for opt in self.optimizers:
             opt.step()
 
+    def update(self):
+        for opt in self.optimizers:
+            traced_update(opt)
+
     def zero_grad(self, set_to_none=True):
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=set_to_none)
@@ -30,26 +40,69 @@ class OptimizerGroup:
             opt.load_state_dict(saved)
 
 
-def build_optimizer(params, cfg, lr=0.0):
-    """The configured optimizer over `params`; its LR is set every step by the schedule."""
+def build_optimizer(params, cfg, lr=0.0, traceable=False):
+    """The configured optimizer over `params`; its LR is set every step by the schedule.
+
+    Fused kernels by default (they take the LR tensor on the device); `traceable` picks the foreach
+    ones instead, which torch.compile traces into a whole step (it will not trace a fused kernel).
+    Momentum buffers start at zero rather than at the first gradient: the same numbers (0 * m + g = g)
+    and a state whose layout never changes, which a compiled step and its warm-up rely on.
+    """
     t = cfg["training"]
     params = [p for p in params if p.requires_grad]
-    kernels = {"fused": True} if params[0].is_cuda else {"foreach": True}
+    lr = torch.tensor(float(lr), dtype=torch.float32, device=params[0].device)
+    kernels = {"foreach": True} if traceable else {"fused": True}
     if t["optimizer"] == "adam":
         return torch.optim.AdamW(params, lr=lr, betas=(t["momentum"], 0.999), weight_decay=t["weight_decay"],
                                  **kernels)
     sgd = dict(lr=lr, momentum=t["momentum"], nesterov=True, weight_decay=t["weight_decay"], **kernels)
     if t["optimizer"] == "sgd":
-        return torch.optim.SGD(params, **sgd)
+        return zero_momentum(torch.optim.SGD(params, **sgd))
     from .muon import Muon  # Muon orthogonalises the conv filters' updates; SGD trains the rest
     filters = [p for p in params if p.ndim == 4]
-    return OptimizerGroup([Muon(filters, lr=lr, momentum=t["momentum"], nesterov=True),
-                           torch.optim.SGD([p for p in params if p.ndim != 4], **sgd)])
+    return OptimizerGroup([zero_momentum(Muon(filters, lr=lr, momentum=t["momentum"], nesterov=True)),
+                           zero_momentum(torch.optim.SGD([p for p in params if p.ndim != 4], **sgd))])
+
+
+def zero_momentum(optimizer):
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return optimizer
 
 
 def set_lr(optimizer, lr):
+    """Write `lr` (a float or a 0-d tensor) into every param group: a group's LR tensor is written in
+    place (no host sync, and a compiled step keeps reading the same tensor). A group holding a float
+    takes a float, or becomes a tensor on its parameters' device when given one (a checkpoint from
+    before LR tensors); so does one whose tensor is on another device (a checkpoint from another one)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        held, device = group["lr"], group["params"][0].device
+        if not torch.is_tensor(held) and not torch.is_tensor(lr):
+            group["lr"] = lr
+            continue
+        if not torch.is_tensor(held) or held.device != device:
+            group["lr"] = torch.tensor(float(held), dtype=torch.float32, device=device)
+        if torch.is_tensor(lr):
+            group["lr"].copy_(lr)
+        else:
+            group["lr"].fill_(lr)
+
+
+def traced_update(optimizer):
+    """The optimizer's update as plain tensor ops under no_grad, for a whole step compiled as one graph:
+    torch's step() methods break the graph around themselves. SGD (foreach) and Muon only."""
+    from .muon import Muon
+    if isinstance(optimizer, (OptimizerGroup, Muon)):
+        return optimizer.update()
+    if not isinstance(optimizer, torch.optim.SGD):
+        raise ValueError(f"a whole-step graph updates with SGD and Muon only, not {type(optimizer).__name__}")
+    for group in optimizer.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        sgd_update(params, [p.grad for p in params], [optimizer.state[p]["momentum_buffer"] for p in params],
+                   weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+                   dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
+                   foreach=True)
 
 
 class WeightAverage:

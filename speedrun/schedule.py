@@ -11,8 +11,9 @@ Linear from lr_min up to lr_max over the first `peak_epoch` epochs (5 of 24: pct
 linear down to end_lr. `step` counts batches: step i is the LR used for the i-th batch (from 0), and
 step `total_steps` is the end point, so the table has total_steps + 1 entries.
 
-The training loop keeps the whole table on the device (`as_tensor`) and copies one entry per batch
-into the optimizer's lr tensor, so a compiled optimizer step never sees a new Python float.
+The training loop keeps the whole table on the device (`DeviceSchedule`, from `as_tensor`) with a
+step counter beside it: each train step reads its entry there and copies it into the optimizer's LR
+tensors, so the host passes no value and a compiled or CUDA-graph step never sees a new Python float.
 """
 import torch
 from fastargs import Param, Section
@@ -90,3 +91,21 @@ class OneCycle:
     def __repr__(self):
         return (f"OneCycle(lr_max={self.lr_max:g}, lr_min={self.lr_min:g}, total_steps={self.total_steps}, "
                 f"peak_step={self.peak_step}, end_lr={self.end_lr:g})")
+
+
+class DeviceSchedule:
+    """An LR table on the device and a device step counter: `next()` is the current step's LR (a 0-d
+    tensor) and advances the counter, with no host sync; `seek(step)` sets the counter, from the host,
+    at an epoch's start."""
+
+    def __init__(self, table):
+        self.table = table
+        self.position = torch.zeros(1, dtype=torch.int64, device=table.device)
+
+    def seek(self, step):
+        self.position.fill_(step)
+
+    def next(self):
+        lr = self.table.index_select(0, self.position).view(())  # no indexing by a host int: no sync
+        self.position.add_(1)
+        return lr

@@ -2,9 +2,10 @@
 
 The dataset sits in device memory; each step draws its indices and augmentation on the device, runs
 one (compiled, bf16, channels-last on CUDA) train step and records loss and accuracy into device
-buffers, so nothing waits for the host inside an epoch. The host syncs once per epoch to time it,
+buffers, so nothing waits for the host inside an epoch: the step reads its LR from a table on the
+device, and the optimizer takes it as a device tensor. The host syncs once per epoch to time it,
 check the losses are finite, evaluate and checkpoint. On CPU the same code runs without compile,
-autocast or the Triton kernel.
+autocast or the Triton kernel. `--training.compile_mode` picks what is compiled (speedrun/device.py).
 """
 import contextlib
 import copy
@@ -23,14 +24,15 @@ from tqdm import tqdm
 from . import augment, checkpoint, distributed, plots, runlog
 from .config import Boolean, Choice, Number, defaults, merge, parse_args, parse_seeds
 from .data import load_cifar_betons
-from .device import COMPILE_CHOICES, PRECISIONS, device_name, pick_device, policy_from_config, synchronize
+from .device import (COMPILE_CHOICES, COMPILE_MODES, PRECISIONS, device_name, pick_device, policy_from_config,
+                     synchronize, whole_step_obstacle)
 from .evaluate import evaluate
 from .loader import make_batcher
 from .lr_finder import LRTestDiverged, lr_range_test, num_test_steps
 from .model import build_model
-from .optim import WeightAverage, build_optimizer, set_lr
+from .optim import WeightAverage, build_optimizer, set_lr, traced_update
 from .recipes import recipe_config
-from .schedule import OneCycle
+from .schedule import DeviceSchedule, OneCycle
 from .sources import CIFAR10_CLASSES
 
 Section("training", "the training loop").params(
@@ -46,6 +48,8 @@ Section("training", "the training loop").params(
     seed=Param(Number(int, 0, 2**63 - 1), "seed of every random draw", default=0),
     device=Param(Choice("auto", "cuda", "cpu"), "auto = cuda when present", default="auto"),
     compile=Param(Choice(*COMPILE_CHOICES), "torch.compile the steps (auto = on CUDA)", default="auto"),
+    compile_mode=Param(Choice(*COMPILE_MODES), "what compiling compiles: the forward (default, max-autotune) or "
+                                               "the whole step (whole-step, cudagraph)", default="default"),
     precision=Param(Choice(*PRECISIONS), "auto = bf16 autocast on CUDA and on CPUs with native bf16, "
                                          "float32 elsewhere", default="auto"),
     channels_last=Param(Boolean(), "channels-last memory format (faster on CUDA and CPUs)", default=True),
@@ -72,8 +76,8 @@ Section("logging", "what a run writes and shows").params(
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
            "--resume": "--training.resume", "--seed": "--training.seed", "--seeds": "--training.seeds"}
-RESUME_MAY_CHANGE = ("logging", "training.resume", "training.device", "training.compile", "training.precision",
-                     "training.channels_last")
+POLICY_KEYS = ("device", "compile", "compile_mode", "precision", "channels_last")  # how, not what, a run computes
+RESUME_MAY_CHANGE = ("logging", "training.resume", *(f"training.{key}" for key in POLICY_KEYS))
 
 
 ESTIMATE_AFTER_STEPS = 3  # a CPU run announces its length once this many steps are timed
@@ -114,16 +118,45 @@ def config_differences(saved, given, prefix=""):
 # the pieces of a run
 
 
-def make_train_step(model, optimizer, label_smoothing, autocast):
+def make_train_step(model, optimizer, label_smoothing, autocast, average=None, whole=False):
+    """One training step: forward, loss, backward, update, then the weight average. Returns (loss,
+    correct) as device tensors.
+
+    `whole` updates through plain tensor ops (optim.traced_update) so that torch.compile captures the
+    step as one graph; otherwise through the optimizer's own, fused, step.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    update = (lambda: traced_update(optimizer)) if whole else optimizer.step
+
     def train_step(inputs, targets):
         with autocast():
             logits = model(inputs)
             loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            update()
+            for p in params:  # optimizer.zero_grad(set_to_none=True), which torch.compile will not trace
+                p.grad = None
+            if average is not None:
+                average.update()
         return loss.detach(), (logits.argmax(1) == targets).sum()
     return train_step
+
+
+def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, average):
+    """The train step as the policy compiles it (the net's forward alone, or the whole step as one
+    graph), after writing its LR from the device `schedule` into the optimizer: device to device, no
+    value baked into a graph. (Traced inside a whole-step graph, that write stopped the optimizer's
+    momentum from updating with torch 2.13, so it stays just outside.)"""
+    if policy.whole_step:
+        step = policy.compiled_step(make_train_step(net, optimizer, label_smoothing, policy.autocast, average, True))
+    else:
+        step = make_train_step(policy.compiled(net), optimizer, label_smoothing, policy.autocast, average)
+
+    def scheduled_step(inputs, targets):
+        set_lr(optimizer, schedule.next())
+        return step(inputs, targets)
+    return scheduled_step
 
 
 def evaluation_steps(epoch, steps, t):
@@ -155,20 +188,22 @@ def check_finite(losses, epoch, lrs, steps_per_epoch, folder, dist):
                                f"(lr {lr:.4g}); stopping, {kept}")
 
 
-def warm_up(train_step, run_eval, model, optimizer, batcher, device):
+def warm_up(run):
     """Compile the train and eval steps on a few batches, then put every state back as it was."""
-    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
-             batcher.generator.get_state())
+    average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
+    states = (run.model, run.optimizer, average)
+    saved = [copy.deepcopy(holder.state_dict()) for holder in states]
+    generator = run.batcher.generator.get_state()
     start = time.perf_counter()
     for step in range(3):
-        train_step(*batcher(0, step))
-    run_eval()
-    synchronize(device)
+        run.train_step(*run.batcher(0, step))
+    run.run_eval()
+    synchronize(run.device)
     seconds = time.perf_counter() - start
-    model.load_state_dict(saved[0])
-    optimizer.load_state_dict(saved[1])
-    batcher.generator.set_state(saved[2])
-    batcher.cache["epoch"] = None
+    for holder, state in zip(states, saved):
+        holder.load_state_dict(state)
+    run.batcher.generator.set_state(generator)
+    run.batcher.cache["epoch"] = None
     return seconds
 
 
@@ -207,7 +242,7 @@ def resume_config(folder, overrides):
     cfg = merge(state["config"], {"logging": overrides.get("logging", {})})
     cfg["logging"]["folder"], cfg["training"]["resume"] = folder, folder
     fallback = defaults()["training"]  # for options newer than the checkpoint
-    for key in ("device", "compile", "precision", "channels_last"):
+    for key in POLICY_KEYS:
         cfg["training"][key] = overrides.get("training", {}).get(key, cfg["training"].get(key, fallback[key]))
     return cfg, state
 
@@ -241,6 +276,7 @@ class Run:
     train_step: object
     run_eval: object
     lrs: list
+    schedule: DeviceSchedule
     history: list = field(default_factory=list)
     data_info: dict = field(default_factory=dict)
     start_epoch: int = 0
@@ -264,6 +300,9 @@ def prepare(config, data, independent):
         runlog.claim_folder(cfg["logging"]["folder"], cfg["logging"]["overwrite"], owner)
     dist = distributed.setup(t["device"], t["batch_size"], independent)
     policy = policy_from_config(t, dist.device or pick_device(t["device"]))
+    obstacle = whole_step_obstacle(t["optimizer"], dist.world) if policy.whole_step else None
+    if obstacle:
+        policy = policy.fall_back(obstacle, tell=dist.is_main)
     device = policy.device
     if dist.is_main:
         print(f"speedrun: training on {policy.describe()}", file=sys.stderr)
@@ -281,13 +320,15 @@ def prepare(config, data, independent):
         whole = make_batcher(data, cfg, device, dtype=policy.input_dtype) if dist.world > 1 else batcher
         suggested = run_lr_test(model, whole, cfg, log, policy.autocast) if dist.is_main else 0.0
         cfg["lr"]["lr_max"] = distributed.broadcast_from_main(suggested, dist)
-    lrs = schedule_lrs(cfg, batcher.steps_per_epoch)
+    schedule = one_cycle(cfg, batcher.steps_per_epoch)
+    lrs = schedule.lr_table()
     log.write_config(cfg)
 
-    optimizer = build_optimizer(model.parameters(), cfg)
+    optimizer = build_optimizer(model.parameters(), cfg, traceable=policy.whole_step)
     average = WeightAverage(model, t["ema"])
-    train_step = make_train_step(policy.compiled(distributed.wrap(model, dist)), optimizer,
-                                 t["label_smoothing"], policy.autocast)
+    device_schedule = DeviceSchedule(schedule.as_tensor(device))
+    train_step = compiled_train_step(policy, distributed.wrap(model, dist), optimizer, t["label_smoothing"],
+                                     device_schedule, average)
     eval_net = policy.compiled(average.net())
     eval_data = distributed.shard(data.test_images, data.test_labels, dist)
 
@@ -297,24 +338,23 @@ def prepare(config, data, independent):
         return distributed.all_reduce_sum(sums, dist)
 
     run = Run(cfg, dist, policy, log, batcher, model, optimizer, average, train_step, run_eval, lrs,
-              data_info=data_info(cfg))
+              device_schedule, data_info=data_info(cfg))
     if state is not None:
         restore(run, state)
     elif dist.is_main and cfg["logging"]["plots"]:
         write_start_plots(data, cfg, batcher, lrs, log, device)
     if policy.compile:
-        run.compile_seconds = warm_up(train_step, run_eval, model, optimizer, batcher, device)
+        run.compile_seconds = warm_up(run)
     return run
 
 
-def schedule_lrs(cfg, steps_per_epoch):
-    """The LR of every step; a run shorter than the peak epoch peaks at 5/24 of it, like the seed's."""
+def one_cycle(cfg, steps_per_epoch):
+    """The run's LR schedule; a run shorter than the peak epoch peaks at 5/24 of it, like the seed's."""
     lr, epochs = cfg["lr"], cfg["training"]["epochs"]
     if lr["peak_epoch"] >= epochs:
         lr["peak_epoch"] = round(epochs * 5 / 24, 4)
-    schedule = OneCycle.from_epochs(lr["lr_max"], lr["lr_max"] / lr["div_factor"], epochs, lr["peak_epoch"],
-                                    steps_per_epoch, lr["anneal_to_zero"])
-    return [schedule(i) for i in range(epochs * steps_per_epoch + 1)]
+    return OneCycle.from_epochs(lr["lr_max"], lr["lr_max"] / lr["div_factor"], epochs, lr["peak_epoch"],
+                                steps_per_epoch, lr["anneal_to_zero"])
 
 
 def restore(run, state):
@@ -375,44 +415,53 @@ def save_state(run, epoch):
 
 
 def train_epoch(run, epoch, losses, correct):
-    """One epoch of steps with no host sync, except where an evaluation is due."""
+    """One epoch: runs of steps with no host sync (`run_steps`), each closed by an evaluation."""
     t, steps, dist = run.cfg["training"], run.batcher.steps_per_epoch, run.dist
     run.model.train()
-    evals = evaluation_steps(epoch, steps, t)
-    bar = tqdm(range(steps), disable=not (run.cfg["logging"]["progress"] and dist.is_main), leave=False,
+    run.schedule.seek(epoch * steps)
+    bar = tqdm(total=steps, disable=not (run.cfg["logging"]["progress"] and dist.is_main), leave=False,
                desc=f"Epoch {epoch + 1}/{t['epochs']}")
-    synchronize(run.device)
-    started, first = time.perf_counter(), 0
-    for step in bar:
-        set_lr(run.optimizer, run.lrs[epoch * steps + step])
-        losses[step], correct[step] = run.train_step(*run.batcher(epoch, step))
-        run.average.update()
-        if step + 1 == ESTIMATE_AFTER_STEPS and epoch == run.start_epoch and run.device.type == "cpu":
-            announce_estimate(run, (time.perf_counter() - started) / (step + 1 - first))
-        if step + 1 not in evals:
-            continue
-        synchronize(run.device)
-        run.train_seconds += time.perf_counter() - started
-        check_finite(losses[: step + 1], epoch, run.lrs, steps, run.cfg["logging"]["folder"], dist)
-        done = step + 1 - first
-        sums = distributed.all_reduce_sum(torch.stack([losses[first: step + 1].sum(),
-                                                       correct[first: step + 1].sum().double()]), dist)
-        record = {"epoch": round(epoch + (step + 1) / steps, 4), "lr": run.lrs[epoch * steps + step],
-                  "train_loss": sums[0].item() / (done * dist.world),
-                  "train_acc": sums[1].item() / (done * t["batch_size"]),
-                  "train_seconds": round(run.train_seconds, 4)}
-        bar.set_description(f"Batch_id={step} Loss={record['train_loss']:.4f} "
-                            f"Accuracy={100 * record['train_acc']:.2f}")
-        record.update(eval_record(run.run_eval(), dist.is_main))
-        previous = run.history[-1]["train_seconds"] if run.history else 0.0
-        record["epoch_seconds"] = round(run.train_seconds - previous, 4)
-        run.history.append(record)
-        run.log.append_metrics(record)
-        first = step + 1
-        run.model.train()
+    first = 0
+    for last in evaluation_steps(epoch, steps, t):
         synchronize(run.device)
         started = time.perf_counter()
+        run_steps(run, epoch, range(first, last), losses, correct, bar)
+        synchronize(run.device)
+        run.train_seconds += time.perf_counter() - started
+        record_evaluation(run, epoch, range(first, last), losses, correct, bar)
+        first = last
+        run.model.train()
     bar.close()
+
+
+def run_steps(run, epoch, steps, losses, correct, bar):
+    """The hot loop: batch, step, and losses kept on the device; nothing here waits for the device."""
+    started = time.perf_counter()
+    for step in steps:
+        losses[step], correct[step] = run.train_step(*run.batcher(epoch, step))
+        bar.update()
+        if step + 1 == ESTIMATE_AFTER_STEPS and epoch == run.start_epoch and run.device.type == "cpu":
+            announce_estimate(run, (time.perf_counter() - started) / (step + 1 - steps.start))
+
+
+def record_evaluation(run, epoch, steps, losses, correct, bar):
+    """After `steps`: check the losses, evaluate, and append the record (the host syncs here)."""
+    t, per_epoch, dist = run.cfg["training"], run.batcher.steps_per_epoch, run.dist
+    first, last = steps.start, steps.stop
+    check_finite(losses[:last], epoch, run.lrs, per_epoch, run.cfg["logging"]["folder"], dist)
+    sums = distributed.all_reduce_sum(torch.stack([losses[first:last].sum(), correct[first:last].sum().double()]),
+                                      dist)
+    record = {"epoch": round(epoch + last / per_epoch, 4), "lr": run.lrs[epoch * per_epoch + last - 1],
+              "train_loss": sums[0].item() / (len(steps) * dist.world),
+              "train_acc": sums[1].item() / (len(steps) * t["batch_size"]),
+              "train_seconds": round(run.train_seconds, 4)}
+    bar.set_description(f"Batch_id={last - 1} Loss={record['train_loss']:.4f} "
+                        f"Accuracy={100 * record['train_acc']:.2f}")
+    record.update(eval_record(run.run_eval(), dist.is_main))
+    previous = run.history[-1]["train_seconds"] if run.history else 0.0
+    record["epoch_seconds"] = round(run.train_seconds - previous, 4)
+    run.history.append(record)
+    run.log.append_metrics(record)
 
 
 def announce_estimate(run, seconds_per_step):

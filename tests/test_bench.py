@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench.py"
 STAGES = ["ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
-          "optimizer_step", "train_step", "versus_plain", "memory", "eval", "epoch", "train_24"]
+          "optimizer_step", "train_step", "versus_plain", "host_overhead", "memory", "eval", "epoch", "train_24"]
 REQUIRED_KEYS = ["device", "torch", "triton", "measured_peak_tflops", "measured_copy_gbps", "stages",
                  "train_step_peak_fraction", "augment_bandwidth_fraction", "train_24_epochs_s", "compile_s",
                  "test_accuracy", "command", "size", "timestamp"]
