@@ -5,12 +5,13 @@ The sweep trains a throw-away copy of the model with a fresh optimizer, so the r
 from the untouched initial weights.
 
 Suggestion rules (`--lr_test.rule`; the result records every rule's pick):
-- `min_loss` (default): the LR of the lowest smoothed loss, the largest LR at which the loss still
-  falls (Smith's bound for the top of a one-cycle schedule). On CIFAR-10 with the seed net and
-  SGD-Nesterov it picked 7.6e-3, where the loss was lowest before it rose and then diverged.
+- `min_loss` (default): the LR of the lowest loss, the largest LR at which the loss still falls
+  (Smith's bound for the top of a one-cycle schedule), read from the raw losses smoothed without lag.
+  On CIFAR-10 with the seed net and SGD-Nesterov it picks 3.4e-3: the loss falls from 4.4 to 1.9 there,
+  then climbs from 9e-3 and explodes near 0.1 (benchmarks/results/lr-range-test-*).
 - `steepest`: where the smoothed loss falls fastest against log10(LR), ignoring the first warm-up
-  points (fastai's classic suggestion). On the seed net it picked 3.6e-5: the untrained net's loss
-  falls fastest in the sweep's first steps, at LRs far too small to train with.
+  points (fastai's classic suggestion). On the same net it is unstable: 3.6e-5 in one sweep (the
+  untrained net's first fall), 0.67 in another (the fall after the explosion).
 Fallback when the curve is too short or never falls: the LR of the lowest smoothed loss / 10.
 """
 import copy
