@@ -8,7 +8,8 @@ the benchmarks.
 Precision `auto` is bf16 autocast on CUDA and on CPUs that multiply bf16 in hardware (x86 with
 AVX-512 BF16 or AMX, Arm with the BF16 extension, read from the CPU's flags in /proc/cpuinfo), and
 float32 elsewhere: a CPU without them emulates bf16 and runs it many times slower than float32.
-Channels-last is on by default everywhere (measured faster on CUDA and on the CPU). `compile auto`
+Channels-last is on by default everywhere (measured faster on CUDA and on the CPU), and on CUDA cuDNN
+autotunes its convolutions (`torch.backends.cudnn.benchmark`). `compile auto`
 compiles on CUDA only: on the CPU, eager channels-last already runs at the float32 matrix-product
 ceiling and compiling costs minutes (benchmarks/README.md has the figures).
 
@@ -102,7 +103,11 @@ class Policy:
         return contextlib.nullcontext()
 
     def prepare(self, model):
-        """The model on the device, in the policy's memory format."""
+        """The model on the device, in the policy's memory format. On CUDA this also turns on cuDNN's
+        autotuning: the loop's shapes are fixed, so each convolution's fastest algorithm is found once,
+        and the reference trainer it is timed against runs with it too."""
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 

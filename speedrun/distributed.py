@@ -142,9 +142,10 @@ def all_reduce_sum(tensor, dist):
 
 
 def broadcast_from_main(value, dist):
-    """Rank 0's float, on every rank."""
+    """Rank 0's number on every rank (the others pass any placeholder): one choice, such as the LR the
+    range test suggests, taken by all. A single process keeps its own."""
     if dist.world == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=dist.device)
-    torch_dist.broadcast(tensor, 0)
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=dist.device)
+    torch_dist.broadcast(tensor, src=0)
     return tensor.item()

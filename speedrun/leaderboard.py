@@ -296,11 +296,12 @@ def reference_device(data):
 
 
 def run_references(names, data, seeds):
-    """Per reference name, the airbench summaries of every seed, on our data and device."""
+    """Per reference name, the airbench summaries of every seed, on our data and device; each reference
+    is warmed up once, before its first seed."""
     from speedrun import reference
     with tempfile.TemporaryDirectory(prefix="airbench-") as folder:
-        return {name: [reference.run_reference(name, data, folder, seed, reference_device(data))
-                       for seed in seeds] for name in names}
+        return {name: [reference.run_reference(name, data, folder, seed, reference_device(data), warmup=first)
+                       for first, seed in zip([True] + [False] * len(seeds), seeds)] for name in names}
 
 
 def run_ours(overrides, data, seeds, session):

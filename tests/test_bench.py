@@ -43,6 +43,7 @@ def test_small_run_writes_every_key_and_times_every_stage(tiny_betons, tmp_path)
 
     augment = report["stages"]["augment"]
     assert augment["impls"]["triton"]["matches_reference"] and augment["impls"]["torch"]["gbps"] > 0
+    assert augment["large_batch"]["torch"]["batch_size"] == augment["batch_size"] == 256  # the headline's batch
     train_24 = report["stages"]["train_24"]
     assert train_24["epochs"] == 1 and train_24["betons_from"] == "given"
     assert report["train_24_epochs_s"] is None  # a 1-epoch run is no 24-epoch time

@@ -206,8 +206,8 @@ def test_cli_reference_before_ours_and_compared(monkeypatch, tmp_path):
     from speedrun import reference
     calls = []
 
-    def fake_reference(name, data, folder, seed, device):
-        calls.append((name, seed))
+    def fake_reference(name, data, folder, seed, device, warmup=True):
+        calls.append((name, seed, warmup))
         return summary(seed, 0.94, 5.0, history((9.9, 5.0, 0.94)), device="fake-gpu",
                        config={"reference": {"name": name}})
 
@@ -217,6 +217,7 @@ def test_cli_reference_before_ours_and_compared(monkeypatch, tmp_path):
                                 "--leaderboard.reference_order", "before")
     assert [call[:2] for call in calls] == [("train94", 0), ("train94", 1), ("train94", 2),
                                            ("ours", 0), ("ours", 1), ("ours", 2)]
+    assert [call[2] for call in calls[:3]] == [True, False, False]  # warmed up once, before the first seed
     ours, ref = entries
     assert ref["kind"] == "reference" and ref["session"] == ours["session"]
     assert ref["data"] == ours["data"]

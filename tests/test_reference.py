@@ -134,6 +134,9 @@ def test_run_reference_plumbing(data, tmp_path, monkeypatch):
     assert result["history"] == [{"epoch": 9.9, "train_seconds": result["train_seconds"], "test_acc": 0.95}]
     made = make_entry(summaries, name="airbench train94", kind="reference", target=0.94, session="s")
     assert made["time_to_target"] == [result["train_seconds"], summaries[1]["train_seconds"]]
+    calls.clear()  # a later seed of a sweep: no second warm-up
+    assert run_reference("train94", data, str(tmp_path), seed=3, device="cpu", warmup=False)["compile_seconds"] == 0
+    assert [call[:2] for call in calls] == [(0, False)]
 
 
 def test_airbench_loader_reads_our_export_identically(data, tmp_path):

@@ -1,0 +1,152 @@
+"""The GPU campaign: its bookkeeping (a failing, hanging, skipped or broken step is recorded and the
+next one runs), its plan, and the smoke campaign run end to end on the CPU, so that the command that
+meets a GPU has already run every step.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import campaign  # noqa: E402
+
+
+def context(tmp_path, python=sys.executable):
+    return campaign.Context("smoke", tmp_path / "work", "", dict(os.environ), str(python))
+
+
+def command_step(code):
+    """A step that runs `python -c code` and keeps its output."""
+    def step(ctx):
+        """Runs a command."""
+        return {"output": campaign.run(ctx, "command", [sys.executable, "-c", code]).output.strip(), "figures": []}
+    return step
+
+
+def skipping_step(ctx):
+    """Cannot run here."""
+    raise campaign.Skip("no such device here")
+
+
+def broken_step(ctx):
+    """Has a bug."""
+    return 1 / 0
+
+
+def header(steps):
+    return {"device": "test device", "size": "smoke", "started": "today", "commands": ["campaign"], "versions": {},
+            "steps": steps}
+
+
+def test_each_step_is_recorded_whatever_became_of_the_one_before(tmp_path):
+    noisy_failure = "import sys; print('\\n'.join(f'line {i}' for i in range(40))); sys.exit(3)"
+    plan = [("fails", command_step(noisy_failure), 60), ("hangs", command_step("import time; time.sleep(60)"), 1),
+            ("skips", skipping_step, 60), ("broken", broken_step, 60), ("passes", command_step("print('fine')"), 60)]
+    result, written = header([]), []
+    started = time.monotonic()
+    campaign.run_steps(context(tmp_path), plan, result, lambda: written.append(len(result["steps"])))
+    steps = {step["name"]: step for step in result["steps"]}
+    assert list(steps) == [name for name, _, _ in plan] and written == [1, 2, 3, 4, 5]
+
+    assert steps["fails"]["status"] == "failed" and "exited with status 3" in steps["fails"]["error"]
+    tail = steps["fails"]["tail"].splitlines()
+    assert len(tail) == campaign.TAIL_LINES and tail[-1] == "line 39"  # the last lines, not the first
+    assert steps["hangs"]["status"] == "failed" and steps["hangs"]["error"].startswith("timeout")
+    assert steps["hangs"]["seconds"] < 20 and time.monotonic() - started < 60  # killed at its budget
+    assert steps["skips"]["status"] == "skipped" and steps["skips"]["reason"] == "no such device here"
+    assert steps["broken"]["status"] == "failed" and "ZeroDivisionError" in steps["broken"]["error"]
+    assert "Traceback" in steps["broken"]["tail"]
+    assert steps["passes"]["status"] == "passed" and steps["passes"]["result"]["output"] == "fine"
+    assert steps["passes"]["what"] == "Runs a command." and steps["passes"]["budget_s"] == 60
+
+    markdown = campaign.render(result)
+    for name, step in steps.items():
+        assert f"| {name} | **{step['status']}** |" in markdown
+    assert "line 39" in markdown and "no such device here" in markdown
+
+
+def test_a_variant_the_trainer_does_not_know_is_skipped_and_other_failures_are_not(tmp_path):
+    """A trainer without --training.compile_mode exits 2 naming it: 'option not available'."""
+    fake = tmp_path / "fake-python"
+    ctx = context(tmp_path, fake)
+    ctx.step, ctx.deadline = "variants", time.monotonic() + 60
+    refusal = "echo 'train.py: error: unrecognized arguments: --training.compile_mode cudagraphs' >&2; exit 2"
+    outcomes = {}
+    for script, label in ((refusal, "refused"), ("echo 'out of memory' >&2; exit 1", "crashed")):
+        fake.write_text(f"#!/bin/sh\n{script}\n")
+        fake.chmod(0o755)
+        outcomes[label] = campaign.run_parts({"cuda_graphs": lambda: campaign.variant(
+            ctx, "cuda_graphs", campaign.VARIANTS["cuda_graphs"], 1.0)})
+    (refused, none_failed), (crashed, failed) = outcomes["refused"], outcomes["crashed"]
+    assert refused["cuda_graphs"]["status"] == "skipped" and not none_failed
+    assert refused["cuda_graphs"]["reason"].startswith("option not available: --training.compile_mode")
+    assert crashed["cuda_graphs"]["status"] == "failed" and failed == ["cuda_graphs"]
+    assert "out of memory" in crashed["cuda_graphs"]["tail"]
+
+
+def test_the_plan_steps_parts_and_budgets():
+    assert campaign.select_steps("all") == list(campaign.STEPS)
+    assert campaign.select_steps("part2,environment") == ["environment", "data", "variants"]
+    assert set(campaign.STEPS) == {name for steps in campaign.PARTS.values() for name in steps}
+    assert set(campaign.BUDGETS_S) == set(campaign.STEPS)
+    budgets = [sum(campaign.BUDGETS_S[name] for name in steps) for steps in campaign.PARTS.values()]
+    assert max(budgets) < 9 * 60 and sum(budgets) < 25 * 60  # one 10-minute command each; 25 minutes in all
+    with pytest.raises(ValueError, match="warp_drive"):
+        campaign.select_steps("data,warp_drive")
+
+
+def test_parts_merge_into_one_campaign_each_step_once_in_order():
+    def step(name, note):
+        return {"name": name, "status": "passed", "result": {"figures": [], "note": note}}
+
+    first = {**header([step("environment", "e"), step("data", "written")]), "started": "2", "finished": "3"}
+    second = {**header([step("data", "kept"), step("variants", "v")]), "started": "4", "finished": "5",
+              "commands": ["part2"]}
+    merged = campaign.merge_campaigns([second, first])
+    assert [s["name"] for s in merged["steps"]] == ["environment", "data", "variants"]
+    assert merged["steps"][1]["result"]["note"] == "written"  # the last part given wins
+    assert merged["commands"] == ["part2", "campaign"] and merged["started"] == "2" and merged["finished"] == "5"
+
+
+def test_smoke_campaign_runs_every_step_on_the_cpu_and_reports_them(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "benchmarks/campaign.py", "--smoke", "--out", str(out), "--work", str(work)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    result = json.loads((out / "campaign.json").read_text())
+    steps = {step["name"]: step for step in result["steps"]}
+    assert list(steps) == list(campaign.STEPS)
+    failed = {name: (step.get("error"), step.get("tail")) for name, step in steps.items() if step["status"] != "passed"}
+    assert not failed and done.returncode == 0, (failed, done.stderr[-3000:])
+    markdown = (out / "campaign.md").read_text()
+    for name in campaign.STEPS:
+        assert f"| {name} | **passed** |" in markdown
+    for step in steps.values():  # every step measured something, and says how
+        assert step["result"]["figures"] or step["name"] == "data", step["name"]
+    record = steps["record_vs_airbench"]["result"]
+    if record["reference_skipped"]:
+        assert "airbench" in record["reference_skipped"] and "airbench train94 | skipped" in markdown
+    assert steps["correctness"]["result"]["checks"]["resume_after_kill"]["matches_uninterrupted"]
+    with tarfile.open(out / campaign.ARCHIVE) as archive:
+        names = archive.getnames()
+    assert "seed_recipe/seed0/summary.json" in names and "correctness/killed.log" in names
+    assert not [name for name in names if name.endswith((".pt", ".beton"))]
+
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "benchmarks" / "README.md", readme)
+    merged = subprocess.run([sys.executable, "benchmarks/campaign.py", "report", str(out), "--out",
+                             str(tmp_path / "merged"), "--readme", str(readme)], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    assert "| seed | ours |" in (tmp_path / "merged" / "leaderboard.md").read_text()
+    section = readme.read_text().split(campaign.README_MARKERS[0])[1].split(campaign.README_MARKERS[1])[0]
+    assert all(f"| {name} | **passed** |" in section for name in campaign.STEPS)
+    assert (tmp_path / "merged" / campaign.ARCHIVE).exists()
