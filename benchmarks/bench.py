@@ -100,6 +100,7 @@ INTERPRETER_BATCH = 4  # the Triton interpreter runs a kernel in numpy: a smoke 
 BENCH_LR = 0.01  # any LR times the same; the model stages never train for real
 FIFTY_K = 50_000  # the CIFAR-10 training set
 CPU_MATMUL = 1024  # large enough to reach a CPU's rate, small enough for one without native bf16
+CPU_STEP_REPEATS = 3  # a CPU takes tens of seconds per full-size step
 
 
 class SkipStage(Exception):
@@ -405,9 +406,10 @@ def stage_versus_plain(bench):
     for name, (policy, threads) in variants.items():
         w = bench.workload() if name == "ours" else Workload(bench, policy)
         with torch_threads(threads):
-            timing = bench.measure(w.step, warmup=1, repeats=bench.size["step_repeats"], calls=1)
-        results[name] = {**throughput(timing, w.batch_size, 3 * w.flops_per_image),
-                         "policy": policy.describe(), "threads": threads or torch.get_num_threads()}
+            timing = bench.measure(w.step, warmup=1, calls=1, repeats=bench.size["step_repeats"]
+                                   if bench.device.type == "cuda" else CPU_STEP_REPEATS)
+            results[name] = {**throughput(timing, w.batch_size, 3 * w.flops_per_image),
+                             "policy": policy.describe(), "threads": torch.get_num_threads()}
     ours = results["ours"]
     return {**ours, "variants": results, "speedup_over_plain": ours["images_per_s"] / results["plain"]["images_per_s"]}
 
