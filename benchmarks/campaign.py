@@ -37,17 +37,19 @@ from speedrun import leaderboard  # noqa: E402  (no torch: the campaign itself n
 # the plan: steps in order of value, their budgets, the parts a GPU visit runs them in, the sizes
 
 STEPS = ("environment", "data", "correctness", "bench", "memory_compile", "variants", "seed_recipe",
-         "record_vs_airbench")
+         "lr_grid", "record_vs_airbench")
 # Seconds each step may take on one H100; past it the step's processes are killed and it is recorded
 # as failed. The parts' budgets add up to under 9 minutes each and under 25 minutes in all.
 BUDGETS_S = {"environment": 60, "data": 35, "correctness": 180, "bench": 120, "memory_compile": 110,
-             "variants": 360, "seed_recipe": 190, "record_vs_airbench": 320}
+             "variants": 360, "seed_recipe": 190, "lr_grid": 480, "record_vs_airbench": 320}
 # One 10-minute command each. `data` starts every part, since a part may meet a fresh machine; it does
 # nothing when the betons are already written.
 PARTS = {"part1": ("environment", "data", "correctness", "bench", "memory_compile"),
          "part2": ("data", "variants"),
          "part3": ("data", "seed_recipe"),
-         "part4": ("data", "record_vs_airbench")}
+         "part4": ("data", "record_vs_airbench"),
+         "part5": ("data", "lr_grid")}  # beyond the 25-minute plan: which peak LR trains best
+CORE_PARTS = ("part1", "part2", "part3", "part4")
 
 # The loop variants on the seed net, each a list of trainer options laid over the campaign's base
 # (compile on, bf16, channels-last, batch 512). `{large_batch}` is the size's doubled batch. A variant
@@ -58,20 +60,23 @@ VARIANTS = {
     "eager": ["--training.compile", "off"],
     "nchw": ["--training.channels_last", "false"],
     "large_batch": ["--training.batch_size", "{large_batch}"],
-    "cuda_graphs": [f"--training.{COMPILE_MODE_OPTION}", "cudagraphs"],
+    "whole_step": [f"--training.{COMPILE_MODE_OPTION}", "whole-step"],
+    "cuda_graphs": [f"--training.{COMPILE_MODE_OPTION}", "cudagraph"],
     "max_autotune": [f"--training.{COMPILE_MODE_OPTION}", "max-autotune"],
 }
 BENCH_STAGES = "beton_to_device,augment,forward,forward_backward,optimizer_step,train_step,versus_plain,eval"
 TARGET = 0.94  # the test accuracy whose time-to-reach the leaderboard reports
 SIZES = {
     "gpu": dict(trainer=["--training.device", "cuda"], compile="on", bench_size="full", kernel_tests="cuda",
-                short_epochs=8, short_lr=0.4, variant_epochs=4, batch=512, width=64, seed_epochs=24,
+                short_epochs=8, short_lr=0.0034, variant_epochs=4, batch=512, width=64, seed_epochs=24,
                 seeds=5, record_seeds=10, record_options=[], synthetic_images=None,
+                lr_grid=(0.5, 2, 4, 8), lr_grid_optimizers=("sgd",),
                 variants=tuple(VARIANTS)),
     "smoke": dict(trainer=["--training.device", "cpu", "--model.width", "8", "--training.batch_size", "64",
                            "--training.eval_batch_size", "128"],
                   compile="auto", bench_size="small", kernel_tests="cuda or borders", short_epochs=3,
                   short_lr=0.05, variant_epochs=1, batch=64, width=8, seed_epochs=1, seeds=2, record_seeds=2,
+                  lr_grid=(0.5, 2), lr_grid_optimizers=("sgd",),
                   record_options=["--epochs", "1"], synthetic_images=(256, 128),
                   variants=("base", "nchw", "large_batch", "cuda_graphs")),  # one of each kind of command
 }
@@ -440,24 +445,21 @@ def step_bench(ctx):
     return result
 
 
+BENCH_NOTES = (("images_per_s", "{images_per_s:,.0f} images/s"),
+               ("gbps", "{gbps:.4g} GB/s at {batch_size} images ({impl})"),
+               ("tflops", "{tflops:.4g} TFLOP/s"),
+               ("speedup_over_torch", "{speedup_over_torch:.2f}x torch"),
+               ("speedup_over_plain", "{speedup_over_plain:.2f}x the plain step"),
+               ("seconds_per_50k", "{seconds_per_50k:.3f} s per 50k"))
+
+
 def bench_figure(name, record, command):
     """A bench stage as one figure: its headline rate."""
     if "skipped" in record or "error" in record:
         return figure(name, f"{'skipped' if 'skipped' in record else 'error'}: "
                             f"{record.get('skipped') or record.get('error')}", command=command)
     parts = [f"{record['median_s'] * 1e3:.3f} ms"]
-    if record.get("images_per_s"):
-        parts.append(f"{record['images_per_s']:,.0f} images/s")
-    if record.get("gbps"):
-        parts.append(f"{record['gbps']:.4g} GB/s at {record.get('batch_size')} images ({record.get('impl')})")
-    if record.get("tflops"):
-        parts.append(f"{record['tflops']:.4g} TFLOP/s")
-    if record.get("speedup_over_torch"):
-        parts.append(f"{record['speedup_over_torch']:.2f}x torch")
-    if record.get("speedup_over_plain"):
-        parts.append(f"{record['speedup_over_plain']:.2f}x the plain step")
-    if record.get("seconds_per_50k"):
-        parts.append(f"{record['seconds_per_50k']:.3f} s per 50k")
+    parts += [form.format(**record) for key, form in BENCH_NOTES if record.get(key)]
     timed = "host" if name == "beton_to_device" else "device"
     return figure(name, ", ".join(parts), value=record["median_s"], timed=timed, command=command,
                   tflops=record.get("tflops"), gbps=record.get("gbps"))
@@ -536,6 +538,31 @@ def step_seed_recipe(ctx):
     return {"lr_max": lr, "epochs": epochs, "stats": stats, "entries": [entry], "curves": mean_curves(summaries),
             "figures": seed_figures(ctx, summaries, stats, command) + [
                 figure("seed recipe: LR from the range test", f"{lr:.4g}", value=lr, command=first.command)]}
+
+
+def step_lr_grid(ctx):
+    """The seed recipe's full schedule at multiples of each optimizer's range-test pick: which peak LR
+    trains best, and whether the pick is within a factor 2 of it."""
+    results = {}
+    for optimizer in ctx.size["lr_grid_optimizers"]:
+        chosen = ["--training.optimizer", optimizer]
+        folder = ctx.folder / optimizer / "pick"
+        run(ctx, f"{optimizer}-pick", train_command(ctx, folder, *chosen, epochs=ctx.size["seed_epochs"]))
+        pick = read_summary(folder)["lr_max"]
+        runs = {1: read_summary(folder)["final_test_acc"]}
+        for factor in ctx.size["lr_grid"]:
+            folder = ctx.folder / optimizer / f"x{factor:g}"
+            run(ctx, f"{optimizer}-x{factor:g}", train_command(ctx, folder, *chosen, epochs=ctx.size["seed_epochs"],
+                                                               lr=pick * factor))
+            runs[factor] = read_summary(folder)["final_test_acc"]
+        best = max(runs, key=runs.get)
+        results[optimizer] = {"pick": pick, "accuracy_by_factor": runs, "best_factor": best,
+                              "pick_within_factor_2": 0.5 <= 1 / best <= 2}
+    figures = [figure(f"lr grid {name}: best peak", f"{r['best_factor']:g} x pick {r['pick']:.3g} "
+                      f"({pct(r['accuracy_by_factor'][r['best_factor']])}); pick {pct(r['accuracy_by_factor'][1])}",
+                      value=r["best_factor"] * r["pick"], accuracy=r["accuracy_by_factor"][r["best_factor"]])
+               for name, r in results.items()]
+    return {"lr_grid": results, "epochs": ctx.size["seed_epochs"], "figures": figures}
 
 
 def seed_figures(ctx, summaries, stats, command):
