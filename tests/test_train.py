@@ -62,6 +62,9 @@ def test_cli_end_to_end_writes_every_file_and_loss_falls(tiny_betons, tmp_path):
     assert lr_test["steps"] == 4 or lr_test["stopped_early"]  # ceil(256 / 64) steps
     assert "Test set: Average loss: " in result.stdout + result.stderr
     assert "Batch_id=" in result.stderr and "/128 (" in result.stdout + result.stderr
+    assert "speedrun: training on cpu" in result.stderr and "channels-last" in result.stderr  # the policy
+    assert "for the 8 steps of 2 epochs" in result.stderr  # a CPU run's estimate of its length
+    assert f"suggests lr_max = {summary['lr_max']:.3g}" in result.stderr
 
 
 def test_epochs_alias_and_config_file(tmp_path):
