@@ -45,7 +45,7 @@ from speedrun.config import Choice, merge, parse_args  # noqa: E402
 from speedrun.data import CifarData, load_beton, load_cifar_betons  # noqa: E402
 from speedrun.evaluate import evaluate  # noqa: E402
 from speedrun.model import build_model, forward_flops  # noqa: E402
-from speedrun.device import device_name, device_policy, pick_device, policy_from_config  # noqa: E402
+from speedrun.device import device_name, device_policy, pick_device, policy_from_config, torch_threads  # noqa: E402
 from speedrun.runlog import versions, write_json  # noqa: E402
 from speedrun.loader import make_batcher  # noqa: E402
 from speedrun.optim import build_optimizer, set_lr  # noqa: E402
@@ -412,17 +412,6 @@ def stage_versus_plain(bench):
                              "policy": policy.describe(), "threads": torch.get_num_threads()}
     ours = results["ours"]
     return {**ours, "variants": results, "speedup_over_plain": ours["images_per_s"] / results["plain"]["images_per_s"]}
-
-
-@contextlib.contextmanager
-def torch_threads(count):
-    """Run with `count` torch threads (None: as they are), then put the count back."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(count or saved)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 SEED_STEP_FLOPS = 2.28e9 * 512  # the seed net's forward and backward, per image, times its batch

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from fastargs import Param, Section
 
-from speedrun.device import pick_device
+from speedrun.device import pick_device, torch_threads
 from speedrun.sources import IMAGE_BYTES, IMAGE_SHAPE
 
 Section("data", "CIFAR-10 data").params(
@@ -61,11 +61,8 @@ def load_beton(path, device=None):
 def import_ffcv(name):
     """Import an ffcv module on first use (ffcv takes seconds to import), keeping torch's thread
     count: ffcv's pipeline compiler sets it to one when imported."""
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads():
         return importlib.import_module(name)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def read_beton_index(path):

@@ -82,6 +82,18 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def torch_threads(count=None):
+    """Run with `count` torch threads (None: as they are), then put the count back, whatever the body
+    set it to (importing ffcv sets it to one)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count or saved)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 @dataclass(frozen=True)
 class Policy:
     """How the net computes on one device: precision, memory format, compilation, CPU threads."""
