@@ -37,8 +37,8 @@ Section("lr_test", "LR range test run before training (sets lr.lr_max when that 
     smoothing=Param(Number(float, 0, 0.999), "loss moving-average factor (beta)", default=0.98),
     diverge_factor=Param(Number(float, 1), "stop once the smoothed loss exceeds this x its best",
                          default=4.0),
-    rule=Param(Choice(*RULES), "which pick becomes lr_max: min_loss = the LR of the lowest "
-                                               "smoothed loss; steepest = of its steepest fall", default="min_loss"),
+    rule=Param(Choice(*RULES), "which pick becomes lr_max: min_loss = the LR of the lowest loss (smoothed "
+                               "without lag); steepest = of the smoothed loss's steepest fall", default="min_loss"),
 )
 
 MIN_CURVE = 5  # points after the warm-up needed for either rule
@@ -181,6 +181,7 @@ def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_
         smoothed.append(smooth)
     bar.close()
     del probe, optimizer
-    suggestions = {name: suggest_lr(lrs, smoothed, name, losses)[0] for name in RULES}
-    suggested, how = suggest_lr(lrs, smoothed, rule, losses)
-    return LRTestResult(lrs, losses, smoothed, suggested, how, stopped_early, len(lrs), suggestions)
+    picks = {name: suggest_lr(lrs, smoothed, name, losses) for name in RULES}
+    suggested, how = picks[rule]
+    return LRTestResult(lrs, losses, smoothed, suggested, how, stopped_early, len(lrs),
+                        {name: lr for name, (lr, _) in picks.items()})
