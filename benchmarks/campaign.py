@@ -36,8 +36,8 @@ from speedrun import leaderboard  # noqa: E402  (no torch: the campaign itself n
 # ----------------------------------------------------------------------------------------------
 # the plan: steps in order of value, their budgets, the parts a GPU visit runs them in, the sizes
 
-STEPS = ("environment", "data", "correctness", "bench", "memory_compile", "variants", "seed_recipe",
-         "lr_grid", "record_vs_airbench")
+STEPS = ("environment", "data", "seed_recipe", "lr_grid", "bench", "correctness", "memory_compile", "variants",
+         "record_vs_airbench")
 # Seconds each step may take on one H100; past it the step's processes are killed and it is recorded
 # as failed. The parts' budgets add up to under 9 minutes each and under 25 minutes in all.
 BUDGETS_S = {"environment": 60, "data": 35, "correctness": 180, "bench": 120, "memory_compile": 110,
@@ -48,7 +48,12 @@ PARTS = {"part1": ("environment", "data", "correctness", "bench", "memory_compil
          "part2": ("data", "variants"),
          "part3": ("data", "seed_recipe"),
          "part4": ("data", "record_vs_airbench"),
-         "part5": ("data", "lr_grid")}  # beyond the 25-minute plan: which peak LR trains best
+         "part5": ("data", "lr_grid"),  # beyond the 25-minute plan: which peak LR trains best
+         # one visit of about ten minutes, the accuracy evidence first; run it with --total-s and the
+         # steps that find no time left are recorded as skipped
+         "visit": ("environment", "data", "seed_recipe", "lr_grid", "bench", "correctness", "variants",
+                   "record_vs_airbench")}
+MIN_STEP_S = 30  # a step left less than this by --total-s is skipped rather than started
 CORE_PARTS = ("part1", "part2", "part3", "part4")
 
 # The loop variants on the seed net, each a list of trainer options laid over the campaign's base
@@ -70,13 +75,12 @@ SIZES = {
     "gpu": dict(trainer=["--training.device", "cuda"], compile="on", bench_size="full", kernel_tests="cuda",
                 short_epochs=8, short_lr=0.0034, variant_epochs=4, batch=512, width=64, seed_epochs=24,
                 seeds=5, record_seeds=10, record_options=[], synthetic_images=None,
-                lr_grid=(0.5, 2, 4, 8), lr_grid_optimizers=("sgd",),
-                variants=tuple(VARIANTS)),
+                lr_grid=(0.5, 2, 4, 8, 16), variants=tuple(VARIANTS)),
     "smoke": dict(trainer=["--training.device", "cpu", "--model.width", "8", "--training.batch_size", "64",
                            "--training.eval_batch_size", "128"],
                   compile="auto", bench_size="small", kernel_tests="cuda or borders", short_epochs=3,
                   short_lr=0.05, variant_epochs=1, batch=64, width=8, seed_epochs=1, seeds=2, record_seeds=2,
-                  lr_grid=(0.5, 2), lr_grid_optimizers=("sgd",),
+                  lr_grid=(0.5, 2),
                   record_options=["--epochs", "1"], synthetic_images=(256, 128),
                   variants=("base", "nchw", "large_batch", "cuda_graphs")),  # one of each kind of command
 }
@@ -136,11 +140,13 @@ class Context:
     python: str = sys.executable
     step: str = ""
     deadline: float = float("inf")
+    campaign_deadline: float = float("inf")
+    overrides: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)
 
     @property
     def size(self):
-        return SIZES[self.size_name]
+        return {**SIZES[self.size_name], **self.overrides}
 
     @property
     def folder(self):
@@ -529,7 +535,9 @@ def step_seed_recipe(ctx):
     seeds, epochs = ctx.size["seeds"], ctx.size["seed_epochs"]
     first = run(ctx, "seed0", train_command(ctx, ctx.folder, "--seeds", "0", epochs=epochs))
     lr = read_summary(ctx.folder / "seed0")["lr_max"]
-    rest = run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs, lr=lr))
+    ctx.cache["sgd_pick"] = (lr, read_summary(ctx.folder / "seed0")["final_test_acc"])
+    rest = (run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs, lr=lr))
+            if seeds > 1 else first)
     summaries = [read_summary(ctx.folder / f"seed{seed}") for seed in range(seeds)]
     entry = leaderboard.make_entry(summaries, name="seed", kind="ours", target=TARGET,
                                    session=leaderboard.new_session(), recipe="seed")
@@ -541,28 +549,43 @@ def step_seed_recipe(ctx):
 
 
 def step_lr_grid(ctx):
-    """The seed recipe's full schedule at multiples of each optimizer's range-test pick: which peak LR
-    trains best, and whether the pick is within a factor 2 of it."""
-    results = {}
-    for optimizer in ctx.size["lr_grid_optimizers"]:
-        chosen = ["--training.optimizer", optimizer]
-        folder = ctx.folder / optimizer / "pick"
-        run(ctx, f"{optimizer}-pick", train_command(ctx, folder, *chosen, epochs=ctx.size["seed_epochs"]))
-        pick = read_summary(folder)["lr_max"]
-        runs = {1: read_summary(folder)["final_test_acc"]}
-        for factor in ctx.size["lr_grid"]:
-            folder = ctx.folder / optimizer / f"x{factor:g}"
-            run(ctx, f"{optimizer}-x{factor:g}", train_command(ctx, folder, *chosen, epochs=ctx.size["seed_epochs"],
-                                                               lr=pick * factor))
-            runs[factor] = read_summary(folder)["final_test_acc"]
-        best = max(runs, key=runs.get)
-        results[optimizer] = {"pick": pick, "accuracy_by_factor": runs, "best_factor": best,
-                              "pick_within_factor_2": 0.5 <= 1 / best <= 2}
-    figures = [figure(f"lr grid {name}: best peak", f"{r['best_factor']:g} x pick {r['pick']:.3g} "
-                      f"({pct(r['accuracy_by_factor'][r['best_factor']])}); pick {pct(r['accuracy_by_factor'][1])}",
-                      value=r["best_factor"] * r["pick"], accuracy=r["accuracy_by_factor"][r["best_factor"]])
-               for name, r in results.items()]
-    return {"lr_grid": results, "epochs": ctx.size["seed_epochs"], "figures": figures}
+    """The seed recipe's full schedule (seed 0) at multiples of the SGD range-test pick, Adam at its own
+    pick and SGD at the pick without label smoothing, all side by side on the device: accuracies only
+    (their times share the device and are not reported)."""
+    epochs, results = ctx.size["seed_epochs"], {}
+    if "sgd_pick" not in ctx.cache:  # the seed recipe's first run is the pick's run; else run it here
+        run(ctx, "sgd-x1", train_command(ctx, ctx.folder / "sgd-x1", epochs=epochs))
+        summary = read_summary(ctx.folder / "sgd-x1")
+        ctx.cache["sgd_pick"] = (summary["lr_max"], summary["final_test_acc"])
+    pick, accuracy = ctx.cache["sgd_pick"]
+    results["sgd-x1"] = {"status": "passed", "optimizer": "sgd", "lr_max": pick, "factor": 1,
+                         "final_test_acc": accuracy}
+    grid = {f"sgd-x{factor:g}": (["--training.optimizer", "sgd"], pick * factor, factor)
+            for factor in ctx.size["lr_grid"]}
+    grid["adam-pick"] = (["--training.optimizer", "adam"], None, None)
+    grid["sgd-x1-no-smoothing"] = (["--training.optimizer", "sgd", "--training.label_smoothing", "0"], pick, 1)
+    processes = {name: start(ctx, name, train_command(ctx, ctx.folder / name, *options, epochs=epochs, lr=lr))
+                 for name, (options, lr, _) in grid.items()}
+    for name, process in processes.items():
+        options, lr, factor = grid[name]
+        try:
+            done = finish(ctx, process)
+            summary = read_summary(ctx.folder / name)
+            results[name] = {"status": "passed", "options": options, "lr_max": summary["lr_max"], "factor": factor,
+                             "final_test_acc": summary["final_test_acc"], "command": done.command}
+        except StepError as error:
+            results[name] = {"status": "failed", "error": str(error), "tail": error.tail}
+    sgd = {r["factor"]: r["final_test_acc"] for name, r in results.items()
+           if name.startswith("sgd-x") and "smoothing" not in name and r["status"] == "passed"}
+    best = max(sgd, key=sgd.get)
+    summary = {"pick": pick, "accuracy_by_factor": sgd, "best_factor": best, "pick_within_factor_2": 0.5 <= best <= 2}
+    figures = [figure(f"{epochs}-epoch run {name}", f"{pct(r['final_test_acc'])} at peak LR {r['lr_max']:.3g}",
+                      value=r["final_test_acc"], accuracy=r["final_test_acc"], command=r.get("command"))
+               for name, r in results.items() if r["status"] == "passed"]
+    figures.append(figure("lr grid sgd: best peak", f"{best:g} x pick {pick:.3g} ({pct(sgd[best])}); pick "
+                          f"{pct(sgd[1])}", value=best * pick, accuracy=sgd[best]))
+    failed = [name for name, r in results.items() if r["status"] == "failed"]
+    return fail_if_any(failed, {"runs": results, "sgd": summary, "epochs": epochs, "figures": figures}, "runs")
 
 
 def seed_figures(ctx, summaries, stats, command):
@@ -645,10 +668,12 @@ def run_step(ctx, name, function, budget):
         shutil.rmtree(ctx.folder, ignore_errors=True)
     ctx.folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    ctx.deadline = started + budget
+    ctx.deadline = min(started + budget, ctx.campaign_deadline)
     what = " ".join((function.__doc__ or "").strip().split("\n\n")[0].split())
     record = {"name": name, "what": what, "budget_s": budget}
     try:
+        if ctx.deadline - started < MIN_STEP_S:
+            raise Skip(f"the campaign's --total-s left {max(0, ctx.deadline - started):.0f} s for it")
         record.update(status="passed", result=function(ctx))
     except BudgetSpent as why:
         record.update(status="failed", error=f"timeout: {why}", tail="")
@@ -805,7 +830,10 @@ def run_campaign(options):
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1",
            **({"TRITON_INTERPRET": "1"} if options.smoke else {})}
-    ctx = Context(size, work, options.source or "", env, options.python)
+    ctx = Context(size, work, options.source or "", env, options.python,
+                  overrides={"seeds": options.seeds} if options.seeds else {})
+    if options.total_s:
+        ctx.campaign_deadline = time.monotonic() + options.total_s
     work.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "benchmarks/campaign.py", *options.argv])
     campaign = {"size": size, "commands": [command], "started": now(), "steps": [], "timed_regions": TIMED,
@@ -923,6 +951,9 @@ def parse(argv):
                         help="CIFAR-10: an archive, its folder or an image folder (default $CIFAR10_SOURCE)")
     parser.add_argument("--work", help="folder for betons, runs and logs (default runs/campaign-<gpu|smoke>)")
     parser.add_argument("--smoke", action="store_true", help="every step at the smallest size, on the CPU")
+    parser.add_argument("--total-s", type=float, help="seconds for the whole campaign: each step gets what is "
+                                                      "left of it at most, a step left too little is skipped")
+    parser.add_argument("--seeds", type=int, help="seeds of the seed recipe (default: the size's)")
     parser.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     try:
