@@ -2,8 +2,8 @@
 and the reference against a plain per-image implementation (F.pad + slicing + flip)."""
 import os
 
-# The kernel is wrapped by triton.jit on first use, so this only has to run before the first launch,
-# even when another module imported triton earlier.
+# Triton reads this when it is first imported (its own library functions are wrapped then), so one
+# process runs either the interpreter or compiled kernels: the CUDA test below starts its own.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import subprocess
@@ -237,14 +237,25 @@ def test_config_section_defaults():
                                      "flip_mode": "random", "impl": "auto"}
 
 
+CUDA_CHECK = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from test_augment import augment_reference, augment_triton, border_params, draw_params, normalize_table, random_images
+images, table = random_images().cuda(), normalize_table(dtype=torch.bfloat16, device="cuda")
+indices = torch.randint(0, 40, (1000,), device="cuda")
+params = torch.cat([draw_params(1000 - 48, torch.Generator("cuda").manual_seed(0), "cuda"), border_params().cuda()])
+expected = augment_reference(images, indices, params, table, sys.argv[2])
+print("equal" if torch.equal(augment_triton(images, indices, params, table, sys.argv[2]), expected) else "different")
+"""
+
+
 @needs_triton
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
-def test_compiled_kernel_matches_reference_on_cuda(pad_mode, monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the real compiled kernel, not the interpreter
-    images, table = random_images().cuda(), normalize_table(dtype=torch.bfloat16, device="cuda")
-    indices = torch.randint(0, 40, (1000,), device="cuda")
-    params = torch.cat([draw_params(1000 - 48, torch.Generator("cuda").manual_seed(0), "cuda"),
-                        border_params().cuda()])
-    expected = augment_reference(images, indices, params, table, pad_mode)
-    assert torch.equal(augment_triton(images, indices, params, table, pad_mode), expected)
+def test_compiled_kernel_matches_reference_on_cuda(pad_mode):
+    """The real compiled kernel, in a process that imports triton without the interpreter."""
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    done = subprocess.run([sys.executable, "-c", CUDA_CHECK, os.path.dirname(__file__), pad_mode], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "equal"
