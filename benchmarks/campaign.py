@@ -57,9 +57,11 @@ MIN_STEP_S = 30  # a step left less than this by --total-s is skipped rather tha
 CORE_PARTS = ("part1", "part2", "part3", "part4")
 
 # The loop variants on the seed net, each a list of trainer options laid over the campaign's base
-# (compile on, bf16, channels-last, batch 512). `{large_batch}` is the size's doubled batch. A variant
-# whose option the trainer does not know (exit status 2 naming it) is recorded as skipped.
+# (compile on, bf16, channels-last, batch 512, SGD: the whole-step modes compile SGD and Muon, not
+# Adam). `{large_batch}` is the size's doubled batch. A variant whose option the trainer does not know
+# (exit status 2 naming it) is recorded as skipped.
 COMPILE_MODE_OPTION = "compile_mode"
+VARIANT_BASE = ["--training.optimizer", "sgd"]
 VARIANTS = {
     "base": [],
     "eager": ["--training.compile", "off"],
@@ -69,18 +71,25 @@ VARIANTS = {
     "cuda_graphs": [f"--training.{COMPILE_MODE_OPTION}", "cudagraph"],
     "max_autotune": [f"--training.{COMPILE_MODE_OPTION}", "max-autotune"],
 }
+# The defaults study (lr_grid step), each at the default optimizer's range-test pick and one change away
+# from the default recipe; None as the LR runs the change's own range test.
+STUDY_CHANGES = {"sgd": (["--training.optimizer", "sgd"], None),
+                 "no-smoothing": (["--training.label_smoothing", "0"], "pick"),
+                 "pad-constant": (["--augment.pad_mode", "constant"], "pick"),
+                 "anneal-to-zero": (["--lr.anneal_to_zero", "true"], "pick"),
+                 "div-factor-25": (["--lr.div_factor", "25"], "pick")}
 BENCH_STAGES = "beton_to_device,augment,forward,forward_backward,optimizer_step,train_step,versus_plain,eval"
 TARGET = 0.94  # the test accuracy whose time-to-reach the leaderboard reports
 SIZES = {
     "gpu": dict(trainer=["--training.device", "cuda"], compile="on", bench_size="full", kernel_tests="cuda",
                 short_epochs=8, short_lr=0.0034, variant_epochs=4, batch=512, width=64, seed_epochs=24,
                 seeds=5, record_seeds=10, record_options=[], synthetic_images=None,
-                lr_grid=(0.5, 2, 4, 8, 16), variants=tuple(VARIANTS)),
+                lr_grid=(0.25, 0.5, 2, 4, 8), study=tuple(STUDY_CHANGES), variants=tuple(VARIANTS)),
     "smoke": dict(trainer=["--training.device", "cpu", "--model.width", "8", "--training.batch_size", "64",
                            "--training.eval_batch_size", "128"],
                   compile="auto", bench_size="small", kernel_tests="cuda or borders", short_epochs=3,
                   short_lr=0.05, variant_epochs=1, batch=64, width=8, seed_epochs=1, seeds=2, record_seeds=2,
-                  lr_grid=(0.5, 2),
+                  lr_grid=(0.5, 2), study=("sgd", "no-smoothing"),
                   record_options=["--epochs", "1"], synthetic_images=(256, 128),
                   variants=("base", "nchw", "large_batch", "cuda_graphs")),  # one of each kind of command
 }
@@ -510,7 +519,7 @@ def step_variants(ctx):
 
 
 def variant(ctx, name, options, flops):
-    options = [option.format(large_batch=2 * ctx.size["batch"]) for option in options]
+    options = VARIANT_BASE + [option.format(large_batch=2 * ctx.size["batch"]) for option in options]
     folder, epochs = ctx.folder / name, ctx.size["variant_epochs"]
     done = run(ctx, name, train_command(ctx, folder, *options, epochs=epochs, lr=ctx.size["short_lr"]), check=False)
     if done.returncode == 2 and COMPILE_MODE_OPTION in done.output:
@@ -535,7 +544,7 @@ def step_seed_recipe(ctx):
     seeds, epochs = ctx.size["seeds"], ctx.size["seed_epochs"]
     first = run(ctx, "seed0", train_command(ctx, ctx.folder, "--seeds", "0", epochs=epochs))
     lr = read_summary(ctx.folder / "seed0")["lr_max"]
-    ctx.cache["sgd_pick"] = (lr, read_summary(ctx.folder / "seed0")["final_test_acc"])
+    ctx.cache["pick"] = pick_of(read_summary(ctx.folder / "seed0"))
     rest = (run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs, lr=lr))
             if seeds > 1 else first)
     summaries = [read_summary(ctx.folder / f"seed{seed}") for seed in range(seeds)]
@@ -548,26 +557,28 @@ def step_seed_recipe(ctx):
                 figure("seed recipe: LR from the range test", f"{lr:.4g}", value=lr, command=first.command)]}
 
 
+def pick_of(summary):
+    """(optimizer, peak LR, accuracy) of a run whose peak LR came from its range test."""
+    return summary["config"]["training"]["optimizer"], summary["lr_max"], summary["final_test_acc"]
+
+
 def step_lr_grid(ctx):
-    """The seed recipe's full schedule (seed 0) at multiples of the SGD range-test pick, Adam at its own
-    pick and SGD at the pick without label smoothing, all side by side on the device: accuracies only
-    (their times share the device and are not reported)."""
-    epochs, results = ctx.size["seed_epochs"], {}
-    if "sgd_pick" not in ctx.cache:  # the seed recipe's first run is the pick's run; else run it here
-        run(ctx, "sgd-x1", train_command(ctx, ctx.folder / "sgd-x1", epochs=epochs))
-        summary = read_summary(ctx.folder / "sgd-x1")
-        ctx.cache["sgd_pick"] = (summary["lr_max"], summary["final_test_acc"])
-    pick, accuracy = ctx.cache["sgd_pick"]
-    results["sgd-x1"] = {"status": "passed", "optimizer": "sgd", "lr_max": pick, "factor": 1,
-                         "final_test_acc": accuracy}
-    grid = {f"sgd-x{factor:g}": (["--training.optimizer", "sgd"], pick * factor, factor)
-            for factor in ctx.size["lr_grid"]}
-    grid["adam-pick"] = (["--training.optimizer", "adam"], None, None)
-    grid["sgd-x1-no-smoothing"] = (["--training.optimizer", "sgd", "--training.label_smoothing", "0"], pick, 1)
+    """The default recipe's full schedule (seed 0) at multiples of its range-test pick, and with one
+    change at a time (the other optimizer at its own pick, label smoothing, padding, schedule), all side
+    by side on the device: accuracies only (their times share the device and are not reported)."""
+    epochs = ctx.size["seed_epochs"]
+    if "pick" not in ctx.cache:  # the seed recipe's first run is the pick's run; else run it here
+        run(ctx, "x1", train_command(ctx, ctx.folder / "x1", epochs=epochs))
+        ctx.cache["pick"] = pick_of(read_summary(ctx.folder / "x1"))
+    optimizer, pick, accuracy = ctx.cache["pick"]
+    results = {"x1": {"status": "passed", "options": [], "lr_max": pick, "factor": 1, "final_test_acc": accuracy}}
+    plan = {f"x{factor:g}": ([], pick * factor, factor) for factor in ctx.size["lr_grid"]}
+    plan.update({name: (STUDY_CHANGES[name][0], pick if STUDY_CHANGES[name][1] else None, None)
+                 for name in ctx.size["study"]})
     processes = {name: start(ctx, name, train_command(ctx, ctx.folder / name, *options, epochs=epochs, lr=lr))
-                 for name, (options, lr, _) in grid.items()}
+                 for name, (options, lr, _) in plan.items()}
     for name, process in processes.items():
-        options, lr, factor = grid[name]
+        options, _, factor = plan[name]
         try:
             done = finish(ctx, process)
             summary = read_summary(ctx.folder / name)
@@ -575,17 +586,17 @@ def step_lr_grid(ctx):
                              "final_test_acc": summary["final_test_acc"], "command": done.command}
         except StepError as error:
             results[name] = {"status": "failed", "error": str(error), "tail": error.tail}
-    sgd = {r["factor"]: r["final_test_acc"] for name, r in results.items()
-           if name.startswith("sgd-x") and "smoothing" not in name and r["status"] == "passed"}
-    best = max(sgd, key=sgd.get)
-    summary = {"pick": pick, "accuracy_by_factor": sgd, "best_factor": best, "pick_within_factor_2": 0.5 <= best <= 2}
+    grid = {r["factor"]: r["final_test_acc"] for r in results.values() if r.get("factor") and r["status"] == "passed"}
+    best = max(grid, key=grid.get)
+    verdict = {"optimizer": optimizer, "pick": pick, "accuracy_by_factor": grid, "best_factor": best,
+               "pick_within_factor_2": 0.5 <= best <= 2}
     figures = [figure(f"{epochs}-epoch run {name}", f"{pct(r['final_test_acc'])} at peak LR {r['lr_max']:.3g}",
                       value=r["final_test_acc"], accuracy=r["final_test_acc"], command=r.get("command"))
                for name, r in results.items() if r["status"] == "passed"]
-    figures.append(figure("lr grid sgd: best peak", f"{best:g} x pick {pick:.3g} ({pct(sgd[best])}); pick "
-                          f"{pct(sgd[1])}", value=best * pick, accuracy=sgd[best]))
+    figures.append(figure(f"lr grid {optimizer}: best peak", f"{best:g} x pick {pick:.3g} ({pct(grid[best])}); "
+                          f"pick {pct(grid[1])}", value=best * pick, accuracy=grid[best]))
     failed = [name for name, r in results.items() if r["status"] == "failed"]
-    return fail_if_any(failed, {"runs": results, "sgd": summary, "epochs": epochs, "figures": figures}, "runs")
+    return fail_if_any(failed, {"runs": results, "grid": verdict, "epochs": epochs, "figures": figures}, "runs")
 
 
 def seed_figures(ctx, summaries, stats, command):
