@@ -1,9 +1,9 @@
-"""Configuration: fastargs sections, declared next to the code that uses them, resolved to plain values.
+"""Configuration: the options (every one declared in speedrun/options.py) resolved to plain values.
 
-Every module declares its own `Section(...).params(...)`; this module turns whatever sections are
-registered into a nested dict of plain values, from defaults, a YAML/JSON `--config-file` and the
-command line, and stops with a clear message (exit status 2) on an unknown option or a bad value.
-Library callers skip the command line: `defaults()` then `merge(config, overrides)`.
+This module turns the registered sections into a nested dict of plain values, from defaults, a
+YAML/JSON `--config-file` and the command line, and stops with a clear message (exit status 2) on an
+unknown option or a bad value. Library callers skip the command line: `defaults()` then
+`merge(config, overrides)`.
 """
 import argparse
 import copy
@@ -12,61 +12,13 @@ import sys
 import fastargs.config
 from fastargs import get_current_config
 from fastargs.exceptions import MissingValueError
-from fastargs.validation import Checker
 from terminaltables import AsciiTable
+
+from .options import Boolean, Choice, Number  # noqa: F401 (registers every option)
 
 # fastargs draws its --help tables with terminal line-drawing codes, which print as garbage once piped
 # to a file or a pager; plain ASCII reads the same everywhere.
 fastargs.config.SingleTable = AsciiTable
-
-
-class Choice(Checker):
-    """One of a fixed list of strings (fastargs' OneOf, with a sorted, readable help)."""
-
-    def __init__(self, *values):
-        self.values = values
-
-    def check(self, value):
-        if value not in self.values:
-            raise ValueError(value)
-        return value
-
-    def help(self):
-        return "one of " + "|".join(self.values)
-
-
-class Number(Checker):
-    """An int or float within [low, high]."""
-
-    def __init__(self, kind=float, low=float("-inf"), high=float("inf")):
-        self.kind, self.low, self.high = kind, low, high
-
-    def check(self, value):
-        value = self.kind(value)
-        if not self.low <= value <= self.high:
-            raise ValueError(value)
-        return value
-
-    def help(self):
-        name = "an int" if self.kind is int else "a float"
-        return f"{name} in [{self.low}, {self.high}]"
-
-
-class Boolean(Checker):
-    """true/false, yes/no, 1/0 (fastargs' own Bool takes the string 'false' as True)."""
-
-    def check(self, value):
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(value)
-
-    def help(self):
-        return "true or false"
 
 
 def defaults():

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from fastargs import Param, Section
 from tqdm import tqdm
 
 from . import augment, checkpoint, distributed, plots, runlog
-from .config import Boolean, Choice, Number, defaults, merge, parse_args, parse_seeds
+from .config import defaults, merge, parse_args, parse_seeds
 from .data import load_cifar_betons
-from .device import (COMPILE_CHOICES, COMPILE_MODES, PRECISIONS, device_name, pick_device, policy_from_config,
-                     synchronize, whole_step_obstacle)
+from .device import device_name, pick_device, policy_from_config, synchronize, whole_step_obstacle
 from .evaluate import evaluate
 from .loader import make_batcher
 from .lr_finder import LRTestDiverged, lr_range_test, num_test_steps
@@ -34,45 +32,6 @@ from .optim import WeightAverage, build_optimizer, set_lr, traced_update
 from .recipes import recipe_config
 from .schedule import DeviceSchedule, OneCycle
 from .sources import CIFAR10_CLASSES
-
-Section("training", "the training loop").params(
-    recipe=Param(Choice("seed", "speedrun"), "named set of defaults (see speedrun/recipes.py)", default="seed"),
-    epochs=Param(Number(int, 1, 10_000), "epochs to train", default=24),
-    batch_size=Param(Number(int, 1, 1 << 16), "global batch size", default=512),
-    optimizer=Param(Choice("sgd", "adam", "muon"), "sgd = SGD with Nesterov momentum", default="sgd"),
-    momentum=Param(Number(float, 0, 1), "momentum (SGD, Muon) or beta1 (Adam)", default=0.9),
-    weight_decay=Param(Number(float, 0, 1), "L2 weight decay", default=5e-4),
-    label_smoothing=Param(Number(float, 0, 1), "cross-entropy label smoothing", default=0.1),
-    ema=Param(Number(float, 0, 1), "decay of an exponential moving average of weights evaluated "
-                                   "instead of the weights (0 = off)", default=0.0),
-    seed=Param(Number(int, 0, 2**63 - 1), "seed of every random draw", default=0),
-    device=Param(Choice("auto", "cuda", "cpu"), "auto = cuda when present", default="auto"),
-    compile=Param(Choice(*COMPILE_CHOICES), "torch.compile the steps (auto = on CUDA)", default="auto"),
-    compile_mode=Param(Choice(*COMPILE_MODES), "what compiling compiles: the forward (default, max-autotune) or "
-                                               "the whole step (whole-step, cudagraph)", default="default"),
-    precision=Param(Choice(*PRECISIONS), "auto = bf16 autocast on CUDA and on CPUs with native bf16, "
-                                         "float32 elsewhere", default="auto"),
-    channels_last=Param(Boolean(), "channels-last memory format (faster on CUDA and CPUs)", default=True),
-    tta=Param(Number(int, 0, 2), "test-time augmentation: 0 none, 1 flip, 2 flip + translate", default=0),
-    eval_batch_size=Param(Number(int, 1, 1 << 16), "evaluation batch size", default=1000),
-    late_evals_from=Param(Number(int, 0, 10_000), "from this epoch on, evaluate several times "
-                                                  "an epoch (0 = off)", default=0),
-    late_evals_per_epoch=Param(Number(int, 1, 100), "evaluations per epoch from late_evals_from", default=1),
-    train_subset=Param(Number(int, 0, 10**9), "train on a fixed random N of the images (0 = all)", default=0),
-    resume=Param(str, "continue the run in this folder from its last checkpoint", default=""),
-    seeds=Param(str, "independent runs for these seeds ('0,1,2' or '0-4'), spread over the torchrun "
-                     "processes, each in <folder>/seed<N>", default=""),
-)
-Section("logging", "what a run writes and shows").params(
-    folder=Param(str, "run folder (default runs/<timestamp>)", default=""),
-    plots=Param(Boolean(), "write PNG plots", default=True),
-    progress=Param(Boolean(), "show progress bars", default=True),
-    checkpoint=Param(Choice("every", "last", "none"), "every = every checkpoint_every epochs, keeping the previous "
-                     "one; last = one file, at the end (the default of seed sweeps); none", default="every"),
-    checkpoint_every=Param(Number(int, 0, 10_000), "with checkpoint every: every N epochs (0 = only at the end)",
-                           default=1),
-    overwrite=Param(Boolean(), "replace the run a run folder already holds", default=False),
-)
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
            "--resume": "--training.resume", "--seed": "--training.seed", "--seeds": "--training.seeds"}
