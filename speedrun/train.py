@@ -25,7 +25,7 @@ from .config import defaults, merge, parse_args, parse_seeds
 from .data import load_cifar_betons
 from .device import device_name, pick_device, policy_from_config, synchronize, whole_step_obstacle
 from .evaluate import evaluate
-from .loader import make_batcher
+from .loader import Loader
 from .lr_finder import LRTestDiverged, lr_range_test, num_test_steps
 from .model import build_model
 from .optim import WeightAverage, build_optimizer, set_lr, traced_update
@@ -150,9 +150,8 @@ def check_finite(losses, epoch, lrs, steps_per_epoch, folder, dist):
 def warm_up(run):
     """Compile the train and eval steps on a few batches, then put every state back as it was."""
     average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
-    states = (run.model, run.optimizer, average)
+    states = (run.model, run.optimizer, average, run.batcher)
     saved = [copy.deepcopy(holder.state_dict()) for holder in states]
-    generator = run.batcher.generator.get_state()
     start = time.perf_counter()
     for step in range(3):
         run.train_step(*run.batcher(0, step))
@@ -161,8 +160,6 @@ def warm_up(run):
     seconds = time.perf_counter() - start
     for holder, state in zip(states, saved):
         holder.load_state_dict(state)
-    run.batcher.generator.set_state(generator)
-    run.batcher.cache["epoch"] = None
     return seconds
 
 
@@ -228,7 +225,7 @@ class Run:
     dist: distributed.Dist
     policy: object
     log: runlog.RunLog
-    batcher: object
+    batcher: Loader
     model: torch.nn.Module
     optimizer: object
     average: WeightAverage
@@ -270,13 +267,13 @@ def prepare(config, data, independent):
     if data is None:
         data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
     log = runlog.RunLog(cfg["logging"]["folder"] if dist.is_main else None)
-    batcher = make_batcher(data, cfg, device, dist.rank, dist.world, dtype=policy.input_dtype)
+    batcher = Loader(data, cfg, device, dist.rank, dist.world, dtype=policy.input_dtype)
     model = policy.prepare(build_model(cfg, data.train_images))
     if not cfg["lr"]["lr_max"]:
         if not cfg["lr_test"]["enabled"]:
             raise ValueError("no peak LR: give --lr.lr_max or enable the LR range test")
         # rank 0 sweeps on whole global batches, as one process would; every rank takes its pick
-        whole = make_batcher(data, cfg, device, dtype=policy.input_dtype) if dist.world > 1 else batcher
+        whole = Loader(data, cfg, device, dtype=policy.input_dtype) if dist.world > 1 else batcher
         suggested = run_lr_test(model, whole, cfg, log, policy.autocast) if dist.is_main else 0.0
         cfg["lr"]["lr_max"] = distributed.broadcast_from_main(suggested, dist)
     schedule = one_cycle(cfg, batcher.steps_per_epoch)
@@ -322,7 +319,7 @@ def restore(run, state):
     if run.average.average is not None:
         run.average.average.load_state_dict(state["average"])
     run.start_epoch, run.history = state["epoch"], state["history"]
-    note = restore_generator(run.batcher, state, run.device.type, run.cfg["training"]["seed"])
+    note = run.batcher.load_state_dict(loader_state(state))
     if note and run.dist.is_main:
         print(note, file=sys.stderr)
     run.log.rewrite_metrics(run.history)
@@ -336,20 +333,9 @@ def generator_device(state):
     return "cpu" if len(state["generator"]) == len(torch.Generator().get_state()) else "cuda"
 
 
-def restore_generator(batcher, state, device_type, seed):
-    """Continue the saved random stream; across device types, whose generators hold different states
-    (a CUDA state cannot be loaded into a CPU generator, nor the reverse), reseed from (seed, epoch).
-
-    Returns the line to tell the user in that case, else None.
-    """
-    saved = generator_device(state)
-    if saved == device_type:
-        batcher.generator.set_state(state["generator"])
-        return None
-    batcher.generator.manual_seed((seed * 1_000_003 + state["epoch"]) % 2**64)
-    return (f"speedrun: resuming a {saved} run on {device_type}: batches from epoch {state['epoch'] + 1} on are "
-            f"drawn from a generator reseeded from (seed, epoch), so the run is valid but not bit-identical "
-            f"to the uninterrupted one")
+def loader_state(state):
+    """The loader's state in a checkpoint: its generator, after the checkpoint's last epoch."""
+    return {"generator": state["generator"], "device": generator_device(state), "epoch": state["epoch"] - 1}
 
 
 def checkpoint_due(options, epoch, epochs):
@@ -361,12 +347,15 @@ def checkpoint_due(options, epoch, epochs):
 
 
 def save_state(run, epoch):
+    """After `epoch`, the checkpoint the logging options ask for. The loader's order is left out: the
+    next epoch draws its own."""
     options = run.cfg["logging"]
     if run.log.folder and checkpoint_due(options, epoch, run.cfg["training"]["epochs"]):
+        loader = run.batcher.state_dict()
         checkpoint.save_checkpoint(run.log.folder, {
             "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(), "generator": run.batcher.generator.get_state(),
-            "generator_device": run.device.type,
+            "optimizer": run.optimizer.state_dict(), "generator": loader["generator"],
+            "generator_device": loader["device"],
             "average": run.average.average.state_dict() if run.average.average is not None else {},
             "epoch": epoch + 1, "history": run.history, "config": run.cfg,
             "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},

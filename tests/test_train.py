@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from speedrun import checkpoint, runlog
 from speedrun import train as train_module
 from speedrun.config import parse_args
 from speedrun.device import device_policy
+from speedrun.loader import continue_stream
 from speedrun.lr_finder import LRTestDiverged
 from speedrun.train import ALIASES, TrainingDiverged, train
 
@@ -178,9 +178,9 @@ def test_generator_restore_across_device_types_in_both_directions():
     assert [train_module.generator_device({"generator": s}) for s in (cpu_state, cuda_state)] == ["cpu", "cuda"]
 
     def restore(state, device_type, seed=7):
-        batcher = SimpleNamespace(generator=torch.Generator())
-        note = train_module.restore_generator(batcher, {**state, "epoch": 3}, device_type, seed)
-        return note, batcher.generator.get_state()
+        generator = torch.Generator()
+        note = continue_stream(generator, state["generator"], state["generator_device"], device_type, seed, 3)
+        return note, generator.get_state()
 
     note, restored = restore({"generator": cpu_state, "generator_device": "cpu"}, "cpu")
     assert note is None and torch.equal(restored, cpu_state)  # same device type: the stream continues
@@ -316,11 +316,11 @@ def test_record_recipe_one_epoch_smoke_run(tiny_betons, tmp_path):
 def test_train_subset_is_a_fixed_random_sample_not_the_first_images():
     from speedrun.config import defaults, merge
     from speedrun.data import CifarData
-    from speedrun.loader import make_batcher
+    from speedrun.loader import Loader
     labels = torch.arange(100) // 10  # sorted by class, as image-folder betons are
     images = labels.view(-1, 1, 1, 1).expand(100, 32, 32, 3).to(torch.uint8).contiguous()
     cfg = merge(defaults(), {"training": {"train_subset": 20, "batch_size": 20}})
-    seen = [set(make_batcher(CifarData(images, labels, images, labels), cfg, torch.device("cpu"))(0, 0)[1].tolist())
+    seen = [set(Loader(CifarData(images, labels, images, labels), cfg, torch.device("cpu"))(0, 0)[1].tolist())
             for _ in range(2)]
     assert len(seen[0]) > 3 and seen[0] == seen[1]
 
