@@ -151,7 +151,7 @@ def _write_json(path, content):
 
 
 def main(argv=None):
-    data = parse_args(argv, description=__doc__)["data"]
+    data = parse_args(argv, description=__doc__, sections=["data"])["data"]
     try:
         write_betons(data["source"], data["train_dataset"], data["val_dataset"], data["cache_dir"],
                      data["trust_pickles"], data["num_workers"])

@@ -260,9 +260,9 @@ def training_overrides(given, recipe):
 
 def load_data(overrides):
     """The train/test betons, read once into device memory for every seed (and the reference)."""
+    from speedrun.config import resolve_config
     from speedrun.data import load_cifar_betons
     from speedrun.device import pick_device
-    from speedrun.train import resolve_config
     config = resolve_config(overrides)
     return load_cifar_betons(config["data"]["train_dataset"], config["data"]["val_dataset"],
                              pick_device(config["training"]["device"]))

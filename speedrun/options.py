@@ -2,6 +2,8 @@
 
 Importing this module (which `speedrun.config` does) registers all of them, so the option set is the
 same whatever else was imported. A recipe (speedrun/recipes.py) lays its own values over these defaults.
+
+A run reads the sections in RUN_SECTIONS; `leaderboard` belongs to `python -m speedrun.leaderboard`.
 """
 from fastargs import Param, Section
 from fastargs.validation import Checker
@@ -60,6 +62,8 @@ class Boolean(Checker):
     def help(self):
         return "true or false"
 
+
+RUN_SECTIONS = ("training", "logging", "data", "model", "augment", "lr", "lr_test")
 
 Section("training", "the training loop").params(
     recipe=Param(Choice(*RECIPES), "named set of defaults (see speedrun/recipes.py)", default="seed"),

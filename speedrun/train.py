@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import augment, checkpoint, distributed, plots, runlog
-from .config import defaults, merge, parse_args, parse_seeds
+from .config import RUN_SECTIONS, merge, parse_args, parse_seeds, run_config
 from .data import load_cifar_betons
 from .device import device_name, pick_device, policy_from_config, synchronize, whole_step_obstacle
 from .evaluate import evaluate
@@ -35,8 +35,6 @@ from .sources import CIFAR10_CLASSES
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
            "--resume": "--training.resume", "--seed": "--training.seed", "--seeds": "--training.seeds"}
-POLICY_KEYS = ("device", "compile", "compile_mode", "precision", "channels_last")  # how, not what, a run computes
-RESUME_MAY_CHANGE = ("logging", "training.resume", *(f"training.{key}" for key in POLICY_KEYS))
 
 
 ESTIMATE_AFTER_STEPS = 3  # a CPU run announces its length once this many steps are timed
@@ -48,29 +46,6 @@ class TrainingDiverged(RuntimeError):
 
 class OutOfMemory(RuntimeError):
     pass
-
-
-# ----------------------------------------------------------------------------------------------
-# configuration
-
-
-def resolve_config(overrides=None):
-    """Defaults, then the recipe's values, then the caller's: a complete nested dict."""
-    overrides = overrides or {}
-    recipe = overrides.get("training", {}).get("recipe", "seed")
-    return merge(merge(defaults(), recipe_config(recipe)), overrides)
-
-
-def config_differences(saved, given, prefix=""):
-    """Dotted keys whose value in `given` differs from `saved` (keys absent from `given` do not count)."""
-    differ = []
-    for key, value in given.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            differ += config_differences(saved.get(key, {}), value, name + ".")
-        elif not name.startswith(RESUME_MAY_CHANGE) and saved.get(key) != value:
-            differ.append(f"{name}: run has {saved.get(key)!r}, given {value!r}")
-    return differ
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,20 +164,6 @@ def run_lr_test(model, batcher, cfg, log, autocast):
     return result.suggested_lr
 
 
-def resume_config(folder, overrides):
-    """The saved config of the run in `folder`, refusing overrides that would change the run."""
-    state = checkpoint.load_checkpoint(checkpoint.find_checkpoint(folder))
-    differ = config_differences(state["config"], overrides)
-    if differ:
-        raise ValueError(f"{folder} was run with another config; differing keys:\n  " + "\n  ".join(differ))
-    cfg = merge(state["config"], {"logging": overrides.get("logging", {})})
-    cfg["logging"]["folder"], cfg["training"]["resume"] = folder, folder
-    fallback = defaults()["training"]  # for options newer than the checkpoint
-    for key in POLICY_KEYS:
-        cfg["training"][key] = overrides.get("training", {}).get(key, cfg["training"].get(key, fallback[key]))
-    return cfg, state
-
-
 def data_info(cfg):
     """What the betons were written from, read from the JSON write_beton.py puts beside each."""
     info = {}
@@ -246,12 +207,9 @@ class Run:
 
 def prepare(config, data, independent):
     """Resolve the config, load the data, build net, optimizer and steps, restore a checkpoint."""
-    overrides = copy.deepcopy(config or {})
-    resume = overrides.get("training", {}).get("resume", "")
-    cfg, state = resume_config(resume, overrides) if resume else (resolve_config(overrides), None)
+    cfg, state = run_config(copy.deepcopy(config or {}))
     t = cfg["training"]
-    cfg["logging"]["folder"] = cfg["logging"]["folder"] or runlog.default_folder()
-    if not resume:  # every rank, before they meet in setup (so before any writes), and before loading data
+    if state is None:  # every rank, before they meet in setup (so before any writes), and before loading data
         owner = independent or distributed.launched_world()[0] == 0
         runlog.claim_folder(cfg["logging"]["folder"], cfg["logging"]["overwrite"], owner)
     dist = distributed.setup(t["device"], t["batch_size"], independent)
@@ -531,7 +489,8 @@ def train_seeds(given, seeds, data=None):
 
 
 def main(argv=None):
-    given = parse_args(argv, description=__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True)
+    given = parse_args(argv, description=__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True,
+                       sections=RUN_SECTIONS)
     try:
         seeds = given.get("training", {}).get("seeds", "")
         summaries = train_seeds(given, parse_seeds(seeds)) if seeds else [train(given)]
