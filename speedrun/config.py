@@ -1,9 +1,10 @@
 """Configuration: the options (declared in speedrun/options.py) resolved to plain values, and resume.
 
-A run's config is a nested dict of plain values of the run's sections, in this order: every option's
-default, the recipe's values (speedrun/recipes.py), then a YAML/JSON `--config-file` and the command
-line. A bad option stops with a clear message (exit status 2). Library callers skip the command line:
-`resolve_config(overrides)`.
+A run's config is a nested dict of plain values built once, in this order: every option's default,
+the recipe's values (speedrun/recipes.py), then a YAML/JSON `--config-file` and the command line. It
+is not changed afterwards; what a run derives from it (the LR the range test picks, the peak epoch of
+a short run) is recorded beside it. A bad option stops with a clear message (exit status 2).
+Library callers skip the command line: `resolve_config(overrides)`.
 """
 import argparse
 import copy
@@ -49,21 +50,26 @@ def merge(base, overrides, strict=True):
     return result
 
 
-def parse_args(argv=None, description=None, aliases=None, explicit_only=False, sections=None):
+def parse_args(argv=None, description=None, aliases=None, explicit_only=False, sections=None, extra=()):
     """Resolve the registered options (those of `sections`, if given) from defaults, --config-file and
     `argv` (default sys.argv[1:]).
 
     `aliases` maps short flags to full ones, e.g. {"--epochs": "--training.epochs"}. With
     `explicit_only`, the result holds only what the file and command line set (validated), so a
-    caller can lay it over other defaults, such as a recipe's.
+    caller can lay it over other defaults, such as a recipe's. `extra` are (flag, help) pairs of plain
+    switches, returned under the key "switches" as {name: bool}.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     for short, full in (aliases or {}).items():
         argv = [full if a == short else full + a[len(short):] if a.startswith(short + "=") else a
                 for a in argv]
+    switches = {flag.lstrip("-").replace("-", "_"): flag in argv for flag, _ in extra}
+    argv = [a for a in argv if a not in {flag for flag, _ in extra}]
     config = _registry(sections)
     config.content.clear()
     parser = argparse.ArgumentParser(description=description)
+    for flag, text in extra:
+        parser.add_argument(flag, action="store_true", help=text)
     saved, sys.argv = sys.argv, [sys.argv[0]] + argv
     try:
         config.augment_argparse(parser)
@@ -84,6 +90,8 @@ def parse_args(argv=None, description=None, aliases=None, explicit_only=False, s
             errors.append(f"--{'.'.join(path)}: expected {param.checker.help()}, got {got!r}")
     if errors:
         parser.error("invalid configuration:\n  " + "\n  ".join(errors))
+    if extra:
+        result["switches"] = switches
     return result
 
 

@@ -287,7 +287,7 @@ def run_references(names, data, seeds):
 
 def run_ours(overrides, data, seeds, session):
     """Train every seed, each into its own folder: <logging.folder or runs/leaderboard-SESSION>/seed<N>."""
-    from speedrun.train import train_seeds
+    from speedrun.cli import train_seeds
     parent = overrides.get("logging", {}).get("folder") or os.path.join("runs", f"leaderboard-{session}")
     summaries = train_seeds(merge(overrides, {"logging": {"folder": parent}}, strict=False), seeds, data=data)
     for summary in summaries:

@@ -1,7 +1,8 @@
 """Every option, in one place: the fastargs sections a run and the package's tools read.
 
 Importing this module (which `speedrun.config` does) registers all of them, so the option set is the
-same whatever else was imported. A recipe (speedrun/recipes.py) lays its own values over these defaults.
+same whatever else was imported. A recipe (speedrun/recipes.py) lays its own values over these defaults;
+`python -m speedrun.train --print-config [--training.recipe R]` prints the result for a run.
 
 A run reads the sections in RUN_SECTIONS; `leaderboard` belongs to `python -m speedrun.leaderboard`.
 """

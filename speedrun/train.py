@@ -1,4 +1,4 @@
-"""Training: one tight loop for every recipe and device.  `python -m speedrun.train --epochs 24`
+"""Training: one run and its loop, for every recipe and device.  `python -m speedrun.train --epochs 24`
 
 The dataset sits in device memory; each step draws its indices and augmentation on the device, runs
 one (compiled, bf16, channels-last on CUDA) train step and records loss and accuracy into device
@@ -6,12 +6,12 @@ buffers, so nothing waits for the host inside an epoch: the step reads its LR fr
 device, and the optimizer takes it as a device tensor. The host syncs once per epoch to time it,
 check the losses are finite, evaluate and checkpoint. On CPU the same code runs without compile,
 autocast or the Triton kernel. `--training.compile_mode` picks what is compiled (speedrun/device.py).
+
+The config a run reads is built once (speedrun/config.py) and never changed; what the run derives from
+it (the peak LR the range test picks, the peak epoch of a short run) is kept in `Run.derived`. The
+command line and seed sweeps are in speedrun/cli.py.
 """
-import contextlib
 import copy
-import json
-import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,32 +20,21 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import augment, checkpoint, distributed, plots, runlog
-from .config import RUN_SECTIONS, merge, parse_args, parse_seeds, run_config
+from . import distributed, runlog
+from .config import run_config
 from .data import load_cifar_betons
-from .device import device_name, pick_device, policy_from_config, synchronize, whole_step_obstacle
+from .derive import one_cycle, peak_epoch, peak_lr, run_lr_test
+from .device import pick_device, policy_from_config, synchronize, whole_step_obstacle
 from .evaluate import evaluate
+from .faults import OutOfMemory, TrainingDiverged, check_finite, largest_fitting_batch  # noqa: F401
 from .loader import Loader
-from .lr_finder import LRTestDiverged, lr_range_test, num_test_steps
 from .model import build_model
 from .optim import WeightAverage, build_optimizer, set_lr, traced_update
-from .recipes import recipe_config
-from .schedule import DeviceSchedule, OneCycle
-from .sources import CIFAR10_CLASSES
-
-ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
-           "--resume": "--training.resume", "--seed": "--training.seed", "--seeds": "--training.seeds"}
-
+from .report import announce_estimate, data_info, eval_record, summarise, write_start_plots
+from .run_state import restore, save_state
+from .schedule import DeviceSchedule
 
 ESTIMATE_AFTER_STEPS = 3  # a CPU run announces its length once this many steps are timed
-
-
-class TrainingDiverged(RuntimeError):
-    pass
-
-
-class OutOfMemory(RuntimeError):
-    pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,28 +89,6 @@ def evaluation_steps(epoch, steps, t):
     return sorted({max(1, round(steps * (k + 1) / count)) for k in range(count)})
 
 
-def check_finite(losses, epoch, lrs, steps_per_epoch, folder, dist):
-    """Raise on every rank if any rank's loss is not finite, naming the first such rank and step.
-
-    Each rank puts (its first bad step + 1, that loss) in its own row and the rows are summed across
-    ranks: one rank raising alone would leave the others waiting in the next all-reduce.
-    """
-    bad = (~torch.isfinite(losses)).nonzero()
-    rows = torch.zeros(dist.world, 2, dtype=torch.float64, device=losses.device)
-    if len(bad):
-        rows[dist.rank] = torch.stack([bad[0, 0].double() + 1, losses[bad[0, 0]].double()])
-    rows = distributed.all_reduce_sum(rows, dist).tolist()
-    diverged = [(int(first) - 1, rank, value) for rank, (first, value) in enumerate(rows) if first]
-    if diverged:
-        step, rank, value = min(diverged)
-        where = f" on rank {rank}" if dist.world > 1 else ""
-        lr = lrs[epoch * steps_per_epoch + step]
-        saved = os.path.exists(os.path.join(folder, checkpoint.LATEST))
-        kept = f"the last good checkpoint is in {folder}" if saved else "no checkpoint was written"
-        raise TrainingDiverged(f"loss became {value}{where} at epoch {epoch + 1}, step {step + 1} "
-                               f"(lr {lr:.4g}); stopping, {kept}")
-
-
 def warm_up(run):
     """Compile the train and eval steps on a few batches, then put every state back as it was."""
     average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
@@ -138,43 +105,6 @@ def warm_up(run):
     return seconds
 
 
-def run_lr_test(model, batcher, cfg, log, autocast):
-    """Sweep the LR on a throw-away copy of the net; returns the suggested peak LR."""
-    t, test = cfg["training"], cfg["lr_test"]
-    # one epoch's worth, counting the partial batch as the seed did: ceil(N / batch) steps
-    steps = num_test_steps(test["num_steps"], math.ceil(batcher.num_images / t["batch_size"]))
-    per_epoch = batcher.steps_per_epoch
-
-    def step_fn(net, optimizer, inputs, targets):
-        return make_train_step(net, optimizer, t["label_smoothing"], autocast)(inputs, targets)[0]
-
-    result = lr_range_test(
-        model, lambda params, lr: build_optimizer(params, cfg, lr),
-        lambda i: batcher(-1 - i // per_epoch, i % per_epoch),  # negative epochs: not the training ones
-        None, lr_start=test["lr_start"], lr_end=test["lr_end"], num_steps=steps,
-        smoothing=test["smoothing"], diverge_factor=test["diverge_factor"], step_fn=step_fn, rule=test["rule"],
-        progress=cfg["logging"]["progress"])
-    others = ", ".join(f"{name} {lr:.3g}" for name, lr in result.suggestions.items() if name != test["rule"])
-    print(f"speedrun: LR range test over {result.steps} steps suggests lr_max = {result.suggested_lr:.3g} "
-          f"({result.rule}; other rules: {others})", file=sys.stderr)
-    if log.folder:
-        result.to_json(log.path("lr_test.json"))
-        if cfg["logging"]["plots"]:
-            result.plot(log.path("lr_test.png"))
-    return result.suggested_lr
-
-
-def data_info(cfg):
-    """What the betons were written from, read from the JSON write_beton.py puts beside each."""
-    info = {}
-    for split, key in (("train", "train_dataset"), ("test", "val_dataset")):
-        path = cfg["data"][key]
-        info[split] = path
-        with contextlib.suppress(OSError, ValueError), open(path + ".json") as f:
-            info[f"{split}_meta"] = json.load(f)
-    return info
-
-
 # ----------------------------------------------------------------------------------------------
 # the run
 
@@ -183,6 +113,7 @@ def data_info(cfg):
 class Run:
     """Everything one run holds while its epochs go by."""
     cfg: dict
+    derived: dict
     dist: distributed.Dist
     policy: object
     log: runlog.RunLog
@@ -205,9 +136,8 @@ class Run:
         return self.policy.device
 
 
-def prepare(config, data, independent):
-    """Resolve the config, load the data, build net, optimizer and steps, restore a checkpoint."""
-    cfg, state = run_config(copy.deepcopy(config or {}))
+def start(cfg, state, independent):
+    """Claim the run folder (a new run), join the other processes, pick the device policy."""
     t = cfg["training"]
     if state is None:  # every rank, before they meet in setup (so before any writes), and before loading data
         owner = independent or distributed.launched_world()[0] == 0
@@ -217,24 +147,33 @@ def prepare(config, data, independent):
     obstacle = whole_step_obstacle(t["optimizer"], dist.world) if policy.whole_step else None
     if obstacle:
         policy = policy.fall_back(obstacle, tell=dist.is_main)
-    device = policy.device
     if dist.is_main:
         print(f"speedrun: training on {policy.describe()}", file=sys.stderr)
     torch.manual_seed(t["seed"])
+    return dist, policy
 
+
+def prepare(config, data, independent):
+    """Resolve the config, load the data, build net, optimizer and steps, restore a checkpoint."""
+    cfg, state = run_config(copy.deepcopy(config or {}))
+    t = cfg["training"]
+    dist, policy = start(cfg, state, independent)
+    device = policy.device
     if data is None:
         data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
     log = runlog.RunLog(cfg["logging"]["folder"] if dist.is_main else None)
     batcher = Loader(data, cfg, device, dist.rank, dist.world, dtype=policy.input_dtype)
     model = policy.prepare(build_model(cfg, data.train_images))
-    if not cfg["lr"]["lr_max"]:
-        if not cfg["lr_test"]["enabled"]:
-            raise ValueError("no peak LR: give --lr.lr_max or enable the LR range test")
-        # rank 0 sweeps on whole global batches, as one process would; every rank takes its pick
+
+    def lr_test_step(net, optimizer):
+        return make_train_step(net, optimizer, t["label_smoothing"], policy.autocast)
+
+    def pick():  # rank 0 sweeps on whole global batches, as one process would; every rank takes its pick
         whole = Loader(data, cfg, device, dtype=policy.input_dtype) if dist.world > 1 else batcher
-        suggested = run_lr_test(model, whole, cfg, log, policy.autocast) if dist.is_main else 0.0
-        cfg["lr"]["lr_max"] = distributed.broadcast_from_main(suggested, dist)
-    schedule = one_cycle(cfg, batcher.steps_per_epoch)
+        suggested = run_lr_test(model, whole, cfg, log, lr_test_step) if dist.is_main else 0.0
+        return distributed.broadcast_from_main(suggested, dist)
+    derived = {"lr_max": peak_lr(cfg, state, pick), "peak_epoch": peak_epoch(cfg)}
+    schedule = one_cycle(cfg, derived, batcher.steps_per_epoch)
     lrs = schedule.lr_table()
     log.write_config(cfg)
 
@@ -251,7 +190,7 @@ def prepare(config, data, independent):
             sums = evaluate(eval_net, *eval_data, batcher.table, t["eval_batch_size"], t["tta"])
         return distributed.all_reduce_sum(sums, dist)
 
-    run = Run(cfg, dist, policy, log, batcher, model, optimizer, average, train_step, run_eval, lrs,
+    run = Run(cfg, derived, dist, policy, log, batcher, model, optimizer, average, train_step, run_eval, lrs,
               device_schedule, data_info=data_info(cfg))
     if state is not None:
         restore(run, state)
@@ -262,62 +201,8 @@ def prepare(config, data, independent):
     return run
 
 
-def one_cycle(cfg, steps_per_epoch):
-    """The run's LR schedule; a run shorter than the peak epoch peaks at 5/24 of it, like the seed's."""
-    lr, epochs = cfg["lr"], cfg["training"]["epochs"]
-    if lr["peak_epoch"] >= epochs:
-        lr["peak_epoch"] = round(epochs * 5 / 24, 4)
-    return OneCycle.from_epochs(lr["lr_max"], lr["lr_max"] / lr["div_factor"], epochs, lr["peak_epoch"],
-                                steps_per_epoch, lr["anneal_to_zero"])
-
-
-def restore(run, state):
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    if run.average.average is not None:
-        run.average.average.load_state_dict(state["average"])
-    run.start_epoch, run.history = state["epoch"], state["history"]
-    note = run.batcher.load_state_dict(loader_state(state))
-    if note and run.dist.is_main:
-        print(note, file=sys.stderr)
-    run.log.rewrite_metrics(run.history)
-    run.train_seconds = run.history[-1]["train_seconds"] if run.history else 0.0
-
-
-def generator_device(state):
-    """The device type the saved generator state is for (older checkpoints: told by its size)."""
-    if "generator_device" in state:
-        return state["generator_device"]
-    return "cpu" if len(state["generator"]) == len(torch.Generator().get_state()) else "cuda"
-
-
-def loader_state(state):
-    """The loader's state in a checkpoint: its generator, after the checkpoint's last epoch."""
-    return {"generator": state["generator"], "device": generator_device(state), "epoch": state["epoch"] - 1}
-
-
-def checkpoint_due(options, epoch, epochs):
-    """Whether the logging options' policy (every / last / none) writes a checkpoint after `epoch`."""
-    every, last = options["checkpoint_every"], epoch + 1 == epochs
-    if options["checkpoint"] == "every":
-        return last or bool(every and (epoch + 1) % every == 0)
-    return options["checkpoint"] == "last" and last
-
-
-def save_state(run, epoch):
-    """After `epoch`, the checkpoint the logging options ask for. The loader's order is left out: the
-    next epoch draws its own."""
-    options = run.cfg["logging"]
-    if run.log.folder and checkpoint_due(options, epoch, run.cfg["training"]["epochs"]):
-        loader = run.batcher.state_dict()
-        checkpoint.save_checkpoint(run.log.folder, {
-            "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(), "generator": loader["generator"],
-            "generator_device": loader["device"],
-            "average": run.average.average.state_dict() if run.average.average is not None else {},
-            "epoch": epoch + 1, "history": run.history, "config": run.cfg,
-            "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},
-            keep_previous=options["checkpoint"] == "every")
+# ----------------------------------------------------------------------------------------------
+# the loop
 
 
 def train_epoch(run, epoch, losses, correct):
@@ -370,41 +255,6 @@ def record_evaluation(run, epoch, steps, losses, correct, bar):
     run.log.append_metrics(record)
 
 
-def announce_estimate(run, seconds_per_step):
-    """Say how long the remaining training steps will take, from the first steps' pace."""
-    t = run.cfg["training"]
-    remaining = (t["epochs"] - run.start_epoch) * run.batcher.steps_per_epoch
-    if run.dist.is_main:
-        tqdm.write(f"speedrun: {seconds_per_step:.2f} s per step on this device: about "
-                   f"{format_duration(seconds_per_step * remaining)} for the {remaining} steps of "
-                   f"{t['epochs'] - run.start_epoch} epochs, evaluations not included", file=sys.stderr)
-
-
-def format_duration(seconds):
-    hours, rest = divmod(round(seconds), 3600)
-    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
-
-
-def largest_fitting_batch(model, batch_size, policy):
-    """Halve the batch until one forward and backward pass fits in device memory; 0 if none does."""
-    size = batch_size // 2
-    while size >= 1:
-        try:
-            inputs = torch.randn(size, 3, 32, 32, device=policy.device)
-            if policy.channels_last:
-                inputs = inputs.to(memory_format=torch.channels_last)
-            with policy.autocast():
-                model(inputs).float().sum().backward()
-            model.zero_grad(set_to_none=True)
-            return size
-        except torch.cuda.OutOfMemoryError:
-            model.zero_grad(set_to_none=True)
-            if policy.device.type == "cuda":
-                torch.cuda.empty_cache()
-            size //= 2
-    return 0
-
-
 def train(config=None, data=None, independent=False):
     """Train one run; `config` is a nested dict of overrides. Returns the summary (also summary.json).
 
@@ -431,82 +281,10 @@ def train(config=None, data=None, independent=False):
     return summarise(run)
 
 
-def summarise(run):
-    t, history = run.cfg["training"], run.history
-    summary = {
-        "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
-        "train_seconds": round(run.train_seconds, 4), "compile_seconds": round(run.compile_seconds, 4),
-        "epochs": t["epochs"], "steps_per_epoch": run.batcher.steps_per_epoch, "lr_max": run.cfg["lr"]["lr_max"],
-        "device": device_name(run.device), "world_size": run.dist.world,
-        "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": run.cfg,
-        "data": run.data_info, "history": history, "folder": run.log.folder,
-    }
-    run.log.write_summary(summary)
-    if run.log.folder and run.cfg["logging"]["plots"]:
-        plots.plot_curves(history, run.log.path("curves.png"))
-    return summary
-
-
-def eval_record(sums, is_main):
-    loss_sum, right, count = (float(v) for v in sums)
-    if is_main:
-        tqdm.write(f"Test set: Average loss: {loss_sum / count:.4f}, Accuracy: {int(right)}/{int(count)} "
-                   f"({100 * right / count:.2f}%)")
-    return {"test_loss": loss_sum / count, "test_acc": right / count}
-
-
-def write_start_plots(data, cfg, batcher, lrs, log, device):
-    """The schedule and a grid of augmented images, drawn with their own generator (the run's is untouched)."""
-    plots.plot_schedule(lrs, batcher.steps_per_epoch, log.path("lr_schedule.png"))
-    a = cfg["augment"]
-    generator = torch.Generator(device=device)
-    generator.manual_seed(cfg["training"]["seed"] + 1)
-    index = torch.randperm(len(data.train_images), generator=generator, device=device)[:32]  # across classes
-    params = augment.draw_params(32, generator, device, pad=a["pad"], cutout=a["cutout"], flip=a["flip"])
-    table = augment.normalize_table(augment.CIFAR10_MEAN, augment.CIFAR10_STD, torch.float32, device)
-    grid = augment.augment_batch(data.train_images, index, params, table, pad_mode=a["pad_mode"], pad=a["pad"],
-                                 cutout=a["cutout"], impl="torch")
-    plots.plot_image_grid(grid, augment.CIFAR10_MEAN, augment.CIFAR10_STD, log.path("augmented.png"),
-                          data.train_labels[index], CIFAR10_CLASSES)
-
-
-def train_seeds(given, seeds, data=None):
-    """Independent runs, one per seed, each in <folder>/seed<N>; under torchrun, this rank's share.
-
-    Each seed keeps one checkpoint, written at its end, unless --logging.checkpoint says otherwise:
-    a sweep of hundreds of seeds would otherwise fill the disk with checkpoints nobody resumes.
-    """
-    rank, world, _ = distributed.launched_world()
-    base = given.get("logging", {}).get("folder") or runlog.default_folder()
-    given = merge({"logging": {"checkpoint": "last"}}, given, strict=False)
-    summaries = []
-    for seed in seeds[rank::world]:
-        config = merge(given, {"training": {"seed": seed}, "logging": {"folder": os.path.join(base, f"seed{seed}")}},
-                       strict=False)
-        config["training"].pop("seeds", None)  # each run is one seed
-        summaries.append(train(config, data=data, independent=True))
-    return summaries
-
-
 def main(argv=None):
-    given = parse_args(argv, description=__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True,
-                       sections=RUN_SECTIONS)
-    try:
-        seeds = given.get("training", {}).get("seeds", "")
-        summaries = train_seeds(given, parse_seeds(seeds)) if seeds else [train(given)]
-    except KeyboardInterrupt:
-        print("\ninterrupted: a run that checkpoints every epoch (the default of single runs) continues from "
-              "its last finished one with python -m speedrun.train --resume <run folder>", file=sys.stderr)
-        sys.exit(130)
-    except (TrainingDiverged, LRTestDiverged, OutOfMemory, ValueError, OSError) as error:  # no traceback
-        print(f"speedrun.train: error: {error}", file=sys.stderr)
-        sys.exit(1)
-    distributed.teardown()
-    for summary in summaries:
-        if summary["folder"]:
-            print(f"seed {summary['seed']}: final test accuracy {100 * summary['final_test_acc']:.2f}% "
-                  f"(best {100 * summary['best_test_acc']:.2f}%), {summary['train_seconds']:.1f} s training, "
-                  f"{summary['compile_seconds']:.1f} s compiling; run folder {summary['folder']}")
+    """The command line (speedrun/cli.py)."""
+    from .cli import main as cli_main
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
