@@ -19,21 +19,10 @@ from multiprocessing import shared_memory
 from pathlib import Path
 
 import numpy as np
-from fastargs import Param, Section
 
-from speedrun.config import Boolean, Number, parse_args
+from speedrun.config import parse_args
 from speedrun.data import IMAGE_SHAPE, import_ffcv
 from speedrun.sources import BINARY_MD5, BINARY_URL, SourceError, file_digest, read_source, source_checksum
-
-Section("data", "CIFAR-10 data: its source and the betons written from it").params(
-    source=Param(str, "'download', a CIFAR-10 .tar.gz or its extracted folder, or an image folder "
-                      "ROOT/{train,test}/<class>/*.png|jpg", default="download"),
-    cache_dir=Param(str, "where 'download' keeps the archive", default="data/cache"),
-    trust_pickles=Param(Boolean(), "read the python version's pickles even without the official checksum",
-                        default=False),
-    num_workers=Param(Number(int, low=1), "processes decoding images and writing betons",
-                      default=os.cpu_count()),
-)
 
 
 class OutputError(Exception):
@@ -162,7 +151,7 @@ def _write_json(path, content):
 
 
 def main(argv=None):
-    data = parse_args(argv, description=__doc__)["data"]
+    data = parse_args(argv, description=__doc__, sections=["data"])["data"]
     try:
         write_betons(data["source"], data["train_dataset"], data["val_dataset"], data["cache_dir"],
                      data["trust_pickles"], data["num_workers"])

@@ -41,7 +41,7 @@ from fastargs.validation import Checker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # write_beton.py lives at the repository root
 
 from speedrun import augment  # noqa: E402
-from speedrun.config import Choice, merge, parse_args  # noqa: E402
+from speedrun.config import Choice, defaults, merge, parse_args, resolve_config  # noqa: E402
 from speedrun.data import CifarData, load_beton, load_cifar_betons  # noqa: E402
 from speedrun.evaluate import evaluate  # noqa: E402
 from speedrun.model import build_model, forward_flops  # noqa: E402
@@ -49,7 +49,7 @@ from speedrun.device import device_name, device_policy, pick_device, policy_from
 from speedrun.runlog import versions, write_json  # noqa: E402
 from speedrun.loader import make_batcher  # noqa: E402
 from speedrun.optim import build_optimizer, set_lr  # noqa: E402
-from speedrun.train import make_train_step, resolve_config, train  # noqa: E402
+from speedrun.train import make_train_step, train  # noqa: E402
 from write_beton import write_betons  # noqa: E402
 
 STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
@@ -600,8 +600,7 @@ def run_stages(bench, names):
 def main(argv=None):
     command = sys.argv if argv is None else [sys.argv[0], *argv]
     given = parse_args(argv, description=__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True)
-    options = resolve_config(given)["bench"]
-    given.pop("bench", None)
+    options = merge(defaults()["bench"], given.pop("bench", {}))
     device = pick_device(resolve_config(given)["training"]["device"])
     size = options["size"] if options["size"] != "auto" else "full" if device.type == "cuda" else "small"
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:

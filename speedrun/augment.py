@@ -31,9 +31,6 @@ from __future__ import annotations  # lets the kernel signature name tl.constexp
 import os
 
 import torch
-from fastargs import Param, Section
-
-from speedrun.config import Boolean, Choice, Number
 
 try:
     import triton
@@ -45,19 +42,6 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SIZE = 32
 NO_CUTOUT = -(1 << 16)  # a cutout corner so far outside that the box never touches the image
-
-Section("augment", "GPU data augmentation").params(
-    pad=Param(Number(int, 0, IMAGE_SIZE - 1), "random-crop padding in pixels (0 = no crop)", default=4),
-    pad_mode=Param(Choice("reflect", "constant"), "how the crop fills pixels beyond the border",
-                   default="reflect"),
-    cutout=Param(Number(int, 0, IMAGE_SIZE), "cutout box side in pixels (0 = no cutout)", default=8),
-    flip=Param(Boolean(), "random horizontal flip", default=True),
-    flip_mode=Param(Choice("random", "alternate"), "random: each image flips with p=1/2 every epoch; "
-                    "alternate: a random half flips on even epochs, the other half on odd ones", default="random"),
-    impl=Param(Choice("auto", "triton", "torch"),
-               "auto = the Triton kernel for CUDA tensors when triton imports, else plain torch",
-               default="auto"),
-)
 
 
 def bytes_moved(batch_size, out_dtype, image_size=IMAGE_SIZE):

@@ -1,9 +1,10 @@
-"""Configuration: fastargs sections, declared next to the code that uses them, resolved to plain values.
+"""Configuration: the options (declared in speedrun/options.py) resolved to plain values, and resume.
 
-Every module declares its own `Section(...).params(...)`; this module turns whatever sections are
-registered into a nested dict of plain values, from defaults, a YAML/JSON `--config-file` and the
-command line, and stops with a clear message (exit status 2) on an unknown option or a bad value.
-Library callers skip the command line: `defaults()` then `merge(config, overrides)`.
+A run's config is a nested dict of plain values built once, in this order: every option's default,
+the recipe's values (speedrun/recipes.py), then a YAML/JSON `--config-file` and the command line. It
+is not changed afterwards; what a run derives from it (the LR the range test picks, the peak epoch of
+a short run) is recorded beside it. A bad option stops with a clear message (exit status 2).
+Library callers skip the command line: `resolve_config(overrides)`.
 """
 import argparse
 import copy
@@ -12,68 +13,25 @@ import sys
 import fastargs.config
 from fastargs import get_current_config
 from fastargs.exceptions import MissingValueError
-from fastargs.validation import Checker
 from terminaltables import AsciiTable
+
+from . import checkpoint, runlog
+from .options import RUN_SECTIONS, Boolean, Choice, Number  # noqa: F401 (registers every option)
+from .recipes import recipe_config
 
 # fastargs draws its --help tables with terminal line-drawing codes, which print as garbage once piped
 # to a file or a pager; plain ASCII reads the same everywhere.
 fastargs.config.SingleTable = AsciiTable
 
 
-class Choice(Checker):
-    """One of a fixed list of strings (fastargs' OneOf, with a sorted, readable help)."""
-
-    def __init__(self, *values):
-        self.values = values
-
-    def check(self, value):
-        if value not in self.values:
-            raise ValueError(value)
-        return value
-
-    def help(self):
-        return "one of " + "|".join(self.values)
+POLICY_KEYS = ("device", "compile", "compile_mode", "precision", "channels_last")  # how, not what, a run computes
+RESUME_MAY_CHANGE = ("logging", "training.resume", *(f"training.{key}" for key in POLICY_KEYS))
 
 
-class Number(Checker):
-    """An int or float within [low, high]."""
-
-    def __init__(self, kind=float, low=float("-inf"), high=float("inf")):
-        self.kind, self.low, self.high = kind, low, high
-
-    def check(self, value):
-        value = self.kind(value)
-        if not self.low <= value <= self.high:
-            raise ValueError(value)
-        return value
-
-    def help(self):
-        name = "an int" if self.kind is int else "a float"
-        return f"{name} in [{self.low}, {self.high}]"
-
-
-class Boolean(Checker):
-    """true/false, yes/no, 1/0 (fastargs' own Bool takes the string 'false' as True)."""
-
-    def check(self, value):
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(value)
-
-    def help(self):
-        return "true or false"
-
-
-def defaults():
-    """The nested dict of every registered parameter's default."""
-    config = get_current_config()
+def defaults(sections=None):
+    """The nested dict of every registered option's default (of those in `sections`, if given)."""
     result = {}
-    for path, param in config.entries.items():
+    for path, param in _registry(sections).entries.items():
         _set(result, path, copy.deepcopy(param.default))
     return result
 
@@ -92,20 +50,26 @@ def merge(base, overrides, strict=True):
     return result
 
 
-def parse_args(argv=None, description=None, aliases=None, explicit_only=False):
-    """Resolve every registered section from defaults, --config-file and `argv` (default sys.argv[1:]).
+def parse_args(argv=None, description=None, aliases=None, explicit_only=False, sections=None, extra=()):
+    """Resolve the registered options (those of `sections`, if given) from defaults, --config-file and
+    `argv` (default sys.argv[1:]).
 
     `aliases` maps short flags to full ones, e.g. {"--epochs": "--training.epochs"}. With
     `explicit_only`, the result holds only what the file and command line set (validated), so a
-    caller can lay it over other defaults, such as a recipe's.
+    caller can lay it over other defaults, such as a recipe's. `extra` are (flag, help) pairs of plain
+    switches, returned under the key "switches" as {name: bool}.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     for short, full in (aliases or {}).items():
         argv = [full if a == short else full + a[len(short):] if a.startswith(short + "=") else a
                 for a in argv]
-    config = get_current_config()
+    switches = {flag.lstrip("-").replace("-", "_"): flag in argv for flag, _ in extra}
+    argv = [a for a in argv if a not in {flag for flag, _ in extra}]
+    config = _registry(sections)
     config.content.clear()
     parser = argparse.ArgumentParser(description=description)
+    for flag, text in extra:
+        parser.add_argument(flag, action="store_true", help=text)
     saved, sys.argv = sys.argv, [sys.argv[0]] + argv
     try:
         config.augment_argparse(parser)
@@ -126,6 +90,8 @@ def parse_args(argv=None, description=None, aliases=None, explicit_only=False):
             errors.append(f"--{'.'.join(path)}: expected {param.checker.help()}, got {got!r}")
     if errors:
         parser.error("invalid configuration:\n  " + "\n  ".join(errors))
+    if extra:
+        result["switches"] = switches
     return result
 
 
@@ -138,6 +104,66 @@ def parse_seeds(text):
             raise ValueError(f"bad seeds {text!r}: expected e.g. '0,1,2' or '0-4'")
         seeds += range(int(low), int(high) + 1) if dash else [int(low)]
     return seeds
+
+
+def resolve_config(overrides=None):
+    """A run's config: the defaults of the run's sections, then the recipe's values, then `overrides`
+    (a nested dict; an unknown key is a KeyError)."""
+    overrides = overrides or {}
+    recipe = overrides.get("training", {}).get("recipe", "seed")
+    return merge(merge(defaults(RUN_SECTIONS), recipe_config(recipe)), overrides)
+
+
+def run_config(overrides=None):
+    """The config a run uses, complete and final, and the checkpoint state it resumes from (None for a
+    new run): resolved from `overrides`, or the saved config of the run `training.resume` names."""
+    overrides = overrides or {}
+    resume = overrides.get("training", {}).get("resume", "")
+    config, state = resume_config(resume, overrides) if resume else (resolve_config(overrides), None)
+    if not config["logging"]["folder"]:
+        config = merge(config, {"logging": {"folder": runlog.default_folder()}})
+    return config, state
+
+
+def config_differences(saved, given, prefix=""):
+    """Dotted keys whose value in `given` differs from `saved` (keys absent from `given` do not count)."""
+    differ = []
+    for key, value in given.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            differ += config_differences(saved.get(key, {}), value, name + ".")
+        elif not name.startswith(RESUME_MAY_CHANGE) and saved.get(key) != value:
+            differ.append(f"{name}: run has {saved.get(key)!r}, given {value!r}")
+    return differ
+
+
+def resume_config(folder, overrides):
+    """The saved config of the run in `folder` and its checkpoint state, refusing overrides that would
+    change the run; the logging options and the device policy may change."""
+    state = checkpoint.load_checkpoint(checkpoint.find_checkpoint(folder))
+    differ = config_differences(state["config"], overrides)
+    if differ:
+        raise ValueError(f"{folder} was run with another config; differing keys:\n  " + "\n  ".join(differ))
+    fallback = defaults(["training"])["training"]  # for options newer than the checkpoint
+    given = overrides.get("training", {})
+    policy = {key: given.get(key, state["config"]["training"].get(key, fallback[key])) for key in POLICY_KEYS}
+    config = merge(state["config"], {"logging": {**overrides.get("logging", {}), "folder": folder},
+                                     "training": {**policy, "resume": folder}}, strict=False)
+    return config, state
+
+
+def _registry(sections=None):
+    """The fastargs registry, or a view of it holding only `sections`."""
+    registry = get_current_config()
+    if sections is None:
+        return registry
+    view = fastargs.config.Config()
+    for name in sections:
+        namespace = (name,)
+        view.add_section(registry.sections[namespace])
+        for path in registry.sections_to_entries[namespace]:
+            view.add_entry(namespace, ".".join(path[1:]), registry.entries[path])
+    return view
 
 
 def _set(tree, path, value):

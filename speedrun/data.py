@@ -12,17 +12,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from fastargs import Param, Section
 
 from speedrun.device import pick_device, torch_threads
 from speedrun.sources import IMAGE_BYTES, IMAGE_SHAPE
-
-Section("data", "CIFAR-10 data").params(
-    train_dataset=Param(str, "train split beton (written by write_beton.py)",
-                        default="data/cifar10_train.beton"),
-    val_dataset=Param(str, "test split beton (written by write_beton.py)",
-                      default="data/cifar10_test.beton"),
-)
 
 NUM_CLASSES = 10
 FIELDS = [("image", "RGBImageField"), ("label", "IntField")]  # in this order: metadata f0, f1

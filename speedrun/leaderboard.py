@@ -16,7 +16,6 @@ Every training option (--training.*, --model.*, ...) passes through to each seed
 """
 import datetime
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -24,25 +23,7 @@ import sys
 import tempfile
 import uuid
 
-from fastargs import Param, Section
-
-from speedrun.config import Choice, Number, defaults, merge, parse_args, parse_seeds
-from speedrun.recipes import RECIPES
-
-Section("leaderboard", "multi-seed runs appended to the time-to-accuracy leaderboard").params(
-    seeds=Param(str, "seeds to run: a list '0,1,2', a range '0-4', or both '0-2,7'", default="0,1,2"),
-    target=Param(Number(float, 0, 1), "test accuracy (fraction) whose time-to-reach is reported",
-                 default=0.94),
-    recipe=Param(Choice(*RECIPES), "our recipe to run (speedrun/recipes.py)", default="seed"),
-    reference=Param(Choice("none", "train94", "train96", "both"),
-                    "airbench reference trained on the same data and device, for a side-by-side ratio",
-                    default="none"),
-    reference_order=Param(Choice("before", "after"), "run the reference before or after our seeds",
-                          default="after"),
-    file=Param(str, "leaderboard JSON-lines file to append to",
-               default="benchmarks/results/leaderboard.jsonl"),
-    markdown=Param(str, "where to write the rendered table", default="benchmarks/results/leaderboard.md"),
-)
+from speedrun.config import defaults, merge, parse_args, parse_seeds
 
 # Keys that change from run to run without changing what is trained, left out of the config hash.
 HASH_IGNORED_KEYS = ("seed",)
@@ -279,9 +260,9 @@ def training_overrides(given, recipe):
 
 def load_data(overrides):
     """The train/test betons, read once into device memory for every seed (and the reference)."""
+    from speedrun.config import resolve_config
     from speedrun.data import load_cifar_betons
     from speedrun.device import pick_device
-    from speedrun.train import resolve_config
     config = resolve_config(overrides)
     return load_cifar_betons(config["data"]["train_dataset"], config["data"]["val_dataset"],
                              pick_device(config["training"]["device"]))
@@ -306,10 +287,9 @@ def run_references(names, data, seeds):
 
 def run_ours(overrides, data, seeds, session):
     """Train every seed, each into its own folder: <logging.folder or runs/leaderboard-SESSION>/seed<N>."""
-    train_module = importlib.import_module("speedrun.train")
+    from speedrun.cli import train_seeds
     parent = overrides.get("logging", {}).get("folder") or os.path.join("runs", f"leaderboard-{session}")
-    summaries = train_module.train_seeds(merge(overrides, {"logging": {"folder": parent}}, strict=False), seeds,
-                                         data=data)
+    summaries = train_seeds(merge(overrides, {"logging": {"folder": parent}}, strict=False), seeds, data=data)
     for summary in summaries:
         print(f"seed {summary['seed']}: test acc {summary['final_test_acc']:.4f} "
               f"in {summary['train_seconds']:.2f} s", file=sys.stderr)
@@ -349,7 +329,6 @@ def run_session(options, overrides):
 
 
 def main(argv=None):
-    importlib.import_module("speedrun.train")  # registers the training sections for the command line
     given = parse_args(argv, description=__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True)
     options = merge(defaults()["leaderboard"], given.get("leaderboard", {}))
     try:

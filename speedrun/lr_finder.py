@@ -21,26 +21,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from fastargs import Param, Section
 from tqdm import tqdm
 
-from speedrun.config import Boolean, Choice, Number
 from speedrun.optim import set_lr
 
 RULES = ("min_loss", "steepest")
-
-Section("lr_test", "LR range test run before training (sets lr.lr_max when that is 0)").params(
-    enabled=Param(Boolean(), "run the test when lr.lr_max is 0", default=True),
-    lr_start=Param(Number(float, 1e-12), "first LR of the sweep", default=1e-5),
-    lr_end=Param(Number(float, 1e-12), "last LR of the sweep", default=10.0),
-    num_steps=Param(Number(int, 0), "batches in the sweep; 0 = one epoch's worth", default=0),
-    smoothing=Param(Number(float, 0, 0.999), "loss moving-average factor (beta)", default=0.98),
-    diverge_factor=Param(Number(float, 1), "stop once the smoothed loss exceeds this x its best",
-                         default=4.0),
-    rule=Param(Choice(*RULES), "which pick becomes lr_max: min_loss = the LR of the lowest loss (smoothed "
-                               "without lag); steepest = of the smoothed loss's steepest fall", default="min_loss"),
-)
-
 MIN_CURVE = 5  # points after the warm-up needed for either rule
 
 

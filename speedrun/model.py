@@ -13,16 +13,7 @@ Residual wrapper) so torch.compile and channels_last handle it without special c
 of every layer.
 """
 import torch
-from fastargs import Param, Section
 from torch import nn
-
-from speedrun.config import Choice, Number
-
-Section("model", "network shape").params(
-    arch=Param(Choice("resnet", "record"), "resnet = the seed's Custom ResNet; record = the record "
-                                           "recipe's net (speedrun/record_net.py)", default="resnet"),
-    width=Param(Number(int, 1), "channels of the prep layer; later layers use 2x, 4x, 8x", default=64),
-)
 
 
 def conv_bn_relu(c_in, c_out, pool=False):

@@ -4,10 +4,7 @@
 `speedrun` is the record attempt: its own net, optimizer and a short schedule.
 """
 RECIPES = {
-    # Adam, as in the seed: on the JPEG copy of CIFAR-10 (NVIDIA H200, 24 epochs, seed 0) Adam at its
-    # range-test pick reached 90.01%; SGD-Nesterov 83.22% at its pick and 88.44% at its best multiple
-    # of it (8x). Runs: benchmarks/results/nvidia-h200/runs/lr_grid.
-    "seed": {"training": {"optimizer": "adam"}},
+    "seed": {},
     "speedrun": {
         "model": {"arch": "record"},
         "training": {"epochs": 10, "batch_size": 1024, "optimizer": "muon", "label_smoothing": 0.2,

@@ -16,16 +16,6 @@ step counter beside it: each train step reads its entry there and copies it into
 tensors, so the host passes no value and a compiled or CUDA-graph step never sees a new Python float.
 """
 import torch
-from fastargs import Param, Section
-
-from speedrun.config import Boolean, Number
-
-Section("lr", "one-cycle learning-rate schedule").params(
-    lr_max=Param(Number(float, 0), "peak learning rate; 0 = take it from the LR range test", default=0.0),
-    div_factor=Param(Number(float, 1), "lr_min = lr_max / div_factor (start of the warm-up)", default=10.0),
-    peak_epoch=Param(Number(float, 0), "epoch at which the LR reaches lr_max", default=5.0),
-    anneal_to_zero=Param(Boolean(), "decay to 0 instead of lr_min", default=False),
-)
 
 
 class OneCycle:

@@ -5,7 +5,7 @@ from collections import namedtuple
 import pytest
 
 from speedrun import leaderboard
-from speedrun.config import parse_seeds
+from speedrun.config import parse_seeds, resolve_config
 from speedrun.leaderboard import (append_entry, config_hash, make_entry, read_entries,
                                   render_markdown, seed_stats, summarise_runs, time_to_target)
 
@@ -168,7 +168,7 @@ def fake_train(train_module, calls):
         calls.append(("ours", seed, config, data))
         acc = 0.93 + 0.01 * seed
         return summary(seed, acc, 10.0 + seed, history((1, 5.0, acc - 0.05), (2, 10.0 + seed, acc)),
-                       config=train_module.resolve_config(config))
+                       config=resolve_config(config))
     return train
 
 

@@ -4,17 +4,18 @@ import os
 import shutil
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from speedrun import checkpoint, runlog
+from speedrun import checkpoint, cli, run_state, runlog
 from speedrun import train as train_module
+from speedrun.cli import ALIASES
 from speedrun.config import parse_args
 from speedrun.device import device_policy
+from speedrun.loader import continue_stream
 from speedrun.lr_finder import LRTestDiverged
-from speedrun.train import ALIASES, TrainingDiverged, train
+from speedrun.train import TrainingDiverged, train
 
 RUN_FILES = ["config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "lr_test.png",
              "lr_test.json", "lr_schedule.png", "augmented.png"]
@@ -175,12 +176,12 @@ def test_resume_on_another_device_type_continues_from_a_reseeded_generator(tiny_
 def test_generator_restore_across_device_types_in_both_directions():
     cpu_state = torch.Generator().manual_seed(5).get_state()
     cuda_state = torch.zeros(16, dtype=torch.uint8)  # what a CUDA generator's get_state() returns
-    assert [train_module.generator_device({"generator": s}) for s in (cpu_state, cuda_state)] == ["cpu", "cuda"]
+    assert [run_state.generator_device({"generator": s}) for s in (cpu_state, cuda_state)] == ["cpu", "cuda"]
 
     def restore(state, device_type, seed=7):
-        batcher = SimpleNamespace(generator=torch.Generator())
-        note = train_module.restore_generator(batcher, {**state, "epoch": 3}, device_type, seed)
-        return note, batcher.generator.get_state()
+        generator = torch.Generator()
+        note = continue_stream(generator, state["generator"], state["generator_device"], device_type, seed, 3)
+        return note, generator.get_state()
 
     note, restored = restore({"generator": cpu_state, "generator_device": "cpu"}, "cpu")
     assert note is None and torch.equal(restored, cpu_state)  # same device type: the stream continues
@@ -197,7 +198,7 @@ def test_generator_restore_across_device_types_in_both_directions():
     ("every", 1, [1, 2, 3, 4]), ("every", 3, [3, 4]), ("every", 0, [4]), ("last", 1, [4]), ("none", 1, [])])
 def test_checkpoint_policy_says_which_epochs_write_one(policy, every, due):
     options = {"checkpoint": policy, "checkpoint_every": every}
-    assert [epoch + 1 for epoch in range(4) if train_module.checkpoint_due(options, epoch, 4)] == due
+    assert [epoch + 1 for epoch in range(4) if run_state.checkpoint_due(options, epoch, 4)] == due
 
 
 def test_a_folder_holding_a_run_is_refused_unless_overwritten(tiny_betons, tmp_path, capsys):
@@ -225,7 +226,7 @@ def test_a_twenty_seed_sweep_keeps_one_checkpoint_per_seed(tiny_betons, tmp_path
     from speedrun.data import CifarData, load_cifar_betons
     data = load_cifar_betons(*tiny_betons, device=torch.device("cpu"))
     data = CifarData(data.train_images[:128], data.train_labels[:128], data.test_images[:64], data.test_labels[:64])
-    summaries = train_module.train_seeds(tiny_config(tiny_betons, tmp_path / "sweep", epochs=1), range(20), data)
+    summaries = cli.train_seeds(tiny_config(tiny_betons, tmp_path / "sweep", epochs=1), range(20), data)
     assert [s["seed"] for s in summaries] == list(range(20))
     for seed in range(20):
         assert sorted(os.listdir(tmp_path / "sweep" / f"seed{seed}")) == \
@@ -247,7 +248,7 @@ def test_same_seed_same_run_and_seed_sweep_folders(tiny_betons, tmp_path):
     a = train(tiny_config(tiny_betons, tmp_path / "a", epochs=1))
     b = train(tiny_config(tiny_betons, tmp_path / "b", epochs=1))
     assert without_times(a["history"]) == without_times(b["history"])
-    summaries = train_module.train_seeds(tiny_config(tiny_betons, tmp_path / "sweep", epochs=1), [3, 4])
+    summaries = cli.train_seeds(tiny_config(tiny_betons, tmp_path / "sweep", epochs=1), [3, 4])
     assert [s["seed"] for s in summaries] == [3, 4]
     assert (tmp_path / "sweep" / "seed4" / "summary.json").exists()
 
@@ -316,11 +317,11 @@ def test_record_recipe_one_epoch_smoke_run(tiny_betons, tmp_path):
 def test_train_subset_is_a_fixed_random_sample_not_the_first_images():
     from speedrun.config import defaults, merge
     from speedrun.data import CifarData
-    from speedrun.loader import make_batcher
+    from speedrun.loader import Loader
     labels = torch.arange(100) // 10  # sorted by class, as image-folder betons are
     images = labels.view(-1, 1, 1, 1).expand(100, 32, 32, 3).to(torch.uint8).contiguous()
     cfg = merge(defaults(), {"training": {"train_subset": 20, "batch_size": 20}})
-    seen = [set(make_batcher(CifarData(images, labels, images, labels), cfg, torch.device("cpu"))(0, 0)[1].tolist())
+    seen = [set(Loader(CifarData(images, labels, images, labels), cfg, torch.device("cpu"))(0, 0)[1].tolist())
             for _ in range(2)]
     assert len(seen[0]) > 3 and seen[0] == seen[1]
 

@@ -1,0 +1,62 @@
+"""What a run derives from its config when it starts: the peak LR (given, or picked by the LR range
+test) and the peak epoch of the one-cycle schedule. The run records them in its summary and checkpoints
+under "derived"; the config itself stays as it was resolved."""
+import math
+import sys
+
+from .lr_finder import lr_range_test, num_test_steps
+from .optim import build_optimizer
+from .schedule import OneCycle
+
+
+def peak_epoch(config):
+    """The epoch at which a run's LR peaks: lr.peak_epoch, or in a run of no more epochs than that,
+    5/24 of its length (the seed's shape)."""
+    epochs, peak = config["training"]["epochs"], config["lr"]["peak_epoch"]
+    return peak if peak < epochs else round(epochs * 5 / 24, 4)
+
+
+def peak_lr(cfg, state, pick):
+    """The run's peak LR: lr.lr_max when given, else the one a resumed run derived, else `pick()` (the
+    LR range test)."""
+    if cfg["lr"]["lr_max"]:
+        return cfg["lr"]["lr_max"]
+    if state is not None and "derived" in state:
+        return state["derived"]["lr_max"]
+    if not cfg["lr_test"]["enabled"]:
+        raise ValueError("no peak LR: give --lr.lr_max or enable the LR range test")
+    return pick()
+
+
+def one_cycle(cfg, derived, steps_per_epoch):
+    """The run's LR schedule, from the config and the values derived from it."""
+    lr, epochs = cfg["lr"], cfg["training"]["epochs"]
+    return OneCycle.from_epochs(derived["lr_max"], derived["lr_max"] / lr["div_factor"], epochs,
+                                derived["peak_epoch"], steps_per_epoch, lr["anneal_to_zero"])
+
+
+def run_lr_test(model, batcher, cfg, log, make_step):
+    """Sweep the LR on a throw-away copy of the net; returns the suggested peak LR (written nowhere in
+    the config: the run keeps it in `derived`)."""
+    t, test = cfg["training"], cfg["lr_test"]
+    # one epoch's worth, counting the partial batch as the seed did: ceil(N / batch) steps
+    steps = num_test_steps(test["num_steps"], math.ceil(batcher.num_images / t["batch_size"]))
+    per_epoch = batcher.steps_per_epoch
+
+    def step_fn(net, optimizer, inputs, targets):
+        return make_step(net, optimizer)(inputs, targets)[0]
+
+    result = lr_range_test(
+        model, lambda params, lr: build_optimizer(params, cfg, lr),
+        lambda i: batcher(-1 - i // per_epoch, i % per_epoch),  # negative epochs: not the training ones
+        None, lr_start=test["lr_start"], lr_end=test["lr_end"], num_steps=steps,
+        smoothing=test["smoothing"], diverge_factor=test["diverge_factor"], step_fn=step_fn, rule=test["rule"],
+        progress=cfg["logging"]["progress"])
+    others = ", ".join(f"{name} {lr:.3g}" for name, lr in result.suggestions.items() if name != test["rule"])
+    print(f"speedrun: LR range test over {result.steps} steps suggests lr_max = {result.suggested_lr:.3g} "
+          f"({result.rule}; other rules: {others})", file=sys.stderr)
+    if log.folder:
+        result.to_json(log.path("lr_test.json"))
+        if cfg["logging"]["plots"]:
+            result.plot(log.path("lr_test.png"))
+    return result.suggested_lr

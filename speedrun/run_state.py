@@ -1,0 +1,57 @@
+"""What a run keeps in its checkpoints, and how a resumed run takes it back."""
+import sys
+
+import torch
+
+from . import checkpoint
+from .sources import CIFAR10_CLASSES
+
+
+def checkpoint_due(options, epoch, epochs):
+    """Whether the logging options' policy (every / last / none) writes a checkpoint after `epoch`."""
+    every, last = options["checkpoint_every"], epoch + 1 == epochs
+    if options["checkpoint"] == "every":
+        return last or bool(every and (epoch + 1) % every == 0)
+    return options["checkpoint"] == "last" and last
+
+
+def save_state(run, epoch):
+    """After `epoch`, the checkpoint the logging options ask for. The loader's order is left out: the
+    next epoch draws its own."""
+    options = run.cfg["logging"]
+    if run.log.folder and checkpoint_due(options, epoch, run.cfg["training"]["epochs"]):
+        loader = run.batcher.state_dict()
+        checkpoint.save_checkpoint(run.log.folder, {
+            "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "generator": loader["generator"],
+            "generator_device": loader["device"],
+            "average": run.average.average.state_dict() if run.average.average is not None else {},
+            "epoch": epoch + 1, "history": run.history, "config": run.cfg, "derived": run.derived,
+            "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},
+            keep_previous=options["checkpoint"] == "every")
+
+
+def generator_device(state):
+    """The device type the saved generator state is for (older checkpoints: told by its size)."""
+    if "generator_device" in state:
+        return state["generator_device"]
+    return "cpu" if len(state["generator"]) == len(torch.Generator().get_state()) else "cuda"
+
+
+def loader_state(state):
+    """The loader's state in a checkpoint: its generator, after the checkpoint's last epoch."""
+    return {"generator": state["generator"], "device": generator_device(state), "epoch": state["epoch"] - 1}
+
+
+def restore(run, state):
+    """Put the checkpoint `state` back into `run`: weights, optimizer, average, loader, history."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.average.average is not None:
+        run.average.average.load_state_dict(state["average"])
+    run.start_epoch, run.history = state["epoch"], state["history"]
+    note = run.batcher.load_state_dict(loader_state(state))
+    if note and run.dist.is_main:
+        print(note, file=sys.stderr)
+    run.log.rewrite_metrics(run.history)
+    run.train_seconds = run.history[-1]["train_seconds"] if run.history else 0.0
