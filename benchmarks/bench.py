@@ -27,7 +27,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 import traceback
 from collections import defaultdict
 from pathlib import Path
@@ -45,7 +44,8 @@ from speedrun.config import Choice, merge, parse_args  # noqa: E402
 from speedrun.data import CifarData, load_beton, load_cifar_betons  # noqa: E402
 from speedrun.evaluate import evaluate  # noqa: E402
 from speedrun.model import build_model, forward_flops  # noqa: E402
-from speedrun.device import device_name, device_policy, pick_device, policy_from_config, torch_threads  # noqa: E402
+from speedrun.device import (device_name, device_policy, pick_device, policy_from_config, synchronize, timed,  # noqa: E402
+                             torch_threads)
 from speedrun.runlog import versions, write_json  # noqa: E402
 from speedrun.loader import make_batcher  # noqa: E402
 from speedrun.optim import build_optimizer, set_lr  # noqa: E402
@@ -111,26 +111,6 @@ class SkipStage(Exception):
 # timing
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _seconds(run, device, events):
-    if events:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
-    sync(device)
-    started = time.perf_counter()
-    run()
-    sync(device)
-    return time.perf_counter() - started
-
-
 def measure(fn, device, repeats, calls=1, warmup=1, host_clock=False):
     """Seconds per call of `fn`: the median and min over `repeats` timings of `calls` calls each.
 
@@ -140,9 +120,9 @@ def measure(fn, device, repeats, calls=1, warmup=1, host_clock=False):
     def run(count):
         return lambda: [fn() for _ in range(count)]
 
-    warmup_s = _seconds(run(warmup), device, events=False)  # includes compiling, when there is any
+    warmup_s = timed(run(warmup), device)[1]  # includes compiling, when there is any
     events = device.type == "cuda" and not host_clock
-    times = [_seconds(run(calls), device, events) / calls for _ in range(repeats)]
+    times = [timed(run(calls), device, events)[1] / calls for _ in range(repeats)]
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats,
             "calls_per_repeat": calls, "warmup_s": warmup_s}
 
@@ -456,7 +436,7 @@ def stage_memory(bench):
     w, device = bench.workload(), bench.device
     on_cuda = device.type == "cuda"
     if on_cuda:
-        sync(device)
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     resident = torch.cuda.memory_allocated(device) if on_cuda else None
     timing = bench.measure(w.step)
