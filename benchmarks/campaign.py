@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from speedrun import leaderboard  # noqa: E402  (no torch: the campaign itself never touches the device)
+from speedrun.atomic import replacing  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # the plan: steps in order of value, their budgets, the parts a GPU visit runs them in, the sizes
@@ -815,11 +816,10 @@ def write_answer(campaign, out, work=None):
     (out / "campaign.json").write_text(json.dumps(campaign, indent=2, sort_keys=True, default=str) + "\n")
     (out / "campaign.md").write_text(render(campaign))
     if work is not None:
-        with tarfile.open(out / f"{ARCHIVE}.tmp", "w:gz") as archive:
+        with replacing(out / ARCHIVE) as temporary, tarfile.open(temporary, "w:gz") as archive:
             for child in sorted(work.iterdir()):
                 if child.is_dir() and child.name not in ("data", "synthetic-source"):
                     archive.add(child, arcname=child.name, filter=keep_in_archive)
-        os.replace(out / f"{ARCHIVE}.tmp", out / ARCHIVE)
 
 
 def run_campaign(options):
@@ -881,7 +881,7 @@ def merge_campaigns(campaigns):
 
 def merge_archives(folders, out):
     """One archive holding each part's archive under the part's folder name."""
-    with tarfile.open(out / f"{ARCHIVE}.tmp", "w:gz") as merged:
+    with replacing(out / ARCHIVE) as temporary, tarfile.open(temporary, "w:gz") as merged:
         for folder in folders:
             path = folder / ARCHIVE
             if not path.exists():
@@ -891,7 +891,6 @@ def merge_archives(folders, out):
                     data = part.extractfile(member) if member.isfile() else None
                     member.name = f"{folder.name}/{member.name}"
                     merged.addfile(member, data)
-    os.replace(out / f"{ARCHIVE}.tmp", out / ARCHIVE)
 
 
 def readme_section(campaign, folder):

@@ -25,6 +25,8 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm import tqdm
 
+from speedrun.atomic import replacing
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -110,14 +112,10 @@ def download(url=BINARY_URL, cache_dir="data/cache", md5=BINARY_MD5):
     except OSError as error:
         raise SourceError(f"cannot create the download cache folder {target.parent}: {error.strerror}")
     # A temporary name, so an interrupted or corrupt download never looks like a cached archive.
-    partial = target.with_name(f"{target.name}.part{os.getpid()}")
-    try:
+    with replacing(target) as partial:
         _fetch(url, partial)
         _check_md5(partial, f"{target.name} downloaded from {url}", md5,
                    remedy="the download is corrupt or is not the official archive")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
     return target
 
 
