@@ -43,7 +43,8 @@ from speedrun import augment  # noqa: E402
 from speedrun.config import Choice, merge, parse_args  # noqa: E402
 from speedrun.data import CifarData, load_beton, load_cifar_betons  # noqa: E402
 from speedrun.evaluate import evaluate  # noqa: E402
-from speedrun.model import build_model, forward_flops  # noqa: E402
+from speedrun.model import build_model  # noqa: E402
+from speedrun.summary import forward_flops  # noqa: E402
 from speedrun.device import (device_name, device_policy, pick_device, policy_from_config, synchronize, timed,  # noqa: E402
                              torch_threads)
 from speedrun.runlog import versions, write_json  # noqa: E402

@@ -276,7 +276,7 @@ def read_bench(folder):
 def forward_flops(ctx):
     """Forward FLOPs per image of the seed net at the campaign's width, counted once per campaign."""
     if "flops" not in ctx.cache:
-        code = ("import sys; from speedrun.model import CustomResNet, forward_flops; "
+        code = ("import sys; from speedrun.model import CustomResNet; from speedrun.summary import forward_flops; "
                 "print(forward_flops(CustomResNet(width=int(sys.argv[1]))))")
         done = run(ctx, "flops", [ctx.python, "-c", code, ctx.size["width"]])
         ctx.cache["flops"] = int(done.output.split()[-1])

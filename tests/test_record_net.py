@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from speedrun.muon import Muon
-from speedrun.model import forward_flops
+from speedrun.summary import forward_flops
 from speedrun.record_net import IdentityInitConv, RecordNet, whiten_init_
 
 WIDTHS = (8, 16, 16)
