@@ -18,8 +18,8 @@ import datetime
 import hashlib
 import importlib
 import json
-import math
 import os
+import statistics
 import sys
 import tempfile
 import uuid
@@ -70,10 +70,8 @@ def seed_stats(values):
     values = [float(v) for v in values]
     if not values:
         raise ValueError("seed_stats needs at least one value")
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n}
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values), "n": len(values)}
 
 
 def time_to_target(history, target):
