@@ -351,7 +351,7 @@ def step_data(ctx):
         source = ctx.work / "synthetic-source"
         if not source.exists():
             code = ("import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); "
-                    "from bench import write_synthetic_source; "
+                    "from bench_data import write_synthetic_source; "
                     "write_synthetic_source(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))")
             run(ctx, "synthetic-source", [ctx.python, "-c", code, source, *ctx.size["synthetic_images"]])
     if not source:
