@@ -6,11 +6,11 @@ from campaign_plan import TARGET
 from campaign_report import figure, pct
 from campaign_runner import StepError, fail_if_any, finish, run, start, tail
 from campaign_steps import data_options, forward_flops, read_summary, train_command
-from speedrun import leaderboard
+from speedrun import leaderboard_entries
 
 
 def mean_std(values, form="{:.2f}"):
-    stats = leaderboard.seed_stats(values)
+    stats = leaderboard_entries.seed_stats(values)
     return f"{form.format(stats['mean'])} ± {form.format(stats['std'])} (n={stats['n']})", stats["mean"]
 
 
@@ -24,9 +24,9 @@ def step_seed_recipe(ctx):
     rest = (run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs, lr=lr))
             if seeds > 1 else first)
     summaries = [read_summary(ctx.folder / f"seed{seed}") for seed in range(seeds)]
-    entry = leaderboard.make_entry(summaries, name="seed", kind="ours", target=TARGET,
-                                   session=leaderboard.new_session(), recipe="seed")
-    stats = leaderboard.summarise_runs(summaries, TARGET)
+    entry = leaderboard_entries.make_entry(summaries, name="seed", kind="ours", target=TARGET,
+                                           session=leaderboard_entries.new_session(), recipe="seed")
+    stats = leaderboard_entries.summarise_runs(summaries, TARGET)
     command = f"{first.command}; then {rest.command}"
     return {"lr_max": lr, "epochs": epochs, "stats": stats, "entries": [entry], "curves": mean_curves(summaries),
             "figures": seed_figures(ctx, summaries, stats, command) + [
@@ -117,7 +117,7 @@ def step_record_vs_airbench(ctx):
         "--leaderboard.file", file, "--leaderboard.markdown", ctx.folder / "leaderboard.md",
         "--logging.folder", ctx.folder / "runs", "--logging.checkpoint", "none", "--logging.plots", "false",
         "--logging.progress", "false"])
-    entries = leaderboard.read_entries(file)
+    entries = leaderboard_entries.read_entries(file)
     figures = [entry_figure(entry, done.command) for entry in entries]
     if reason:
         figures.append(figure("airbench train94", f"skipped: {reason}"))

@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 from campaign_plan import ARCHIVE, LEFT_OUT_OF_ARCHIVE, README_MARKERS, ROOT, STEPS, TIMED
-from speedrun import leaderboard  # no torch: the campaign itself never touches the device
+from speedrun import leaderboard_entries  # no torch: the campaign itself never touches the device
 from speedrun.atomic import replacing
 
 
@@ -171,7 +171,7 @@ def report(options):
     write_answer(campaign, out)
     merge_archives(folders, out)
     entries = [entry for step in campaign["steps"] for entry in (step.get("result") or {}).get("entries", [])]
-    (out / "leaderboard.md").write_text(leaderboard.render_markdown(entries))
+    (out / "leaderboard.md").write_text(leaderboard_entries.render_markdown(entries))
     readme = options.readme if options.readme is not None else (
         "" if campaign["size"] == "smoke" else str(ROOT / "benchmarks" / "README.md"))
     if readme:
