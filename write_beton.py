@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speedrun.atomic import replacing, write_text
 from speedrun.config import parse_args
 from speedrun.data import IMAGE_SHAPE, import_ffcv
 from speedrun.sources import BINARY_MD5, BINARY_URL, SourceError, file_digest, read_source, source_checksum
@@ -58,14 +59,10 @@ def write_beton(path, images, labels, description, num_workers=1):
     """Write one beton to a temporary name and rename it, then its JSON description beside it."""
     path = Path(path)
     _check_free_space(path, images, num_workers)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path) as temporary:
         _write_with_ffcv(temporary, images, labels, num_workers)
         description = {**description, "beton_sha256": file_digest(temporary, "sha256")}
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _write_json(_json_path(path), description)
+    write_text(_json_path(path), json.dumps(description, indent=2) + "\n")
 
 
 def _write_with_ffcv(path, images, labels, num_workers):
@@ -142,12 +139,6 @@ def _already_written(path, checksum):
 
 def _json_path(path):
     return path.with_name(path.name + ".json")
-
-
-def _write_json(path, content):
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def main(argv=None):

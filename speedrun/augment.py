@@ -220,11 +220,3 @@ def augment_batch(images, indices, params, table, pad_mode="reflect", pad=4, cut
     run = augment_triton if impl == "triton" else augment_reference
     return run(images, indices, params, table, pad_mode=pad_mode, cutout=cutout, out=out, pad=pad)
 
-
-def augment(images, indices, generator, table, pad_mode="reflect", pad=4, cutout=8, flip=True,
-            impl="auto", out=None):
-    """Draw this batch's parameters with `generator`, then augment (see augment_batch)."""
-    params = draw_params(indices.shape[0], generator, images.device, pad=pad, cutout=cutout,
-                         flip=flip, image_size=images.shape[1])
-    return augment_batch(images, indices, params, table, pad_mode=pad_mode, pad=pad, cutout=cutout,
-                         impl=impl, out=out)

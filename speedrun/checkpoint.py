@@ -12,6 +12,8 @@ import os
 
 import torch
 
+from .atomic import replacing
+
 FORMAT = "speedrun-checkpoint-1"
 LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 
@@ -27,19 +29,17 @@ def model_signature(model):
 
 def save_checkpoint(folder, state, keep_previous=True):
     """Write `state` to folder/checkpoint.pt via a temporary file; keep the previous one if asked."""
-    path, tmp = os.path.join(folder, LATEST), os.path.join(folder, LATEST + ".tmp")
+    path = os.path.join(folder, LATEST)
     try:
-        torch.save({"format": FORMAT, **state}, tmp)
-    except BaseException as error:  # disk full, Ctrl-C: drop the partial file, keep the old ones
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        with replacing(path) as temporary:
+            torch.save({"format": FORMAT, **state}, temporary)
+            if keep_previous and os.path.exists(path):
+                os.replace(path, os.path.join(folder, PREVIOUS))
+    except OSError as error:  # the temporary is gone, the old checkpoints are as they were
+        if error.errno == errno.ENOSPC:
             raise OSError(errno.ENOSPC, f"no space left to write a checkpoint in {folder}; "
                                         f"the previous checkpoint is intact") from error
         raise
-    if keep_previous and os.path.exists(path):
-        os.replace(path, os.path.join(folder, PREVIOUS))
-    os.replace(tmp, path)
     return path
 
 

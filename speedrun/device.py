@@ -26,6 +26,7 @@ import functools
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,23 @@ def synchronize(device):
     """Wait for the device's queued work, so that a host clock reading means something."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn, device, events=False):
+    """(fn(), seconds). The host's clock between two synchronisations of `device`, or with `events`
+    (CUDA only) CUDA events around the call: the device's time, without a host round trip in it."""
+    if events:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        result = fn()
+        end.record()
+        end.synchronize()
+        return result, start.elapsed_time(end) / 1e3
+    synchronize(device)
+    started = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return result, time.perf_counter() - started
 
 
 @contextlib.contextmanager

@@ -56,18 +56,6 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
-def _resize_center_crop(image, size=IMAGE_SIZE):
-    """Shorter side to `size` (bicubic), then the centre size x size square.
-
-    Done in one resample: resizing the central square region of the source (the `box`) to size x size
-    is the crop of the shorter-side resize, without rounding the longer side to whole pixels.
-    """
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    return image.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
-
-
 def load_image(path):
     """uint8 [32, 32, 3] numpy array of the image file at `path`; ImageError if it is not one."""
     try:
@@ -82,7 +70,7 @@ def load_image(path):
         raise ImageError([(path, "not an image file (or a format Pillow cannot read)")]) from None
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise ImageError([(path, f"unreadable image ({type(error).__name__}: {error})")]) from None
-    return np.asarray(_resize_center_crop(rgb), dtype=np.uint8).copy()
+    return np.asarray(ImageOps.fit(rgb, (IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC), dtype=np.uint8).copy()
 
 
 def load_images(paths):

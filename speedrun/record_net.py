@@ -111,32 +111,6 @@ def whiten_init_(conv, images, eps=5e-4, chunk_size=512):
     return conv
 
 
-def param_groups(net):
-    """RecordNet's parameters by optimizer role, as a dict of lists covering every parameter once:
-    filters: trainable conv weights (4-D, for Muon); norm_biases: BN shifts; whiten_bias and head:
-    for SGD-Nesterov with their own learning rates; frozen: whitening weight and BN scales (no grad).
-    """
-    groups = dict(filters=[], norm_biases=[], whiten_bias=[net.whiten.bias], head=[net.head.weight],
-                  frozen=[])
-    claimed = {id(net.whiten.bias), id(net.head.weight)}
-    for name, p in net.named_parameters():
-        if id(p) in claimed:
-            continue
-        if not p.requires_grad:
-            groups["frozen"].append(p)
-        elif p.ndim == 4:
-            groups["filters"].append(p)
-        elif ".norm" in name and name.endswith(".bias"):
-            groups["norm_biases"].append(p)
-        else:
-            raise ValueError(f"parameter {name} has no optimizer group")
-    return groups
-
-
-def count_parameters(net, trainable_only=False):
-    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
-
-
 @torch.no_grad()
 def build_record_net(cfg, train_images=None, whiten_sample=5000):
     """The record recipe's net at `model.width`, its whitening layer fitted to training images."""

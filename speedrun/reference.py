@@ -20,13 +20,12 @@ import contextlib
 import importlib
 import io
 import os
-import time
 from functools import partial
 from importlib import metadata
 
 import torch
 
-from speedrun.device import device_name, synchronize
+from speedrun.device import device_name, timed
 from speedrun.sources import CIFAR10_CLASSES
 
 # reference name -> airbench module holding that trainer and its hyperparameters `hyp`
@@ -102,15 +101,6 @@ def check_available(device):
     airbench = import_airbench()
     require_cuda(device)
     return airbench
-
-
-def timed(fn, device):
-    """(result, wall seconds), with the device synchronised before and after."""
-    synchronize(device)
-    start = time.perf_counter()
-    result = fn()
-    synchronize(device)
-    return result, time.perf_counter() - start
 
 
 def run_reference(name, data, folder, seed=0, device="cuda", warmup=True):

@@ -14,10 +14,11 @@ import time
 import torch
 import yaml
 
+from . import atomic
 from .checkpoint import LATEST, PREVIOUS
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", LATEST, PREVIOUS)
-RUN_FILES = RUN_MARKERS + (LATEST + ".tmp", "curves.png", "lr_test.json", "lr_test.png", "lr_schedule.png",
+RUN_FILES = RUN_MARKERS + ("curves.png", "lr_test.json", "lr_test.png", "lr_schedule.png",
                            "augmented.png")
 
 
@@ -41,8 +42,9 @@ def claim_folder(folder, overwrite, owner):
                              f"give another --logging.folder, or replace it with --logging.overwrite true")
     if found and owner:
         for name in RUN_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(folder, name))
+            for path in [os.path.join(folder, name), *atomic.leftovers(folder, name)]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
 
 
 def versions():
@@ -59,12 +61,8 @@ def versions():
 
 
 def write_json(path, obj):
-    """Write JSON to a temporary name, then rename, so readers never see half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write JSON whole or not at all (see speedrun.atomic)."""
+    atomic.write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 class RunLog:

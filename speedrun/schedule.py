@@ -50,16 +50,6 @@ class OneCycle:
                    peak_step=round(peak_epoch * steps_per_epoch),
                    end_lr=0.0 if anneal_to_zero else lr_min)
 
-    @classmethod
-    def from_config(cls, lr_config, epochs, steps_per_epoch, lr_max=None):
-        """From the 'lr' section dict. `lr_max` (e.g. the LR range test's suggestion) is used when the
-        config's lr_max is 0; a configured lr_max > 0 always wins."""
-        peak = lr_config["lr_max"] or lr_max
-        if not peak:
-            raise ValueError("lr.lr_max is 0 (= from the LR range test) but no lr_max was given")
-        return cls.from_epochs(peak, peak / lr_config["div_factor"], epochs, lr_config["peak_epoch"],
-                               steps_per_epoch, lr_config["anneal_to_zero"])
-
     def __call__(self, step):
         if not 0 <= step <= self.total_steps:
             raise ValueError(f"step must be in [0, {self.total_steps}], got {step}")

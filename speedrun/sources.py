@@ -4,7 +4,8 @@ A source is one of:
   - "download": the official binary archive, fetched once into a cache folder and md5-checked;
   - an official archive, binary (cifar-10-binary.tar.gz) or Python (cifar-10-python.tar.gz) version;
   - the folder either archive extracts to;
-  - an image folder ROOT/{train,test}/<class>/*.{png,jpg,jpeg} of 32x32 RGB images.
+  - an image folder ROOT/{train,test}/<class>/*.{png,jpg,jpeg} of 32x32 RGB images (read by
+    speedrun/image_folder.py).
 
 `read_source` returns NHWC uint8 images and int64 labels for both splits, plus a description of the
 source with its checksum, which `source_checksum` computes without decoding anything. Every bad input
@@ -12,7 +13,6 @@ raises `SourceError` with a message saying what is wrong and what to do about it
 """
 import hashlib
 import io
-import multiprocessing
 import os
 import pickle
 import tarfile
@@ -25,6 +25,8 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm import tqdm
 
+from speedrun.atomic import replacing
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -33,8 +35,6 @@ PYTHON_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 IMAGE_SHAPE = (32, 32, 3)
 IMAGE_BYTES = 32 * 32 * 3
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-POOL_MIN_IMAGES = 1000  # below this, decoding in-process beats starting worker processes
 SPLITS = ("train", "test")
 # File names of each official layout: five train batches, then the test batch.
 LAYOUTS = {
@@ -78,7 +78,8 @@ def read_source(source="download", cache_dir="data/cache", trust_pickles=False, 
     if path.is_dir():
         root, layout = _folder_layout(path)
         if layout == "images":
-            return _read_image_folder(root, num_workers or os.cpu_count())
+            from speedrun.image_folder import read_image_folder  # it reads with this module's checks
+            return read_image_folder(root, num_workers or os.cpu_count())
         return _read_batch_folder(root, layout, trust_pickles)
     raise SourceError(f"{source}: no such file or folder. {SOURCE_HELP}")
 
@@ -92,8 +93,12 @@ def source_checksum(source, url=BINARY_URL, md5=BINARY_MD5):
         return "md5:" + file_digest(path, "md5")
     if path.is_dir():
         root, layout = _folder_layout(path)
-        names = [p for p, _ in _list_images(root)[1]] if layout == "images" else LAYOUTS[layout]
-        return _folder_digest((name, file_digest(root / name, "sha256")) for name in names)
+        if layout == "images":
+            from speedrun.image_folder import list_images
+            names = [p for p, _ in list_images(root)[1]]
+        else:
+            names = LAYOUTS[layout]
+        return folder_digest((name, file_digest(root / name, "sha256")) for name in names)
     raise SourceError(f"{source}: no such file or folder. {SOURCE_HELP}")
 
 
@@ -110,14 +115,10 @@ def download(url=BINARY_URL, cache_dir="data/cache", md5=BINARY_MD5):
     except OSError as error:
         raise SourceError(f"cannot create the download cache folder {target.parent}: {error.strerror}")
     # A temporary name, so an interrupted or corrupt download never looks like a cached archive.
-    partial = target.with_name(f"{target.name}.part{os.getpid()}")
-    try:
+    with replacing(target) as partial:
         _fetch(url, partial)
         _check_md5(partial, f"{target.name} downloaded from {url}", md5,
                    remedy="the download is corrupt or is not the official archive")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
     return target
 
 
@@ -155,7 +156,7 @@ def file_digest(path, algorithm):
     return digest.hexdigest()
 
 
-def _folder_digest(names_and_hashes):
+def folder_digest(names_and_hashes):
     """One sha256 over a folder's (relative name, file sha256) list, so renames count as changes."""
     digest = hashlib.sha256()
     for name, file_hash in names_and_hashes:
@@ -197,7 +198,7 @@ def _safe_members(tar, path):
 def _read_batch_folder(root, layout, trust_pickles):
     _check_pickle_trust(layout, root, trust_pickles, why="an extracted folder has no archive checksum")
     blobs = [(root / name).read_bytes() for name in LAYOUTS[layout]]
-    checksum = _folder_digest((name, hashlib.sha256(blob).hexdigest())
+    checksum = folder_digest((name, hashlib.sha256(blob).hexdigest())
                               for name, blob in zip(LAYOUTS[layout], blobs))
     info = {"kind": f"{layout}-folder", "path": str(root), "checksum": checksum}
     return _parse_batches(layout, blobs, root, info)
@@ -294,100 +295,3 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
-
-
-# --- image folders ---------------------------------------------------------------------------
-
-def _read_image_folder(root, num_workers):
-    classes, entries = _list_images(root)
-    paths = [root / name for name, _ in entries]
-    with _pool(num_workers, len(paths)) as pool:
-        results = list(tqdm(pool.imap(_decode_image, paths, chunksize=256), total=len(paths),
-                            desc=f"decoding {root}", unit="img"))
-    bad = [(path, problem) for path, (_, problem, _) in zip(paths, results) if problem]
-    if bad:
-        raise SourceError(f"{len(bad)} of {len(paths)} images in {root} are not 32x32 RGB, e.g. "
-                          f"{bad[0][0]} ({bad[0][1]}); convert them to 32x32 RGB PNG or JPEG")
-    checksum = _folder_digest((name, file_hash) for (name, _), (_, _, file_hash) in zip(entries, results))
-    images = np.stack([image for image, _, _ in results])
-    labels = np.array([label for _, label in entries], dtype=np.int64)
-    is_train = np.array([name.parts[0] == "train" for name, _ in entries])
-    info = {"kind": "image-folder", "path": str(root), "checksum": checksum, "order": ORDER_NOTE}
-    train, test = mixed_order(np.flatnonzero(is_train)), mixed_order(np.flatnonzero(~is_train))
-    return CifarArrays(images[train], labels[train], images[test], labels[test], classes, info)
-
-
-ORDER_NOTE = "a fixed random permutation (seed 0) of the files sorted by class and name"
-
-
-def mixed_order(indices):
-    """`indices` in a fixed, class-mixed order: a folder lists its images by class, and a beton in
-    that order would hand "the first N images" of it to one class."""
-    return indices[np.random.default_rng(0).permutation(len(indices))]
-
-
-def _list_images(root):
-    """(classes, [(path relative to root, label)]) of every image: train first, by class, then by name."""
-    classes = _image_classes(root)
-    entries = []
-    for split in SPLITS:
-        for label, name in enumerate(classes):
-            folder = root / split / name
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not files:
-                raise SourceError(f"{folder} has no .png/.jpg/.jpeg images: every class needs images "
-                                  f"in both train and test")
-            entries += [(p.relative_to(root), label) for p in files]
-    return classes, entries
-
-
-def _image_classes(root):
-    """Class names: the CIFAR-10 order when the folders are exactly its ten classes, else sorted."""
-    found = {}
-    for split in SPLITS:
-        if not (root / split).is_dir():
-            raise SourceError(f"image folder {root} has no {split}/ folder: expected "
-                              f"{root}/{{train,test}}/<class>/*.png|jpg")
-        found[split] = {p.name for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith(".")}
-    if found["train"] != found["test"]:
-        only = {split: sorted(found[split] - found[other]) for split, other in zip(SPLITS, SPLITS[::-1])}
-        raise SourceError(f"image folder {root} has different classes in train and test: only in train "
-                          f"{only['train']}, only in test {only['test']}")
-    if not 0 < len(found["train"]) <= len(CIFAR10_CLASSES):
-        raise SourceError(f"image folder {root} has {len(found['train'])} class folders in train/ and "
-                          f"test/; CIFAR-10 training takes 1 to {len(CIFAR10_CLASSES)} classes")
-    return list(CIFAR10_CLASSES) if found["train"] == set(CIFAR10_CLASSES) else sorted(found["train"])
-
-
-def _decode_image(path):
-    """(image or None, problem or None, sha256 of the file) for one image file."""
-    from PIL import Image  # imported here so that reading archives does not need pillow
-
-    data = path.read_bytes()
-    file_hash = hashlib.sha256(data).hexdigest()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.mode != "RGB" or image.size != (32, 32):  # (width, height)
-                return None, f"mode {image.mode}, {image.size[0]}x{image.size[1]}", file_hash
-            return np.asarray(image), None, file_hash
-    except (OSError, SyntaxError, ValueError) as error:
-        return None, f"cannot be decoded: {error}", file_hash
-
-
-class _SerialPool:
-    """Pool's imap in this process: no start-up cost for a handful of images or a single worker."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def imap(self, function, items, chunksize=1):
-        return map(function, items)
-
-
-def _pool(num_workers, count):
-    if num_workers <= 1 or count < POOL_MIN_IMAGES:
-        return _SerialPool()
-    return multiprocessing.Pool(num_workers)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from speedrun import augment as aug
-from speedrun.augment import (augment, augment_reference, augment_triton, bytes_moved, draw_params,
+from speedrun.augment import (augment_batch, augment_reference, augment_triton, bytes_moved, draw_params,
                               normalize_table)
 
 needs_triton = pytest.mark.skipif(aug.triton is None, reason="triton is not installed")
@@ -30,6 +30,13 @@ def random_batch(batch_size, seed=0, pad=4, cutout=8):
     generator = torch.Generator().manual_seed(seed)
     indices = torch.randint(0, 40, (batch_size,), generator=generator)
     return indices, draw_params(batch_size, generator, "cpu", pad=pad, cutout=cutout)
+
+
+def augment(images, indices, generator, table, pad=4, cutout=8, flip=True, **options):
+    """Draw a batch's parameters with `generator`, then augment it, as the loader does."""
+    params = draw_params(indices.shape[0], generator, images.device, pad=pad, cutout=cutout, flip=flip,
+                         image_size=images.shape[1])
+    return augment_batch(images, indices, params, table, pad=pad, cutout=cutout, **options)
 
 
 def border_params():
@@ -224,9 +231,10 @@ def test_triton_errors_are_clear(monkeypatch):
 def test_module_imports_without_triton():
     code = ("import sys; sys.modules['triton'] = None\n"
             "import torch\n"
-            "from speedrun.augment import augment, normalize_table\n"
+            "from speedrun.augment import augment_batch, draw_params, normalize_table\n"
             "images = torch.zeros(4, 32, 32, 3, dtype=torch.uint8)\n"
-            "out = augment(images, torch.arange(4), torch.Generator(), normalize_table())\n"
+            "params = draw_params(4, torch.Generator(), 'cpu')\n"
+            "out = augment_batch(images, torch.arange(4), params, normalize_table())\n"
             "assert out.shape == (4, 3, 32, 32)\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -70,7 +70,8 @@ def test_stages_without_betons_are_skipped_and_unknown_stages_refused(tmp_path):
 
 def test_flop_counter_finds_the_seed_nets_0_759_gflop():
     code = ("import sys; sys.path.insert(0, 'benchmarks'); import bench; from speedrun.model import CustomResNet; "
-            "print(bench.forward_flops(CustomResNet(width=64)), bench.slugify('NVIDIA H100 80GB HBM3'))")
+            "from speedrun.summary import forward_flops; "
+            "print(forward_flops(CustomResNet(width=64)), bench.slugify('NVIDIA H100 80GB HBM3'))")
     done = run(code=code)
     assert done.returncode == 0, done.stderr[-3000:]
     flops, slug = done.stdout.split()

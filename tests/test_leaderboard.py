@@ -4,10 +4,10 @@ from collections import namedtuple
 
 import pytest
 
-from speedrun import leaderboard
+from speedrun import leaderboard, leaderboard_entries
 from speedrun.config import parse_seeds, resolve_config
-from speedrun.leaderboard import (append_entry, config_hash, make_entry, read_entries,
-                                  render_markdown, seed_stats, summarise_runs, time_to_target)
+from speedrun.leaderboard_entries import (append_entry, config_hash, make_entry, read_entries,
+                                          render_markdown, seed_stats, summarise_runs, time_to_target)
 
 
 def history(*points):
@@ -142,7 +142,7 @@ def test_markdown_published_anchors_are_marked_and_not_in_ratios():
     ours = entry("speedrun", "ours", [0.95], [6.0])
     table = render_markdown([ours])
     published = [line for line in table.splitlines() if "| published |" in line]
-    assert len(published) == len(leaderboard.PUBLISHED)
+    assert len(published) == len(leaderboard_entries.PUBLISHED)
     assert any("airbench94 " in line and "A100" in line and "94.01% (reported)" in line
                and "3.83 s to 94.01%" in line for line in published)
     assert any("Page ResNet-9" in line and "V100" in line for line in published)

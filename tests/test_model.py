@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from speedrun.model import CustomResNet, conv_bn_relu, format_summary, layer_table, main
+from speedrun.model import CustomResNet, conv_bn_relu
+from speedrun.summary import format_summary, forward_flops, layer_table, main
 
 
 @pytest.fixture(scope="module")
@@ -14,6 +15,10 @@ def test_parameter_count_at_full_width():
     model = CustomResNet()
     assert sum(p.numel() for p in model.parameters()) == 6_573_130
     assert sum(row["params"] for row in layer_table(model)) == 6_573_130
+
+
+def test_forward_flops_of_the_seed_net():
+    assert forward_flops(CustomResNet()) == 758_523_904  # 2 x the multiply-adds of the 8 convs and the FC
 
 
 def test_structure():

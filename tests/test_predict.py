@@ -89,6 +89,18 @@ def test_resize_shrinks_shorter_side_then_crops(tmp_path):
     assert np.abs(array - resized[16:48]).max() <= 1
 
 
+@pytest.mark.parametrize("size", [(32, 32), (64, 48), (48, 64), (33, 97), (500, 375), (7, 300), (101, 100)])
+def test_resize_is_one_bicubic_resample_of_the_centre_square(tmp_path, size):
+    # the shorter-side resize and the crop in one step, without rounding the longer side to whole pixels
+    width, height = size
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    image.save(tmp_path / "image.png")
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    expected = image.resize((32, 32), Image.BICUBIC, box=(left, top, left + side, top + side))
+    assert np.array_equal(load_image(tmp_path / "image.png"), np.asarray(expected))
+
+
 def test_transparency_goes_onto_black(tmp_path):
     image = solid((40, 40), (200, 100, 50, 0), "RGBA")
     image.paste((200, 100, 50, 255), (0, 0, 40, 20))  # top half opaque, bottom half transparent

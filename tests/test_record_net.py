@@ -1,12 +1,11 @@
-"""RecordNet: shapes, counts, whitening init, parameter groups, TTA, and a few training steps."""
+"""RecordNet: shapes, counts, whitening init, TTA, and a few training steps."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from speedrun.muon import Muon
-from speedrun.model import forward_flops
-from speedrun.record_net import (IdentityInitConv, RecordNet, count_parameters, param_groups,
-                                 whiten_init_)
+from speedrun.summary import forward_flops
+from speedrun.record_net import IdentityInitConv, RecordNet, whiten_init_
 
 WIDTHS = (8, 16, 16)
 SIZE = 16
@@ -26,6 +25,10 @@ def correlated_images(n=32, size=SIZE, seed=0):
     independent = 0.3 * torch.randn(n, 3, size, size, generator=generator)  # keeps every direction above eps
     mixed = torch.einsum("oc,nchw->nohw", mixing, smooth) + independent
     return mixed + torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
+
+
+def count_parameters(net, trainable_only=False):
+    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
 
 
 def analytic_parameter_count(widths, classes=10, whiten=24):
@@ -101,28 +104,15 @@ def test_whitening_rejects_wrong_width():
         whiten_init_(torch.nn.Conv2d(3, 12, 2), correlated_images(4))
 
 
-def test_param_groups_cover_every_parameter_once():
-    net = tiny_net()
-    groups = param_groups(net)
-    ids = [id(p) for group in groups.values() for p in group]
-    assert len(ids) == len(set(ids)) == len(list(net.parameters()))
-    assert all(p.ndim == 4 and p.requires_grad for p in groups["filters"])
-    assert len(groups["filters"]) == 2 * len(WIDTHS)
-    assert len(groups["norm_biases"]) == 2 * len(WIDTHS) and all(p.ndim == 1 for p in groups["norm_biases"])
-    assert groups["whiten_bias"][0] is net.whiten.bias and groups["head"][0] is net.head.weight
-    assert any(p is net.whiten.weight for p in groups["frozen"])
-    assert not any(p.requires_grad for p in groups["frozen"])
-
-
 def test_a_few_training_steps_reduce_the_loss():
     net = tiny_net(seed=1)
     images = correlated_images(n=32, seed=1)
     labels = (images[:, 0].mean((1, 2)) > images[:, 0].mean()).long()  # learnable from the inputs
     whiten_init_(net.whiten, images)
-    groups = param_groups(net)
-    muon = Muon(groups["filters"], lr=0.2, momentum=0.6, ns_dtype=torch.float32)
-    sgd = torch.optim.SGD([dict(params=groups["norm_biases"] + groups["whiten_bias"]),
-                           dict(params=groups["head"], lr=2.0)], lr=0.05, momentum=0.8, nesterov=True)
+    trainable = [p for p in net.parameters() if p.requires_grad]  # the frozen whitening weight and BN scales out
+    muon = Muon([p for p in trainable if p.ndim == 4], lr=0.2, momentum=0.6, ns_dtype=torch.float32)
+    sgd = torch.optim.SGD([dict(params=[p for p in trainable if p.ndim != 4 and p is not net.head.weight]),
+                           dict(params=[net.head.weight], lr=2.0)], lr=0.05, momentum=0.8, nesterov=True)
     whiten_weight = net.whiten.weight.detach().clone()
     losses = []
     for _ in range(8):

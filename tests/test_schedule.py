@@ -76,12 +76,6 @@ def test_bad_steps_and_epochs_raise():
         OneCycle.from_epochs(0.1, 0.01, epochs=4, peak_epoch=1, steps_per_epoch=0)
 
 
-def test_from_config():
-    lr_config = defaults()["lr"]
-    assert lr_config == dict(lr_max=0.0, div_factor=10.0, peak_epoch=5.0, anneal_to_zero=False)
-    from_test = OneCycle.from_config(lr_config, epochs=24, steps_per_epoch=10, lr_max=0.2)
-    assert (from_test.lr_max, from_test.lr_min, from_test.peak_step) == (0.2, pytest.approx(0.02), 50)
-    fixed = OneCycle.from_config(dict(lr_config, lr_max=0.4, anneal_to_zero=True), 24, 10, lr_max=0.2)
-    assert fixed.lr_max == 0.4 and fixed(240) == 0.0
-    with pytest.raises(ValueError):
-        OneCycle.from_config(lr_config, epochs=24, steps_per_epoch=10)
+
+def test_lr_section_defaults():
+    assert defaults()["lr"] == dict(lr_max=0.0, div_factor=10.0, peak_epoch=5.0, anneal_to_zero=False)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import split_batches, to_planes, binary_files, learnable_arrays, python_files, write_tar
-from speedrun import sources
+from speedrun import image_folder, sources
 from speedrun.sources import CIFAR10_CLASSES, SourceError, read_source, source_checksum
 
 
@@ -198,7 +198,7 @@ def test_png_folder_round_trip(make_image_folder, small):
     arrays = read_source(str(folder), num_workers=1)
     # Files are listed by class (then by file name), then put in a fixed mixed order: compare in that order.
     order = {split: np.argsort(getattr(small, f"{split}_labels"), kind="stable") for split in ("train", "test")}
-    order = {split: sorted_order[sources.mixed_order(np.arange(len(sorted_order)))]
+    order = {split: sorted_order[image_folder.mixed_order(np.arange(len(sorted_order)))]
              for split, sorted_order in order.items()}
     expected = small._replace(**{f"{s}_{kind}": getattr(small, f"{s}_{kind}")[order[s]]
                                  for s in order for kind in ("images", "labels")})
@@ -220,9 +220,9 @@ def test_jpeg_folder_matches_pil_and_decodes_the_same_in_a_pool(make_image_folde
     folder = make_image_folder(small, suffix=".jpg", quality=90)
     arrays = read_source(str(folder), num_workers=1)
     files = sorted((folder / "train").glob("*/*.jpg"), key=lambda p: (CIFAR10_CLASSES.index(p.parent.name), p.name))
-    files = [files[i] for i in sources.mixed_order(np.arange(len(files)))]
+    files = [files[i] for i in image_folder.mixed_order(np.arange(len(files)))]
     np.testing.assert_array_equal(arrays.train_images, np.stack([np.asarray(Image.open(p)) for p in files]))
-    monkeypatch.setattr(sources, "POOL_MIN_IMAGES", 0)
+    monkeypatch.setattr(image_folder, "POOL_MIN_IMAGES", 0)
     pooled = read_source(str(folder), num_workers=2)
     assert_same(pooled, arrays)
     assert pooled.info == arrays.info

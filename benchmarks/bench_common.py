@@ -1,0 +1,149 @@
+"""What the benchmark's stages share: problem sizes, the timer, the run's settings and the workload
+the model stages time (the trainer's own net, optimizer, batcher and train step on random images)."""
+import itertools
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # speedrun and write_beton.py: the repository root
+
+from speedrun.config import merge, resolve_config  # noqa: E402
+from speedrun.data import CifarData  # noqa: E402
+from speedrun.device import policy_from_config, timed  # noqa: E402
+from speedrun.loader import make_batcher  # noqa: E402
+from speedrun.model import build_model  # noqa: E402
+from speedrun.optim import build_optimizer, set_lr  # noqa: E402
+from speedrun.summary import forward_flops  # noqa: E402
+from speedrun.train import make_train_step  # noqa: E402
+
+# Problem sizes and repeat counts. `calls` back-to-back calls make one timed repeat, so that launch
+# overhead is spread over enough work; tiny kernels get more of them.
+SIZES = {
+    "full": dict(matmul=8192, copy_bytes=1 << 30, train_images=50_000, test_images=10_000,
+                 augment_batch=512, augment_large_batch=32_768, repeats=10, calls=20, kernel_calls=100, write_repeats=3, step_repeats=10,
+                 overrides={}),
+    "small": dict(matmul=512, copy_bytes=16 << 20, train_images=256, test_images=128,
+                  augment_batch=64, augment_large_batch=256, repeats=3, calls=2, kernel_calls=2, write_repeats=2, step_repeats=2,
+                  overrides={"model": {"width": 8}, "lr": {"lr_max": 0.05},
+                             "training": {"epochs": 1, "batch_size": 64, "eval_batch_size": 128}}),
+}
+INTERPRETER_BATCH = 4  # the Triton interpreter runs a kernel in numpy: a smoke check, not a speed
+BENCH_LR = 0.01  # any LR times the same; the model stages never train for real
+FIFTY_K = 50_000  # the CIFAR-10 training set
+CPU_MATMUL = 1024  # large enough to reach a CPU's rate, small enough for one without native bf16
+CPU_STEP_REPEATS = 3  # a CPU takes tens of seconds per full-size step
+
+
+class SkipStage(Exception):
+    """A stage that cannot run here; the message says why."""
+
+
+
+def measure(fn, device, repeats, calls=1, warmup=1, host_clock=False):
+    """Seconds per call of `fn`: the median and min over `repeats` timings of `calls` calls each.
+
+    CUDA events time the device's work without host round trips; `host_clock` times host-bound work
+    (writing files, loading them) with perf_counter between two synchronisations.
+    """
+    def run(count):
+        return lambda: [fn() for _ in range(count)]
+
+    warmup_s = timed(run(warmup), device)[1]  # includes compiling, when there is any
+    events = device.type == "cuda" and not host_clock
+    times = [timed(run(calls), device, events)[1] / calls for _ in range(repeats)]
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats,
+            "calls_per_repeat": calls, "warmup_s": warmup_s}
+
+
+def throughput(timing, images, flops_per_image=None):
+    """A timing with its images/s and, given the FLOPs each image costs, TFLOP/s."""
+    record = {**timing, "images": images, "images_per_s": images / timing["median_s"]}
+    if flops_per_image:
+        record["tflops"] = flops_per_image * images / timing["median_s"] / 1e12
+    return record
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class Bench:
+    """The device, sizes and trainer config of this run, and what stages build once and share."""
+
+    def __init__(self, given, size, device, tmp):
+        self.given, self.device, self.tmp = given, device, tmp
+        self.size = SIZES[size]
+        self.overrides = merge(self.size["overrides"], given, strict=False)  # the user's options win
+        self.cfg = resolve_config(self.overrides)
+        self.policy = policy_from_config(self.cfg["training"], device)
+        self.compiling = self.policy.compile
+        self.written = None  # (train, test, what they were written from), set by the write_beton stage
+        self.training = None  # the training run's summary
+        self._workload = None
+
+    def measure(self, fn, calls=None, repeats=None, warmup=1, host_clock=False):
+        return measure(fn, self.device, repeats or self.size["repeats"], calls or self.size["calls"],
+                       warmup, host_clock)
+
+    def betons(self):
+        """(train, test, origin): the betons given on the command line, else those write_beton wrote."""
+        data = self.given.get("data", {})
+        if "train_dataset" in data or "val_dataset" in data:
+            return self.cfg["data"]["train_dataset"], self.cfg["data"]["val_dataset"], "given"
+        if self.written is None:
+            raise SkipStage("no betons: give --train-beton and --val-beton, or run the write_beton stage")
+        return self.written
+
+    def workload(self):
+        if self._workload is None:
+            self._workload = Workload(self, self.policy)
+        return self._workload
+
+
+def random_data(n_train, n_test, device, seed=0):
+    """A CifarData of random bytes and labels on `device`."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def split(n):
+        return (torch.randint(0, 256, (n, 32, 32, 3), generator=generator, device=device, dtype=torch.uint8),
+                torch.randint(0, 10, (n,), generator=generator, device=device))
+
+    return CifarData(*split(n_train), *split(n_test))
+
+
+class Workload:
+    """The model, optimizer, batcher and train step, built the way train.py builds them, under `policy`."""
+
+    def __init__(self, bench, policy):
+        cfg, device = bench.cfg, bench.device
+        self.policy, self.autocast = policy, policy.autocast
+        self.label_smoothing = cfg["training"]["label_smoothing"]
+        self.data = random_data(bench.size["train_images"], bench.size["test_images"], device)
+        self.batcher = make_batcher(self.data, cfg, device, dtype=policy.input_dtype)
+        self.model = policy.prepare(build_model(cfg, self.data.train_images))
+        self.flops_per_image = forward_flops(self.model)
+        self.net = policy.compiled(self.model)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        set_lr(self.optimizer, BENCH_LR)
+        self.train_step = make_train_step(self.net, self.optimizer, self.label_smoothing, self.autocast)
+        self.inputs, self.targets = self.batcher(0, 0)
+        self.batch_size = len(self.targets)
+        self._steps = itertools.count()
+        self._eval_net = None
+
+    def loss_backward(self):
+        """Forward, loss and backward of the current batch; gradients accumulate."""
+        with self.autocast():
+            loss = F.cross_entropy(self.net(self.inputs), self.targets, label_smoothing=self.label_smoothing)
+        loss.backward()
+
+    def step(self):
+        """One training step as the loop runs it: draw and augment a batch, then train on it."""
+        return self.train_step(*self.batcher(0, next(self._steps) % self.batcher.steps_per_epoch))
+
+    def eval_net(self):
+        if self._eval_net is None:  # compiled apart from the training net, as train.py does
+            self._eval_net = self.policy.compiled(self.model)
+        return self._eval_net

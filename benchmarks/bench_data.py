@@ -1,0 +1,131 @@
+"""The benchmark's stages up to the net: the device's ceilings, writing betons, loading them onto the
+device, and the augmentation kernel against its torch reference."""
+import contextlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_common import CPU_MATMUL, FIFTY_K, INTERPRETER_BATCH, SIZES, throughput
+from speedrun import augment
+from speedrun.data import load_beton
+from write_beton import write_betons
+
+
+def matmul_tflops(bench, n, dtype, calls):
+    a, b = (torch.randn(n, n, device=bench.device, dtype=dtype) for _ in range(2))
+    timing = bench.measure(lambda: a @ b, calls=calls)
+    return {**timing, "matmul_size": n, "dtype": str(dtype), "tflops": 2 * n ** 3 / timing["median_s"] / 1e12}
+
+
+def stage_ceilings(bench):
+    """The measured bf16 and float32 matrix-product rates and the bandwidth of a device-to-device copy
+    (bytes read and written). `tflops`, the peak every FLOP rate is a fraction of, is the rate in the
+    precision training computes in (the device policy's)."""
+    on_cuda = bench.device.type == "cuda"
+    size = bench.size if on_cuda else SIZES["small"]  # a CPU needs minutes for the GPU sizes
+    n = size["matmul"] if on_cuda or bench.size is SIZES["small"] else CPU_MATMUL
+    rates = {name: matmul_tflops(bench, n, dtype, size["kernel_calls"])
+             for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+    source = torch.ones(size["copy_bytes"], dtype=torch.uint8, device=bench.device)
+    target = torch.empty_like(source)
+    copy = bench.measure(lambda: target.copy_(source), calls=size["kernel_calls"])
+    moved = 2 * source.numel()
+    used = "bf16" if bench.policy.bf16 else "fp32"
+    return {**rates[used], "bf16_tflops": rates["bf16"]["tflops"], "fp32_tflops": rates["fp32"]["tflops"],
+            "matmuls": rates, "copy": {**copy, "bytes": moved}, "gbps": moved / copy["median_s"] / 1e9}
+
+
+def write_synthetic_source(folder, n_train, n_test, seed=0):
+    """An extracted binary-version CIFAR-10 folder of random images a net can still learn (each class
+    its own colour plus noise): five train batches and a test batch of [label, R, G, B planes]."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 192, (10, 3, 1), dtype=np.uint8)
+    folder.mkdir(parents=True)
+    counts = [len(part) for part in np.array_split(np.arange(n_train), 5)] + [n_test]
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    for name, count in zip(names, counts):
+        labels = rng.integers(0, 10, count, dtype=np.uint8)
+        planes = palette[labels] + rng.integers(0, 64, (count, 3, 1024), dtype=np.uint8)
+        records = np.concatenate([labels[:, None], planes.reshape(count, -1)], axis=1)
+        (folder / name).write_bytes(records.tobytes())
+    return folder
+
+
+def stage_write_beton(bench):
+    """write_betons from --source, or from a synthetic source in a temporary folder."""
+    data = bench.cfg["data"]
+    source = bench.given.get("data", {}).get("source")
+    origin = source or "synthetic"
+    source = source or write_synthetic_source(bench.tmp / "source", bench.size["train_images"],
+                                              bench.size["test_images"])
+    folders = []
+
+    def write():
+        if folders:
+            shutil.rmtree(folders[-1])  # keep one pair of betons on disk, not one per repeat
+        folders.append(bench.tmp / f"betons{len(folders)}")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            write_betons(str(source), folders[-1] / "train.beton", folders[-1] / "test.beton", data["cache_dir"],
+                         data["trust_pickles"], data["num_workers"])
+
+    timing = bench.measure(write, calls=1, repeats=bench.size["write_repeats"], host_clock=True)
+    paths = [str(folders[-1] / name) for name in ("train.beton", "test.beton")]
+    images = sum(json.loads(Path(path + ".json").read_text())["count"] for path in paths)
+    bench.written = (*paths, origin)
+    return {**throughput(timing, images), "source": origin, "num_workers": data["num_workers"]}
+
+
+def stage_beton_to_device(bench):
+    """load_beton of the train beton, from the file to images on the device."""
+    train_path = bench.betons()[0]
+    count = [0]
+
+    def load():
+        count[0] = len(load_beton(train_path, bench.device)[1])
+
+    timing = bench.measure(load, calls=1, host_clock=True)
+    record = throughput(timing, count[0])
+    return {**record, "seconds_per_50k": FIFTY_K / record["images_per_s"], "beton": train_path}
+
+
+def time_augment(bench, impl, batch):
+    """One implementation on one batch: timing, bytes moved, GB/s, and agreement with the reference."""
+    w, device, a = bench.workload(), bench.device, bench.cfg["augment"]
+    images, table = w.data.train_images, w.batcher.table
+    generator = torch.Generator(device=device).manual_seed(0)
+    indices = torch.randint(0, len(images), (batch,), generator=generator, device=device)
+    params = augment.draw_params(batch, generator, device, pad=a["pad"], cutout=a["cutout"], flip=a["flip"])
+    out = torch.empty(batch, 3, 32, 32, dtype=table.dtype, device=device, memory_format=torch.channels_last)
+
+    def run(impl=impl, out=out):
+        return augment.augment_batch(images, indices, params, table, pad_mode=a["pad_mode"], pad=a["pad"],
+                                     cutout=a["cutout"], impl=impl, out=out)
+
+    timing = bench.measure(run, calls=bench.size["kernel_calls"])
+    moved = augment.bytes_moved(batch, table.dtype)
+    return {**timing, "batch_size": batch, "bytes": moved, "gbps": moved / timing["median_s"] / 1e9,
+            "matches_reference": torch.equal(run(), run("torch", None))}
+
+
+def stage_augment(bench):
+    """The Triton kernel against the torch reference, at the training batch (`impls`) and at a batch
+    large enough that launch overhead does not hide the kernel's speed (`large_batch`): 512 images move
+    4.7 MB, about 2 us at 3 TB/s, less than a launch. The headline figures are the large batch's, of the
+    implementation training uses (Triton on CUDA); the interpreter times only a few images."""
+    on_cuda, size = bench.device.type == "cuda", bench.size
+    batches = {"torch": size["augment_batch"]}
+    if augment.triton is not None and (on_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        batches["triton"] = size["augment_batch"] if on_cuda else INTERPRETER_BATCH
+    impls = {impl: time_augment(bench, impl, batch) for impl, batch in batches.items()}
+    large = {impl: time_augment(bench, impl, size["augment_large_batch"])
+             for impl in batches if on_cuda or impl == "torch"}
+    used = "triton" if on_cuda and "triton" in impls else "torch"
+    both = "triton" in large or ("triton" in impls and batches["triton"] == batches["torch"])
+    compared = large if "triton" in large else impls
+    speedup = compared["torch"]["median_s"] / compared["triton"]["median_s"] if both else None
+    return {**large[used], "impl": used, "speedup_over_torch": speedup, "impls": impls, "large_batch": large}

@@ -1,0 +1,129 @@
+"""The benchmark's model stages: forward, backward, optimizer, the whole train step (and the plain way
+beside it), the host's floor per step, memory and evaluation."""
+import copy
+
+import torch
+
+from bench_common import BENCH_LR, CPU_STEP_REPEATS, Workload, throughput
+from bench_data import stage_ceilings
+from speedrun.config import merge
+from speedrun.device import device_policy, synchronize, torch_threads
+from speedrun.evaluate import evaluate
+from speedrun.opcount import OpCounter
+from speedrun.optim import WeightAverage, build_optimizer
+from speedrun.schedule import DeviceSchedule
+from speedrun.train import compiled_train_step
+
+
+def stage_forward(bench):
+    w = bench.workload()
+
+    def forward():
+        with w.autocast():
+            w.net(w.inputs)
+
+    return throughput(bench.measure(forward, warmup=3), w.batch_size, w.flops_per_image)
+
+
+def stage_forward_backward(bench):
+    w = bench.workload()
+
+    def forward_backward():
+        w.loss_backward()
+        w.optimizer.zero_grad(set_to_none=True)
+
+    return throughput(bench.measure(forward_backward, warmup=3), w.batch_size, 3 * w.flops_per_image)
+
+
+def stage_optimizer_step(bench):
+    w = bench.workload()
+    w.loss_backward()  # the step needs gradients; the same ones serve every repeat
+    timing = bench.measure(w.optimizer.step, warmup=3)
+    w.optimizer.zero_grad(set_to_none=True)
+    parameters = sum(p.numel() for p in w.model.parameters())
+    return {**timing, "parameters": parameters, "optimizer": bench.cfg["training"]["optimizer"]}
+
+
+def stage_train_step(bench):
+    """The whole step: indices, augmentation, forward, backward, optimizer; FLOPs = 3 x forward."""
+    w = bench.workload()
+    record = throughput(bench.measure(w.step, warmup=3), w.batch_size, 3 * w.flops_per_image)
+    return {**record, "batch_size": w.batch_size, "forward_gflops_per_image": w.flops_per_image / 1e9}
+
+
+def stage_versus_plain(bench):
+    """The train step the plain way (eager, NCHW, float32, as the seed's notebook ran it) and the device
+    policy's way, same net, batch and process; on a CPU also the plain way on one thread, which is what
+    CPU runs got while importing ffcv set torch to one thread."""
+    plain = device_policy(bench.device, "fp32", "off", channels_last=False)
+    variants = {"plain": (plain, None), "ours": (bench.policy, None)}
+    if bench.device.type == "cpu":
+        variants["plain_1_thread"] = (plain, 1)
+    results = {}
+    for name, (policy, threads) in variants.items():
+        w = bench.workload() if name == "ours" else Workload(bench, policy)
+        with torch_threads(threads):
+            timing = bench.measure(w.step, warmup=1, calls=1, repeats=bench.size["step_repeats"]
+                                   if bench.device.type == "cuda" else CPU_STEP_REPEATS)
+            results[name] = {**throughput(timing, w.batch_size, 3 * w.flops_per_image),
+                             "policy": policy.describe(), "threads": torch.get_num_threads()}
+    ours = results["ours"]
+    return {**ours, "variants": results, "speedup_over_plain": ours["images_per_s"] / results["plain"]["images_per_s"]}
+
+
+SEED_STEP_FLOPS = 2.28e9 * 512  # the seed net's forward and backward, per image, times its batch
+
+
+def stage_host_overhead(bench):
+    """Host time per train step with a net whose arithmetic is negligible (width 1, batch 8): the floor
+    no step time goes under, eager, with the forward compiled, and as a whole-step graph (the compiled
+    ones where the policy compiles: --training.compile on measures them on a CPU). Beside it, the
+    operations an eager step dispatches and the seed net's step time at the measured peak."""
+    tiny = copy.copy(bench)
+    tiny.cfg = merge(bench.cfg, {"model": {"width": 1}, "training": {"batch_size": 8, "ema": 0.0}})
+    modes = ["eager"] + (["default", "whole-step"] if bench.compiling else [])
+    variants = {}
+    for mode in modes:
+        policy = device_policy(bench.device, "fp32", "off" if mode == "eager" else "on",
+                               compile_mode="default" if mode == "eager" else mode)
+        w = Workload(tiny, policy)
+        optimizer = build_optimizer(w.model.parameters(), tiny.cfg, traceable=policy.whole_step)
+        schedule = DeviceSchedule(torch.full((1 << 20,), BENCH_LR, device=bench.device))
+        step = compiled_train_step(policy, w.model, optimizer, w.label_smoothing, schedule,
+                                   WeightAverage(w.model, 0.0))
+        timing = bench.measure(lambda: step(w.inputs, w.targets), warmup=3, calls=20, repeats=5)
+        variants[mode] = {**timing, "policy": policy.describe()}
+        if mode == "eager":
+            with OpCounter() as counted:
+                step(w.inputs, w.targets)
+            variants[mode].update(ops_per_step=counted.total, syncs_per_step=sum(counted.syncs.values()))
+    peak = stage_ceilings(bench)["tflops"]  # measured again: a stage stands alone
+    return {**variants["eager"], "variants": variants, "ops_per_step": variants["eager"]["ops_per_step"],
+            "seed_step_at_peak_s": SEED_STEP_FLOPS / (peak * 1e12)}
+
+
+def stage_memory(bench):
+    """Peak device memory while train steps run, and what was allocated before them (data, model)."""
+    w, device = bench.workload(), bench.device
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    resident = torch.cuda.memory_allocated(device) if on_cuda else None
+    timing = bench.measure(w.step)
+    peak = torch.cuda.max_memory_allocated(device) if on_cuda else None
+    return {**timing, "peak_memory_bytes": peak, "resident_bytes": resident,
+            "peak_memory_gib": peak / 2 ** 30 if peak is not None else None}
+
+
+def stage_eval(bench):
+    w, t = bench.workload(), bench.cfg["training"]
+    images, labels = w.data.test_images, w.data.test_labels
+    net = w.eval_net()
+
+    def run():
+        with w.autocast():
+            evaluate(net, images, labels, w.batcher.table, t["eval_batch_size"], t["tta"])
+
+    timing = bench.measure(run, calls=1, warmup=2)
+    return {**throughput(timing, len(labels)), "eval_batch_size": t["eval_batch_size"], "tta": t["tta"]}

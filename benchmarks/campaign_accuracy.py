@@ -1,0 +1,141 @@
+"""The campaign's accuracy evidence: the seed recipe over several seeds, the grid of peak LRs around the
+range test's pick, and the record recipe beside airbench's train94."""
+import statistics
+
+from campaign_plan import STUDY_CHANGES, TARGET
+from campaign_report import figure, pct
+from campaign_runner import StepError, fail_if_any, finish, run, start, tail
+from campaign_steps import data_options, forward_flops, read_summary, train_command
+from speedrun import leaderboard_entries
+
+
+def mean_std(values, form="{:.2f}"):
+    stats = leaderboard_entries.seed_stats(values)
+    return f"{form.format(stats['mean'])} ± {form.format(stats['std'])} (n={stats['n']})", stats["mean"]
+
+
+def step_seed_recipe(ctx):
+    """The seed recipe over several seeds: its LR range test once (seed 0), then the other seeds at the
+    LR it found; time, accuracy and curves."""
+    seeds, epochs = ctx.size["seeds"], ctx.size["seed_epochs"]
+    first = run(ctx, "seed0", train_command(ctx, ctx.folder, "--seeds", "0", epochs=epochs))
+    lr = read_summary(ctx.folder / "seed0")["lr_max"]
+    ctx.cache["pick"] = pick_of(read_summary(ctx.folder / "seed0"))
+    rest = (run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs, lr=lr))
+            if seeds > 1 else first)
+    summaries = [read_summary(ctx.folder / f"seed{seed}") for seed in range(seeds)]
+    entry = leaderboard_entries.make_entry(summaries, name="seed", kind="ours", target=TARGET,
+                                           session=leaderboard_entries.new_session(), recipe="seed")
+    stats = leaderboard_entries.summarise_runs(summaries, TARGET)
+    command = f"{first.command}; then {rest.command}"
+    return {"lr_max": lr, "epochs": epochs, "stats": stats, "entries": [entry], "curves": mean_curves(summaries),
+            "figures": seed_figures(ctx, summaries, stats, command) + [
+                figure("seed recipe: LR from the range test", f"{lr:.4g}", value=lr, command=first.command)]}
+
+
+def pick_of(summary):
+    """(optimizer, peak LR, accuracy) of a run whose peak LR came from its range test."""
+    return summary["config"]["training"]["optimizer"], summary["lr_max"], summary["final_test_acc"]
+
+
+def step_lr_grid(ctx):
+    """The default recipe's full schedule (seed 0) at multiples of its range-test pick, and with one
+    change at a time (the other optimizer at its own pick, label smoothing, padding, schedule), all side
+    by side on the device: accuracies only (their times share the device and are not reported)."""
+    epochs = ctx.size["seed_epochs"]
+    if "pick" not in ctx.cache:  # the seed recipe's first run is the pick's run; else run it here
+        run(ctx, "x1", train_command(ctx, ctx.folder / "x1", epochs=epochs))
+        ctx.cache["pick"] = pick_of(read_summary(ctx.folder / "x1"))
+    optimizer, pick, accuracy = ctx.cache["pick"]
+    results = {"x1": {"status": "passed", "options": [], "lr_max": pick, "factor": 1, "final_test_acc": accuracy}}
+    plan = {f"x{factor:g}": ([], pick * factor, factor) for factor in ctx.size["lr_grid"]}
+    plan.update({name: (STUDY_CHANGES[name][0], pick if STUDY_CHANGES[name][1] else None, None)
+                 for name in ctx.size["study"]})
+    processes = {name: start(ctx, name, train_command(ctx, ctx.folder / name, *options, epochs=epochs, lr=lr))
+                 for name, (options, lr, _) in plan.items()}
+    for name, process in processes.items():
+        options, _, factor = plan[name]
+        try:
+            done = finish(ctx, process)
+            summary = read_summary(ctx.folder / name)
+            results[name] = {"status": "passed", "options": options, "lr_max": summary["lr_max"], "factor": factor,
+                             "final_test_acc": summary["final_test_acc"], "command": done.command}
+        except StepError as error:
+            results[name] = {"status": "failed", "error": str(error), "tail": error.tail}
+    grid = {r["factor"]: r["final_test_acc"] for r in results.values() if r.get("factor") and r["status"] == "passed"}
+    best = max(grid, key=grid.get)
+    verdict = {"optimizer": optimizer, "pick": pick, "accuracy_by_factor": grid, "best_factor": best,
+               "pick_within_factor_2": 0.5 <= best <= 2}
+    figures = [figure(f"{epochs}-epoch run {name}", f"{pct(r['final_test_acc'])} at peak LR {r['lr_max']:.3g}",
+                      value=r["final_test_acc"], accuracy=r["final_test_acc"], command=r.get("command"))
+               for name, r in results.items() if r["status"] == "passed"]
+    figures.append(figure(f"lr grid {optimizer}: best peak", f"{best:g} x pick {pick:.3g} ({pct(grid[best])}); "
+                          f"pick {pct(grid[1])}", value=best * pick, accuracy=grid[best]))
+    failed = [name for name, r in results.items() if r["status"] == "failed"]
+    return fail_if_any(failed, {"runs": results, "grid": verdict, "epochs": epochs, "figures": figures}, "runs")
+
+
+def seed_figures(ctx, summaries, stats, command):
+    """Training time (with its share of the peak), accuracy and time to the target over the seeds."""
+    first, seeds = summaries[0], len(summaries)
+    images = first["epochs"] * first["steps_per_epoch"] * first["config"]["training"]["batch_size"]
+    tflops = 3 * forward_flops(ctx) * images / stats["train_seconds"]["mean"] / 1e12
+    time_text, _ = mean_std([s["train_seconds"] for s in summaries])
+    accuracy_text, _ = mean_std([s["final_test_acc"] * 100 for s in summaries])
+    reached, accuracy = stats["time_to_target"], stats["accuracy"]["mean"]
+    title = f"seed recipe, {first['epochs']} epochs"
+    return [figure(f"{title}: training time", f"{time_text} s", value=stats["train_seconds"]["mean"], timed="train",
+                   command=command, accuracy=accuracy, tflops=tflops),
+            figure(f"{title}: test accuracy", f"{accuracy_text} %", value=accuracy, command=command, accuracy=accuracy),
+            figure(f"{title}: time to {pct(TARGET)}",
+                   f"{reached['mean']:.2f} s ({stats['reached']}/{seeds} seeds)" if reached
+                   else f"not reached (0/{seeds} seeds)",
+                   value=reached and reached["mean"], timed="train", command=command)]
+
+
+def mean_curves(summaries):
+    """Per evaluation epoch: the mean over seeds of train loss and test accuracy."""
+    by_epoch = {}
+    for summary in summaries:
+        for record in summary["history"]:
+            by_epoch.setdefault(record["epoch"], []).append(record)
+    return [{"epoch": epoch, "train_loss": statistics.fmean(r["train_loss"] for r in records),
+             "test_acc": statistics.fmean(r["test_acc"] for r in records), "seeds": len(records)}
+            for epoch, records in sorted(by_epoch.items())]
+
+
+def step_record_vs_airbench(ctx):
+    """The record recipe and airbench's train94 on the same betons, device and process, several seeds
+    each; airbench warmed up once. Where airbench cannot run, ours runs alone and the reason is kept."""
+    probe = run(ctx, "airbench-probe", [ctx.python, "-c", "from speedrun.reference import check_available; "
+                                        "check_available('cuda')"], check=False)
+    reason = tail(probe.output, 1) if probe.returncode else None
+    file = ctx.folder / "leaderboard.jsonl"
+    done = run(ctx, "leaderboard", [
+        ctx.python, "-m", "speedrun.leaderboard", "--recipe", "speedrun",
+        "--seeds", f"0-{ctx.size['record_seeds'] - 1}",
+        "--reference", "none" if reason else "train94", "--target", TARGET, *ctx.size["trainer"],
+        "--training.compile", ctx.size["compile"], *ctx.size["record_options"], *data_options(ctx),
+        "--leaderboard.file", file, "--leaderboard.markdown", ctx.folder / "leaderboard.md",
+        "--logging.folder", ctx.folder / "runs", "--logging.checkpoint", "none", "--logging.plots", "false",
+        "--logging.progress", "false"])
+    entries = leaderboard_entries.read_entries(file)
+    figures = [entry_figure(entry, done.command) for entry in entries]
+    if reason:
+        figures.append(figure("airbench train94", f"skipped: {reason}"))
+    ours = next(entry for entry in entries if entry["kind"] == "ours")
+    ratios = {entry["name"]: statistics.fmean(ours["train_seconds"]) / statistics.fmean(entry["train_seconds"])
+              for entry in entries if entry["kind"] == "reference"}
+    figures += [figure(f"record recipe time / {name}", f"{ratio:.2f}x", value=ratio, command=done.command)
+                for name, ratio in ratios.items()]
+    return {"entries": entries, "reference_skipped": reason, "time_ratios": ratios, "figures": figures,
+            **({"note": f"airbench skipped: {reason}"} if reason else {})}
+
+
+def entry_figure(entry, command):
+    time_text, _ = mean_std(entry["train_seconds"])
+    accuracy_text, accuracy = mean_std([100 * value for value in entry["accuracies"]])
+    return figure(f"{entry['name']} ({entry['kind']}), {len(entry['seeds'])} seeds",
+                  f"{time_text} s; test accuracy {accuracy_text} %", value=statistics.fmean(entry["train_seconds"]),
+                  timed="airbench" if entry["kind"] == "reference" else "train", command=command,
+                  accuracy=accuracy / 100)

@@ -1,0 +1,100 @@
+"""The campaign's plan: its steps in order of value, their budgets, the parts a GPU visit runs them in,
+the sizes (a GPU's and the CPU smoke's), and what each kind of figure's clock covers."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STEPS = ("environment", "data", "seed_recipe", "lr_grid", "bench", "correctness", "memory_compile", "variants",
+         "record_vs_airbench")
+# Seconds each step may take on one H100; past it the step's processes are killed and it is recorded
+# as failed. The parts' budgets add up to under 9 minutes each and under 25 minutes in all.
+BUDGETS_S = {"environment": 60, "data": 35, "correctness": 180, "bench": 120, "memory_compile": 110,
+             "variants": 360, "seed_recipe": 190, "lr_grid": 480, "record_vs_airbench": 320}
+# One 10-minute command each. `data` starts every part, since a part may meet a fresh machine; it does
+# nothing when the betons are already written.
+PARTS = {"part1": ("environment", "data", "correctness", "bench", "memory_compile"),
+         "part2": ("data", "variants"),
+         "part3": ("data", "seed_recipe"),
+         "part4": ("data", "record_vs_airbench"),
+         "part5": ("data", "lr_grid"),  # beyond the 25-minute plan: which peak LR trains best
+         # one visit of about ten minutes, the accuracy evidence first; run it with --total-s and the
+         # steps that find no time left are recorded as skipped
+         "visit": ("environment", "data", "seed_recipe", "lr_grid", "bench", "correctness", "variants",
+                   "record_vs_airbench")}
+MIN_STEP_S = 30  # a step left less than this by --total-s is skipped rather than started
+CORE_PARTS = ("part1", "part2", "part3", "part4")
+
+# The loop variants on the seed net, each a list of trainer options laid over the campaign's base
+# (compile on, bf16, channels-last, batch 512, SGD: the whole-step modes compile SGD and Muon, not
+# Adam). `{large_batch}` is the size's doubled batch. A variant whose option the trainer does not know
+# (exit status 2 naming it) is recorded as skipped.
+COMPILE_MODE_OPTION = "compile_mode"
+VARIANT_BASE = ["--training.optimizer", "sgd"]
+VARIANTS = {
+    "base": [],
+    "eager": ["--training.compile", "off"],
+    "nchw": ["--training.channels_last", "false"],
+    "large_batch": ["--training.batch_size", "{large_batch}"],
+    "whole_step": [f"--training.{COMPILE_MODE_OPTION}", "whole-step"],
+    "cuda_graphs": [f"--training.{COMPILE_MODE_OPTION}", "cudagraph"],
+    "max_autotune": [f"--training.{COMPILE_MODE_OPTION}", "max-autotune"],
+}
+# The defaults study (lr_grid step), each at the default optimizer's range-test pick and one change away
+# from the default recipe; None as the LR runs the change's own range test.
+STUDY_CHANGES = {"sgd": (["--training.optimizer", "sgd"], None),
+                 "no-smoothing": (["--training.label_smoothing", "0"], "pick"),
+                 "pad-constant": (["--augment.pad_mode", "constant"], "pick"),
+                 "anneal-to-zero": (["--lr.anneal_to_zero", "true"], "pick"),
+                 "div-factor-25": (["--lr.div_factor", "25"], "pick")}
+BENCH_STAGES = "beton_to_device,augment,forward,forward_backward,optimizer_step,train_step,versus_plain,eval"
+TARGET = 0.94  # the test accuracy whose time-to-reach the leaderboard reports
+SIZES = {
+    "gpu": dict(trainer=["--training.device", "cuda"], compile="on", bench_size="full", kernel_tests="cuda",
+                short_epochs=8, short_lr=0.0034, variant_epochs=4, batch=512, width=64, seed_epochs=24,
+                seeds=5, record_seeds=10, record_options=[], synthetic_images=None,
+                lr_grid=(0.25, 0.5, 2, 4, 8), study=tuple(STUDY_CHANGES), variants=tuple(VARIANTS)),
+    "smoke": dict(trainer=["--training.device", "cpu", "--model.width", "8", "--training.batch_size", "64",
+                           "--training.eval_batch_size", "128"],
+                  compile="auto", bench_size="small", kernel_tests="cuda or borders", short_epochs=3,
+                  short_lr=0.05, variant_epochs=1, batch=64, width=8, seed_epochs=1, seeds=2, record_seeds=2,
+                  lr_grid=(0.5, 2), study=("sgd", "no-smoothing"),
+                  record_options=["--epochs", "1"], synthetic_images=(256, 128),
+                  variants=("base", "nchw", "large_batch", "cuda_graphs")),  # one of each kind of command
+}
+TAIL_LINES = 25  # of a failed command's output, kept in the record
+POLL_S = 0.05  # how often the resume check looks for the checkpoint it kills the run after
+ARCHIVE = "runs.tar.gz"
+LEFT_OUT_OF_ARCHIVE = (".pt", ".beton", ".beton.json", ".tmp")  # checkpoints (52 MB each) and the data
+README_MARKERS = ("<!-- campaign results: start -->", "<!-- campaign results: end -->")
+
+# What is inside and outside the timed region of each kind of figure.
+TIMED = {
+    "train": "training seconds of our runs: every step (batch drawn and augmented on the device, forward, "
+             "backward, optimizer) and the host sync before each evaluation; outside: the compile warm-up, "
+             "the LR range test, evaluation, checkpoints, loading the betons. cuDNN autotuning on.",
+    "step": "median seconds of an epoch after the first, divided by its steps (the `train` region, per step)",
+    "airbench": "airbench's whole train94 call (its whitening init and every step), CUDA-synchronised; "
+                "outside: one untimed warm-up run per campaign, loading data, the final evaluation. cuDNN "
+                "autotuning on (airbench's own setting). Same betons, device and process as our seeds.",
+    "device": "CUDA events around `calls` back-to-back calls after an untimed warm-up (compiling included "
+              "there); median of the repeats (benchmarks/bench.py)",
+    "compile": "the trainer's warm-up before its clock starts: 3 compiled train steps and an evaluation",
+    "host": "the host's wall clock around the whole command, process start included",
+}
+
+
+def select_steps(text):
+    """'all', or step and part names separated by commas -> step names, each once, in campaign order."""
+    names = []
+    for word in [w.strip() for w in text.split(",") if w.strip()] or ["all"]:
+        if word == "all":
+            names += STEPS
+        elif word in PARTS:
+            names += PARTS[word]
+        elif word in STEPS:
+            names.append(word)
+        else:
+            raise ValueError(f"unknown step {word!r}; steps: {', '.join(STEPS)}; parts: {', '.join(PARTS)}; or all")
+    return [name for name in STEPS if name in names]

@@ -1,0 +1,273 @@
+"""The campaign's checks and measurements of the device and the loop: environment and ceilings, the
+betons, correctness (kernel tests, a short run, resume after a kill), the per-stage benchmark, compile
+time and memory, and the loop variants; with the trainer and benchmark commands they run."""
+import json
+import os
+import re
+import statistics
+import time
+from pathlib import Path
+
+from campaign_plan import BENCH_STAGES, COMPILE_MODE_OPTION, POLL_S, VARIANT_BASE, VARIANTS
+from campaign_report import figure, pct
+from campaign_runner import (Skip, StepError, StepTimeout, fail_if_any, kill, nvidia_smi, run, run_parts, start,
+                             tail)
+
+
+def data_options(ctx):
+    train, test = ctx.betons
+    return ["--data.train_dataset", train, "--data.val_dataset", test]
+
+
+def train_command(ctx, folder, *options, epochs=None, lr=None, checkpoint="none"):
+    """`python -m speedrun.train` on the campaign's betons and base options, one run folder, no plots
+    (the curves are in campaign.json and metrics.jsonl) and no progress bars; `lr` None runs the LR
+    range test."""
+    argv = [ctx.python, "-m", "speedrun.train", *ctx.size["trainer"], "--training.compile", ctx.size["compile"],
+            *data_options(ctx), "--logging.folder", folder, "--logging.checkpoint", checkpoint,
+            "--logging.plots", "false", "--logging.progress", "false"]
+    argv += ["--epochs", epochs] if epochs else []
+    argv += ["--lr.lr_max", lr] if lr else []
+    return argv + list(options)
+
+
+def bench_command(ctx, stages, out, *options):
+    return [ctx.python, "benchmarks/bench.py", "--size", ctx.size["bench_size"], "--stages", stages,
+            "--out", out, *options]
+
+
+def read_summary(folder):
+    return json.loads((Path(folder) / "summary.json").read_text())
+
+
+def read_bench(folder):
+    [path] = Path(folder).glob("*.json")
+    return json.loads(path.read_text())
+
+
+def forward_flops(ctx):
+    """Forward FLOPs per image of the seed net at the campaign's width, counted once per campaign."""
+    if "flops" not in ctx.cache:
+        code = ("import sys; from speedrun.model import CustomResNet; from speedrun.summary import forward_flops; "
+                "print(forward_flops(CustomResNet(width=int(sys.argv[1]))))")
+        done = run(ctx, "flops", [ctx.python, "-c", code, ctx.size["width"]])
+        ctx.cache["flops"] = int(done.output.split()[-1])
+    return ctx.cache["flops"]
+
+
+def step_time(summary):
+    """Median seconds per training step over the epochs after the first (all of them if only one)."""
+    epochs = {}
+    for record in summary["history"]:  # several records an epoch when late evaluations are on
+        epoch = int(-(-record["epoch"] // 1))
+        epochs[epoch] = epochs.get(epoch, 0.0) + record["epoch_seconds"]
+    seconds = [value for epoch, value in sorted(epochs.items())][1:] or list(epochs.values())
+    return statistics.median(seconds) / summary["steps_per_epoch"]
+
+
+def step_environment(ctx):
+    """Device, driver, torch, triton, clocks; the measured bf16 matrix-product and copy ceilings."""
+    done = run(ctx, "ceilings", bench_command(ctx, "ceilings", ctx.folder / "bench"))
+    report = read_bench(ctx.folder / "bench")
+    ceilings = report["stages"]["ceilings"]
+    if "error" in ceilings:
+        raise StepError(f"ceilings: {ceilings['error']}", tail(done.output))
+    gpu = nvidia_smi(ctx, "name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,"
+                          "power.limit,temperature.gpu,persistence_mode")
+    figures = [figure("bf16 matrix product", f"{ceilings['bf16_tflops']:.4g} TFLOP/s", value=ceilings["bf16_tflops"],
+                      timed="device", command=done.command),
+               figure("fp32 matrix product", f"{ceilings['fp32_tflops']:.4g} TFLOP/s", value=ceilings["fp32_tflops"],
+                      timed="device", command=done.command),
+               figure("device copy (read + write)", f"{ceilings['gbps']:.4g} GB/s", value=ceilings["gbps"],
+                      timed="device", command=done.command)]
+    return {"device": report["device"], "versions": report["versions"], "policy": report["policy"],
+            "nvidia_smi": gpu, "tflops": ceilings["tflops"], "bf16_tflops": ceilings["bf16_tflops"],
+            "fp32_tflops": ceilings["fp32_tflops"], "gbps": ceilings["gbps"], "matmul_size": ceilings["matmul_size"],
+            "figures": figures}
+
+
+def step_data(ctx):
+    """The train and test betons, written once from the CIFAR-10 source (a synthetic one in the smoke)."""
+    train, test = ctx.betons
+    source = ctx.source
+    if ctx.size["synthetic_images"]:
+        source = ctx.work / "synthetic-source"
+        if not source.exists():
+            code = ("import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); "
+                    "from bench_data import write_synthetic_source; "
+                    "write_synthetic_source(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))")
+            run(ctx, "synthetic-source", [ctx.python, "-c", code, source, *ctx.size["synthetic_images"]])
+    if not source:
+        if train.exists() and test.exists():
+            return {"betons": "kept", "figures": []}
+        raise StepError("no CIFAR-10 source: give --source (an archive, its folder or an image folder)")
+    started = time.perf_counter()
+    done = run(ctx, "write_beton", [ctx.python, "write_beton.py", "--data.source", source, "--data.train_dataset",
+                                    train, "--data.val_dataset", test, "--data.num_workers", os.cpu_count()])
+    seconds = time.perf_counter() - started
+    images = sum(json.loads(Path(f"{path}.json").read_text())["count"] for path in (train, test))
+    if "skipped:" in done.output:
+        return {"betons": "already written", "images": images, "figures": []}
+    return {"betons": "written", "images": images, "seconds": seconds, "figures": [
+        figure("write_betons, train + test", f"{images / seconds:,.0f} images/s ({seconds:.1f} s)",
+               value=images / seconds, timed="host", command=done.command)]}
+
+
+def step_correctness(ctx):
+    """On the device: the kernel's bit-exact tests against the torch reference, one short compiled
+    training run, and a run killed after its second checkpoint, resumed, and compared with it."""
+    short, results = ctx.folder / "short", {}
+    parts = {"kernel": lambda: kernel_tests(ctx),
+             "short_run": lambda: short_run(ctx, short),
+             "resume_after_kill": lambda: resume_after_kill(ctx, ctx.folder / "killed", results.get("short_run"))}
+    _, failed = run_parts(parts, results)
+    figures = [fig for record in results.values() for fig in record.pop("figures", [])]
+    return fail_if_any(failed, {"checks": results, "figures": figures}, "checks")
+
+
+def kernel_tests(ctx):
+    done = run(ctx, "kernel-tests", [ctx.python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                     "tests/test_augment.py", "-k", ctx.size["kernel_tests"]], check=False)
+    counts = {kind: int(number) for number, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?)", done.output)}
+    if done.returncode or not counts.get("passed"):
+        raise StepError(f"kernel tests: exit status {done.returncode}, {counts or 'nothing ran'}", tail(done.output))
+    return {"tests": counts, "figures": [figure("kernel bit-exact tests", f"{counts['passed']} passed, "
+                                                f"{counts.get('skipped', 0)} skipped", command=done.command)]}
+
+
+def short_run(ctx, folder):
+    epochs = ctx.size["short_epochs"]
+    done = run(ctx, "short-run", train_command(ctx, folder, epochs=epochs, lr=ctx.size["short_lr"],
+                                               checkpoint="every"))
+    summary = read_summary(folder)
+    return {"epochs": epochs, "final_test_acc": summary["final_test_acc"], "train_seconds": summary["train_seconds"],
+            "compile_seconds": summary["compile_seconds"], "figures": [
+                figure(f"short compiled run, {epochs} epochs", f"{summary['train_seconds']:.2f} s, "
+                       f"compile {summary['compile_seconds']:.1f} s", value=summary["train_seconds"], timed="train",
+                       command=done.command, accuracy=summary["final_test_acc"])]}
+
+
+def resume_after_kill(ctx, folder, uninterrupted):
+    """The short run again, killed (SIGKILL) once its second checkpoint is on disk, then resumed: it must
+    finish every epoch once; its accuracy is compared with the uninterrupted run's."""
+    epochs = ctx.size["short_epochs"]
+    process = start(ctx, "killed", train_command(ctx, folder, epochs=epochs, lr=ctx.size["short_lr"],
+                                                 checkpoint="every"))
+    while process.poll() is None and not (folder / "checkpoint.prev.pt").exists():
+        if time.monotonic() >= ctx.deadline:
+            kill(process)
+            raise StepTimeout("timeout: no second checkpoint before the end of the step's budget")
+        time.sleep(POLL_S)
+    if process.poll() is not None:
+        raise StepError(f"the run ended (status {process.returncode}) before it could be killed: give it more "
+                        f"epochs", tail(process.log.read_text(errors="replace")))
+    kill(process)
+    killed_after = len((folder / "metrics.jsonl").read_text().splitlines())
+    done = run(ctx, "resumed", [ctx.python, "-m", "speedrun.train", "--resume", folder, "--logging.progress", "false"])
+    summary = read_summary(folder)
+    seen = [record["epoch"] for record in summary["history"]]
+    if seen != [float(epoch) for epoch in range(1, epochs + 1)]:
+        raise StepError(f"the resumed run's evaluations are at epochs {seen}, not 1..{epochs} once each",
+                        tail(done.output))
+    reference = (uninterrupted or {}).get("final_test_acc")
+    return {"killed_after_epochs": killed_after, "final_test_acc": summary["final_test_acc"],
+            "uninterrupted_test_acc": reference,
+            "matches_uninterrupted": reference == summary["final_test_acc"] if reference is not None else None,
+            "figures": [figure("resume after kill", f"killed after {killed_after} epochs, resumed to {epochs}; "
+                               f"accuracy {'same as' if reference == summary['final_test_acc'] else 'vs'} "
+                               f"the uninterrupted run's" + (f" {pct(reference)}" if reference is not None else ""),
+                               command=done.command, accuracy=summary["final_test_acc"])]}
+
+
+def step_bench(ctx):
+    """The per-stage benchmark on the betons; the augmentation kernel also on a batch large enough not
+    to be launch-bound."""
+    train, test = ctx.betons
+    done = run(ctx, "bench", bench_command(ctx, BENCH_STAGES, ctx.folder / "bench", "--train-beton", train,
+                                           "--val-beton", test), check=False)
+    report = read_bench(ctx.folder / "bench")
+    stages = report["stages"]
+    figures = [bench_figure(name, stages[name], done.command) for name in BENCH_STAGES.split(",") if name in stages]
+    result = {"policy": report["policy"], "stages": stages, "figures": figures}
+    errors = [name for name, record in stages.items() if "error" in record]
+    if errors or done.returncode:
+        raise StepError(f"stages failed: {', '.join(errors) or 'the command'}", tail(done.output), result)
+    return result
+
+
+BENCH_NOTES = (("images_per_s", "{images_per_s:,.0f} images/s"),
+               ("gbps", "{gbps:.4g} GB/s at {batch_size} images ({impl})"),
+               ("tflops", "{tflops:.4g} TFLOP/s"),
+               ("speedup_over_torch", "{speedup_over_torch:.2f}x torch"),
+               ("speedup_over_plain", "{speedup_over_plain:.2f}x the plain step"),
+               ("seconds_per_50k", "{seconds_per_50k:.3f} s per 50k"))
+
+
+def bench_figure(name, record, command):
+    """A bench stage as one figure: its headline rate."""
+    if "skipped" in record or "error" in record:
+        return figure(name, f"{'skipped' if 'skipped' in record else 'error'}: "
+                            f"{record.get('skipped') or record.get('error')}", command=command)
+    parts = [f"{record['median_s'] * 1e3:.3f} ms"]
+    parts += [form.format(**record) for key, form in BENCH_NOTES if record.get(key)]
+    timed = "host" if name == "beton_to_device" else "device"
+    return figure(name, ", ".join(parts), value=record["median_s"], timed=timed, command=command,
+                  tflops=record.get("tflops"), gbps=record.get("gbps"))
+
+
+def step_memory_compile(ctx):
+    """Cold and warm compile time (a 1-epoch run with empty compile caches, then again with them
+    filled) and the peak device memory of train steps."""
+    caches = ctx.folder / "caches"
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"), "TRITON_CACHE_DIR": str(caches / "triton")}
+    figures, result = [], {}
+    for label in ("cold", "warm"):
+        done = run(ctx, f"compile-{label}", train_command(ctx, ctx.folder / label, epochs=1, lr=ctx.size["short_lr"]),
+                   env=env)
+        seconds = read_summary(ctx.folder / label)["compile_seconds"]
+        result[f"compile_{label}_s"] = seconds
+        figures.append(figure(f"compile, {label} caches", f"{seconds:.1f} s", value=seconds, timed="compile",
+                              command=done.command))
+    done = run(ctx, "memory", bench_command(ctx, "memory", ctx.folder / "bench"), env=env)
+    memory = read_bench(ctx.folder / "bench")["stages"]["memory"]
+    peak = memory.get("peak_memory_gib")
+    result["peak_memory_gib"] = peak
+    figures.append(figure("peak memory of train steps", f"{peak:.2f} GiB" if peak is not None else
+                          f"not measured on this device ({memory.get('error', 'no CUDA memory counters')})",
+                          value=peak, command=done.command))
+    if ctx.size["compile"] != "on":
+        result["note"] = "compile is off on this device: compile times are the trainer's eager warm-up (0)"
+    return {**result, "figures": figures}
+
+
+def step_variants(ctx):
+    """The seed net's loop variants: each one's train step time (with its share of the bf16 peak) and a
+    short run's accuracy."""
+    flops = 3 * forward_flops(ctx)
+    parts = {name: (lambda name=name, options=options: variant(ctx, name, options, flops))
+             for name, options in VARIANTS.items() if name in ctx.size["variants"]}
+    results, failed = run_parts(parts)
+    figures = [fig for record in results.values() for fig in record.pop("figures", [])]
+    figures += [figure(f"variant {name}", f"{record['status']}: {record.get('reason') or record.get('error')}")
+                for name, record in results.items() if record["status"] != "passed"]
+    return fail_if_any(failed, {"variants": results, "train_flops_per_image": flops, "figures": figures}, "variants")
+
+
+def variant(ctx, name, options, flops):
+    options = VARIANT_BASE + [option.format(large_batch=2 * ctx.size["batch"]) for option in options]
+    folder, epochs = ctx.folder / name, ctx.size["variant_epochs"]
+    done = run(ctx, name, train_command(ctx, folder, *options, epochs=epochs, lr=ctx.size["short_lr"]), check=False)
+    if done.returncode == 2 and COMPILE_MODE_OPTION in done.output:
+        raise Skip(f"option not available: --training.{COMPILE_MODE_OPTION} ({tail(done.output, 1)})")
+    if done.returncode:
+        raise StepError(f"exit status {done.returncode}: {done.command}", tail(done.output))
+    summary = read_summary(folder)
+    seconds, compiling = step_time(summary), summary["compile_seconds"]
+    batch = summary["config"]["training"]["batch_size"]
+    tflops = flops * batch / seconds / 1e12
+    text = (f"{seconds * 1e3:.2f} ms at batch {batch}, {batch / seconds:,.0f} images/s, {tflops:.4g} TFLOP/s, "
+            f"compile {compiling:.1f} s")
+    return {"options": options, "step_ms": seconds * 1e3, "batch_size": batch, "tflops": tflops,
+            "final_test_acc": summary["final_test_acc"], "compile_seconds": compiling,
+            "figures": [figure(f"variant {name}: train step", text, value=seconds, timed="step", command=done.command,
+                               accuracy=summary["final_test_acc"], tflops=tflops)]}
