@@ -26,8 +26,8 @@ from pathlib import Path
 import campaign_accuracy
 import campaign_steps
 # the names a reader of the campaign looks for, in one namespace with the command line's
-from campaign_plan import (ARCHIVE, BUDGETS_S, CORE_PARTS, PARTS, README_MARKERS, ROOT, STEPS, TAIL_LINES,  # noqa: F401
-                           TIMED, VARIANTS, select_steps)
+from campaign_plan import (ARCHIVE, BUDGETS_S, CORE_PARTS, PART_TOTAL_S, PARTS, README_MARKERS, ROOT, STEPS,  # noqa: F401
+                           TAIL_LINES, TIMED, VARIANTS, select_steps)
 from campaign_report import merge_campaigns, now, render, report, write_answer  # noqa: F401
 from campaign_runner import Context, Skip, probe_header, run, run_parts, run_steps  # noqa: F401
 from campaign_steps import variant  # noqa: F401
@@ -46,8 +46,9 @@ def run_campaign(options):
            **({"TRITON_INTERPRET": "1"} if options.smoke else {})}
     ctx = Context(size, work, options.source or "", env, options.python,
                   overrides={"seeds": options.seeds} if options.seeds else {})
-    if options.total_s:
-        ctx.campaign_deadline = time.monotonic() + options.total_s
+    total_s = options.total_s or min((PART_TOTAL_S.get(word.strip(), float("inf"))
+                                      for word in options.steps.split(",")), default=float("inf"))
+    ctx.campaign_deadline = time.monotonic() + total_s
     work.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "benchmarks/campaign.py", *options.argv])
     campaign = {"size": size, "commands": [command], "started": now(), "steps": [], "timed_regions": TIMED,
@@ -73,7 +74,8 @@ def parse(argv):
     parser.add_argument("--work", help="folder for betons, runs and logs (default runs/campaign-<gpu|smoke>)")
     parser.add_argument("--smoke", action="store_true", help="every step at the smallest size, on the CPU")
     parser.add_argument("--total-s", type=float, help="seconds for the whole campaign: each step gets what is "
-                                                      "left of it at most, a step left too little is skipped")
+                        "left of it at most, a step left too little is skipped (default: the part's own "
+                        "total, 505 s for visit)")
     parser.add_argument("--seeds", type=int, help="seeds of the seed recipe (default: the size's)")
     parser.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
