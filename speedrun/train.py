@@ -327,8 +327,8 @@ def prepare(config, data, independent):
     optimizer = build_optimizer(model.parameters(), cfg, traceable=policy.whole_step)
     average = WeightAverage(model, t["ema"])
     device_schedule = DeviceSchedule(schedule.as_tensor(device))
-    train_step = compiled_train_step(policy, distributed.wrap(model, dist), optimizer, t["label_smoothing"],
-                                     device_schedule, average)
+    net = distributed.wrap(model, dist, policy.compiled)
+    train_step = compiled_train_step(policy, net, optimizer, t["label_smoothing"], device_schedule, average)
     eval_net = policy.compiled(average.net())
     eval_data = distributed.shard(data.test_images, data.test_labels, dist)
 
