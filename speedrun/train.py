@@ -343,8 +343,12 @@ def prepare(config, data, independent):
         restore(run, state)
     elif dist.is_main and cfg["logging"]["plots"]:
         write_start_plots(data, cfg, batcher, lrs, log, device)
-    if policy.compile:
+    if policy.compile:  # said before and after, so that minutes of compiling are not mistaken for a hang
+        if dist.is_main:
+            print(f"speedrun: compiling ({policy.compile_mode}) on warm-up batches", file=sys.stderr, flush=True)
         run.compile_seconds = warm_up(run)
+        if dist.is_main:
+            print(f"speedrun: compiled in {run.compile_seconds:.1f} s", file=sys.stderr, flush=True)
     return run
 
 

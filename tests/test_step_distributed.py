@@ -75,6 +75,8 @@ def test_two_processes_compile_without_graph_breaks_recompilations_or_syncs(tiny
     records, states, result = run_two(tiny_betons, tmp_path, recipe, "--training.compile_mode", mode)
     fell_back = "compile mode whole-step falls back to default: DDP's gradient hooks do not run inside"
     assert result.stderr.count(fell_back) == (mode == "whole-step")
+    assert result.stderr.count("speedrun: compiling (default) on warm-up batches") == 1  # rank 0 says so
+    assert result.stderr.count("speedrun: compiled in ") == 1
     for record in records:
         assert record["compile_mode"] == "default"
         # synchronised batch norm and DDP leave the graph whole, from the first compilation on
