@@ -196,11 +196,10 @@ def device_policy(device, precision="auto", compile="auto", channels_last=True, 
 
 
 def whole_step_obstacle(optimizer, world):
-    """Why this run's step cannot be compiled as one graph here, or None."""
+    """Why this run's step cannot be compiled as one graph here, or None (under torchrun, with `world`
+    processes, the step averages its own gradients: distributed.averaging)."""
     if optimizer not in ("sgd", "muon"):
         return f"the whole-step graph updates with SGD and Muon, not {optimizer}"
-    if world > 1:
-        return "DDP's gradient hooks do not run inside a compiled whole step"
     if not hasattr(torch._dynamo.config, "trace_autograd_ops"):
         return f"torch {torch.__version__} cannot trace backward into a graph"
     return None

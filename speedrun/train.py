@@ -327,8 +327,9 @@ def prepare(config, data, independent):
     optimizer = build_optimizer(model.parameters(), cfg, traceable=policy.whole_step)
     average = WeightAverage(model, t["ema"])
     device_schedule = DeviceSchedule(schedule.as_tensor(device))
-    net = distributed.wrap(model, dist, policy.compiled)
-    train_step = compiled_train_step(policy, net, optimizer, t["label_smoothing"], device_schedule, average)
+    net = distributed.wrap(model, dist, policy.compiled, ddp=not policy.whole_step)
+    step_optimizer = distributed.averaging(optimizer, dist) if policy.whole_step else optimizer
+    train_step = compiled_train_step(policy, net, step_optimizer, t["label_smoothing"], device_schedule, average)
     eval_net = policy.compiled(average.net())
     eval_data = distributed.shard(data.test_images, data.test_labels, dist)
 
