@@ -114,6 +114,28 @@ def test_two_processes_wait_for_nothing_break_no_graph_and_compile_nothing_after
     assert losses[0] == pytest.approx(losses[1], rel=0.1)
 
 
+def averaging_check(out):
+    """Run under torchrun: each rank's gradients are its rank + 1 and 10 * (rank + 1); the compiled
+    average (fullgraph: no break) must leave their means on every rank."""
+    from speedrun import distributed
+    dist = distributed.setup("cpu", 2)
+    params = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(5))]
+    for scale, p in zip((1, 10), params):
+        p.grad = torch.full_like(p, scale * (dist.rank + 1.0))
+    torch.compile(distributed.average_gradients, backend="aot_eager", fullgraph=True)(params, dist.world)
+    torch.save([p.grad for p in params], os.path.join(out, f"grads{dist.rank}.pt"))
+    distributed.teardown()
+
+
+def test_whole_step_gradient_average_is_the_mean_over_ranks_in_one_graph(tmp_path):
+    result = torchrun(2, str(tmp_path), module=(__file__, "averaging_check"), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        small, large = torch.load(tmp_path / f"grads{rank}.pt")
+        torch.testing.assert_close(small, torch.full((3, 2), 1.5))
+        torch.testing.assert_close(large, torch.full((5,), 15.0))
+
+
 def test_synchronised_batch_norm_compiles_as_one_graph_forward_and_backward():
     """fullgraph=True turns any graph break into an error (torch.distributed.nn's all-reduce and SyncBatchNorm
     make one); a one-member gloo group runs the collectives."""
