@@ -7,7 +7,8 @@ results across ranks. Batch norm is synchronised, so N processes compute what on
 Nothing here breaks a compiled graph: batch norm sums its statistics across ranks with torch's
 functional collectives, which torch.compile traces like any other op, and DDP wraps the compiled
 net, so DDP's own Python stays outside the graph. Batch-norm buffers are never broadcast: every rank
-updates its running statistics from the same global ones, so they stay equal by construction.
+updates its running statistics from the same global ones, so they stay equal by construction. A whole
+step compiled as one graph runs without DDP and averages its gradients itself (`averaging`).
 """
 import os
 from dataclasses import dataclass
