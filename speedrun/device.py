@@ -147,8 +147,9 @@ class Policy:
         return self.compile and self.compile_mode in WHOLE_STEP_MODES
 
     def compiled(self, module):
-        """The module with its forward compiled (eval nets, and the train net outside whole-step modes)."""
-        if not self.compile:
+        """The module with its forward compiled (eval nets, and the train net outside whole-step modes);
+        a module already compiled, or a wrapper (DDP) around one, is returned as it is."""
+        if not self.compile or _is_compiled(module) or _is_compiled(getattr(module, "module", None)):
             return module
         return _compile(module, "max-autotune-no-cudagraphs" if self.compile_mode == "max-autotune" else None)
 
@@ -168,6 +169,10 @@ class Policy:
         return (f"{device_name(self.device)}{threads}: {'bf16 autocast' if self.bf16 else 'float32'} "
                 f"({self.why}), {'channels-last' if self.channels_last else 'NCHW'}, "
                 f"{f'torch.compile {self.compile_mode}' if self.compile else 'eager'}")
+
+
+def _is_compiled(module):
+    return isinstance(module, torch._dynamo.eval_frame.OptimizedModule)
 
 
 def _compile(fn, mode):
@@ -209,11 +214,10 @@ def device_policy(device, precision="auto", compile="auto", channels_last=True, 
 
 
 def whole_step_obstacle(optimizer, world):
-    """Why this run's step cannot be compiled as one graph here, or None."""
+    """Why this run's step cannot be compiled as one graph here, or None (under torchrun, with `world`
+    processes, the step averages its own gradients: distributed.averaging)."""
     if optimizer not in ("sgd", "muon"):
         return f"the whole-step graph updates with SGD and Muon, not {optimizer}"
-    if world > 1:
-        return "DDP's gradient hooks do not run inside a compiled whole step"
     if not hasattr(torch._dynamo.config, "trace_autograd_ops"):
         return f"torch {torch.__version__} cannot trace backward into a graph"
     return None

@@ -3,20 +3,23 @@
 `torchrun --nproc_per_node=N -m speedrun.train ...`: each rank holds the dataset in its own device
 memory, trains on its slice of every global batch (see train.make_batcher), and sums evaluation
 results across ranks. Batch norm is synchronised, so N processes compute what one would.
+
+Nothing here breaks a compiled graph: batch norm sums its statistics across ranks with torch's
+functional collectives, which torch.compile traces like any other op, and DDP wraps the compiled
+net, so DDP's own Python stays outside the graph. Batch-norm buffers are never broadcast: every rank
+updates its running statistics from the same global ones, so they stay equal by construction. A whole
+step compiled as one graph runs without DDP and averages its gradients itself (`averaging`).
 """
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
-import torch.distributed.nn.functional as dist_fn  # differentiable collectives
+import torch.distributed._functional_collectives as funcol
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-
-# Deprecated in favour of a functional API that is not differentiable yet; this one still is.
-warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_reduce is deprecated")
+from .optim import OptimizerGroup
 
 
 @dataclass
@@ -71,53 +74,107 @@ def setup(device_choice, batch_size, independent=False):
     return Dist(rank, world, device)
 
 
-class GlobalBatchNorm(nn.BatchNorm2d):
-    """Batch norm over the whole global batch, for CPUs (torch's SyncBatchNorm runs on GPUs only).
+class SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over every rank, differentiable: the gradient of each rank's input is the sum
+    of the ranks' output gradients. Both ways a functional all-reduce, which torch.compile traces into
+    the graph (torch.distributed.nn's autograd all-reduce is skipped by it, breaking the graph)."""
 
-    Two differentiable all-reduces per call: the mean first, then the variance about it (one pass
-    with E[x^2] - E[x]^2 would lose float32 precision on activations with a large mean).
+    @staticmethod
+    def forward(ctx, tensor):
+        return funcol.all_reduce(tensor, "sum", torch_dist.group.WORLD)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return funcol.all_reduce(grad.contiguous(), "sum", torch_dist.group.WORLD)
+
+
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """Batch norm over the whole global batch, on any device, compiling without a graph break (torch's
+    SyncBatchNorm runs on GPUs only and breaks the graph around each layer).
+
+    Two all-reduces per call: the mean first, then the variance about it (one pass with E[x^2] - E[x]^2
+    would lose float32 precision on activations with a large mean). Statistics are taken in float32 at
+    least (bf16 activations under autocast), the output has the input's dtype. Every rank updates its
+    running statistics from the same global ones, so they stay equal without a broadcast.
     """
 
     def forward(self, x):
         if not self.training:
             return super().forward(x)
-        count = torch.full((1,), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
-        totals = dist_fn.all_reduce(torch.cat([x.sum((0, 2, 3)), count]))
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        count = torch.full((1,), x.numel() / x.shape[1], dtype=wide.dtype, device=x.device)
+        totals = SumOverRanks.apply(torch.cat([wide.sum((0, 2, 3)), count]))
         n = totals[-1]
         mean = totals[:-1] / n
-        centred = x - mean.view(1, -1, 1, 1)
-        var = dist_fn.all_reduce(centred.square().sum((0, 2, 3))) / n
+        centred = wide - mean.view(1, -1, 1, 1)
+        var = SumOverRanks.apply(centred.square().sum((0, 2, 3))) / n
         with torch.no_grad():
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var * n / (n - 1), self.momentum)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_((var * n / (n - 1)).to(self.running_var.dtype), self.momentum)
             self.num_batches_tracked += 1
         scale = self.weight * torch.rsqrt(var + self.eps)
-        return centred * scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return (centred * scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)).to(x.dtype)
 
 
-def synchronise_batch_norm(module, device):
-    """Swap every BatchNorm2d for a synchronised one, in place, keeping the same parameters."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+def synchronise_batch_norm(module):
+    """Swap every BatchNorm2d for a GlobalBatchNorm, in place, keeping the same parameters and buffers."""
     for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, GlobalBatchNorm):
             synced = GlobalBatchNorm(child.num_features, child.eps, child.momentum)
             synced.weight, synced.bias = child.weight, child.bias
             synced.running_mean, synced.running_var = child.running_mean, child.running_var
             synced.num_batches_tracked = child.num_batches_tracked
             setattr(module, name, synced)
         else:
-            synchronise_batch_norm(child, device)
+            synchronise_batch_norm(child)
     return module
 
 
-def wrap(model, dist):
-    """The module the train step calls: the model itself, or DDP around it with synchronised BN."""
+def wrap(model, dist, compile=None, ddp=True):
+    """The module the train step calls: the model itself, or DDP around it with synchronised batch norm
+    and `compile` (the policy's forward compile, if any) applied to the model inside DDP.
+
+    No per-step buffer broadcast (broadcast_buffers=False): the only buffers are batch norm's, equal on
+    every rank by construction (GlobalBatchNorm); DDP still broadcasts rank 0's parameters and buffers
+    once, when it is built. Without `ddp` (a whole step compiled as one graph, which averages its own
+    gradients: `averaging`), the model with synchronised batch norm and rank 0's state, broadcast once.
+    """
     if dist.world == 1:
         return model
-    synchronise_batch_norm(model, dist.device)
+    synchronise_batch_norm(model)
+    if not ddp:
+        for tensor in model.state_dict().values():
+            torch_dist.broadcast(tensor, src=0)
+        return model
     ids = [dist.device.index] if dist.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    return DistributedDataParallel(compile(model) if compile else model, device_ids=ids, broadcast_buffers=False)
+
+
+def average_gradients(params, world):
+    """Replace each parameter's gradient by its mean over the ranks, in place: one functional all-reduce
+    of all of them, flattened, which a compiled step traces into its graph."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = funcol.all_reduce(torch.cat([g.reshape(-1) for g in grads]), "sum", torch_dist.group.WORLD)
+    for grad, part in zip(grads, total.split([g.numel() for g in grads])):
+        grad.copy_(part.view_as(grad) / world)
+
+
+class GradientAveraging(OptimizerGroup):
+    """The optimizer of a whole step compiled as one graph under torchrun, where DDP's gradient hooks do
+    not run: its update averages the gradients over the ranks first (see optim.traced_update)."""
+
+    def __init__(self, optimizer, world):
+        super().__init__([optimizer])
+        self.world = world
+
+    def update(self):
+        average_gradients([p for group in self.param_groups for p in group["params"]], self.world)
+        super().update()
+
+
+def averaging(optimizer, dist):
+    """The optimizer a whole step updates through: `optimizer` itself in a single process."""
+    return GradientAveraging(optimizer, dist.world) if dist.world > 1 else optimizer
 
 
 def shard(images, labels, dist):

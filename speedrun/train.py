@@ -180,8 +180,9 @@ def prepare(config, data, independent):
     optimizer = build_optimizer(model.parameters(), cfg, traceable=policy.whole_step)
     average = WeightAverage(model, t["ema"])
     device_schedule = DeviceSchedule(schedule.as_tensor(device))
-    train_step = compiled_train_step(policy, distributed.wrap(model, dist), optimizer, t["label_smoothing"],
-                                     device_schedule, average)
+    net = distributed.wrap(model, dist, policy.compiled, ddp=not policy.whole_step)
+    step_optimizer = distributed.averaging(optimizer, dist) if policy.whole_step else optimizer
+    train_step = compiled_train_step(policy, net, step_optimizer, t["label_smoothing"], device_schedule, average)
     eval_net = policy.compiled(average.net())
     eval_data = distributed.shard(data.test_images, data.test_labels, dist)
 
@@ -196,8 +197,12 @@ def prepare(config, data, independent):
         restore(run, state)
     elif dist.is_main and cfg["logging"]["plots"]:
         write_start_plots(data, cfg, batcher, lrs, log, device)
-    if policy.compile:
+    if policy.compile:  # said before and after, so that minutes of compiling are not mistaken for a hang
+        if dist.is_main:
+            print(f"speedrun: compiling ({policy.compile_mode}) on warm-up batches", file=sys.stderr, flush=True)
         run.compile_seconds = warm_up(run)
+        if dist.is_main:
+            print(f"speedrun: compiled in {run.compile_seconds:.1f} s", file=sys.stderr, flush=True)
     return run
 
 
