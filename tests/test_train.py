@@ -232,7 +232,7 @@ def test_a_twenty_seed_sweep_keeps_one_checkpoint_per_seed(tiny_betons, tmp_path
         assert sorted(os.listdir(tmp_path / "sweep" / f"seed{seed}")) == \
             ["checkpoint.pt", "config.yaml", "metrics.jsonl", "summary.json"]
     total = sum(f.stat().st_size for f in (tmp_path / "sweep").rglob("*") if f.is_file())
-    assert total < 20 * 1_000_000  # the README: under 1 MB a seed at width 8 (about 18 MB in all)
+    assert total < 20 * 1_500_000  # the README: under 1.5 MB a seed at width 8 (about 26 MB in all)
 
 
 def test_resume_refuses_another_config_and_a_folder_without_checkpoint(tiny_betons, tmp_path):
