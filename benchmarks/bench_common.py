@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # speedrun and wri
 from speedrun.config import merge, resolve_config  # noqa: E402
 from speedrun.data import CifarData  # noqa: E402
 from speedrun.device import policy_from_config, timed  # noqa: E402
-from speedrun.loader import make_batcher  # noqa: E402
+from speedrun.loader import Loader  # noqa: E402
 from speedrun.model import build_model  # noqa: E402
 from speedrun.optim import build_optimizer, set_lr  # noqa: E402
 from speedrun.summary import forward_flops  # noqa: E402
@@ -121,7 +121,7 @@ class Workload:
         self.policy, self.autocast = policy, policy.autocast
         self.label_smoothing = cfg["training"]["label_smoothing"]
         self.data = random_data(bench.size["train_images"], bench.size["test_images"], device)
-        self.batcher = make_batcher(self.data, cfg, device, dtype=policy.input_dtype)
+        self.batcher = Loader(self.data, cfg, device, dtype=policy.input_dtype)
         self.model = policy.prepare(build_model(cfg, self.data.train_images))
         self.flops_per_image = forward_flops(self.model)
         self.net = policy.compiled(self.model)

@@ -19,8 +19,8 @@ def step_seed_recipe(ctx):
     LR it found; time, accuracy and curves."""
     seeds, epochs = ctx.size["seeds"], ctx.size["seed_epochs"]
     first = run(ctx, "seed0", train_command(ctx, ctx.folder, "--seeds", "0", epochs=epochs))
-    lr = read_summary(ctx.folder / "seed0")["lr_max"]
     ctx.cache["pick"] = pick_of(read_summary(ctx.folder / "seed0"))
+    lr = ctx.cache["pick"][1]
     rest = (run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs, lr=lr))
             if seeds > 1 else first)
     summaries = [read_summary(ctx.folder / f"seed{seed}") for seed in range(seeds)]

@@ -1,7 +1,7 @@
 """Several processes through torchrun: DistributedDataParallel, NCCL on GPUs and gloo on CPUs.
 
 `torchrun --nproc_per_node=N -m speedrun.train ...`: each rank holds the dataset in its own device
-memory, trains on its slice of every global batch (see train.make_batcher), and sums evaluation
+memory, trains on its slice of every global batch (see loader.Loader), and sums evaluation
 results across ranks. Batch norm is synchronised, so N processes compute what one would.
 
 Nothing here breaks a compiled graph: batch norm sums its statistics across ranks with torch's

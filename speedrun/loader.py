@@ -81,5 +81,3 @@ def continue_stream(generator, saved, saved_device, device_type, seed, epoch):
             f"drawn from a generator reseeded from (seed, epoch), so the run is valid but not bit-identical "
             f"to the uninterrupted one")
 
-
-make_batcher = Loader  # the name benchmarks/bench.py builds it by
