@@ -158,6 +158,14 @@ class Policy:
         torch._dynamo.config.trace_autograd_ops = True
         return _compile(step, "reduce-overhead" if self.compile_mode == "cudagraph" else None)
 
+    def mark_static(self, tensors):
+        """Tell torch.compile that `tensors` (a whole step's inputs and the state it updates in place)
+        keep their address: CUDA graphs then read and write them where they are, instead of copying
+        them into the graph's own buffers on every replay or skipping the graph for an input it
+        mutates. Guarded: a tensor that moved anyway would recompile, not be read from stale memory."""
+        for tensor in tensors:
+            torch._dynamo.mark_static_address(tensor)
+
     def fall_back(self, reason, tell=True):
         """This policy with compile mode default; `tell` says why on stderr."""
         if tell:
@@ -213,11 +221,9 @@ def device_policy(device, precision="auto", compile="auto", channels_last=True, 
     return policy
 
 
-def whole_step_obstacle(optimizer, world):
-    """Why this run's step cannot be compiled as one graph here, or None (under torchrun, with `world`
-    processes, the step averages its own gradients: distributed.averaging)."""
-    if optimizer not in ("sgd", "muon"):
-        return f"the whole-step graph updates with SGD and Muon, not {optimizer}"
+def whole_step_obstacle():
+    """Why this torch cannot compile a train step as one graph, or None. (Under torchrun the step
+    averages its own gradients: distributed.averaging.)"""
     if not hasattr(torch._dynamo.config, "trace_autograd_ops"):
         return f"torch {torch.__version__} cannot trace backward into a graph"
     return None

@@ -38,6 +38,8 @@ class Loader:
 
     def __call__(self, epoch, step):
         a, batch, local, rank = self.options, self.batch, self.local, self.rank
+        if not 0 <= step < self.steps_per_epoch:  # past the end a slice is silently short, or empty
+            raise IndexError(f"step {step} is outside an epoch of {self.steps_per_epoch} steps")
         if self.epoch != epoch:  # one permutation per epoch
             self.epoch = epoch
             self.order = torch.randperm(self.num_images, generator=self.generator, device=self.device)

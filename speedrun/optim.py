@@ -7,7 +7,11 @@ compiled or CUDA-graph step does not bake a value in.
 import copy
 
 import torch
+from torch.optim.adamw import adamw as adamw_update
 from torch.optim.sgd import sgd as sgd_update
+
+
+ADAM_TYPES = (torch.optim.Adam, torch.optim.AdamW)  # AdamW subclasses Adam only in recent torch
 
 
 class OptimizerGroup:
@@ -44,30 +48,42 @@ def build_optimizer(params, cfg, lr=0.0, traceable=False):
     """The configured optimizer over `params`; its LR is set every step by the schedule.
 
     Fused kernels by default (they take the LR tensor on the device); `traceable` picks the foreach
-    ones instead, which torch.compile traces into a whole step (it will not trace a fused kernel).
-    Momentum buffers start at zero rather than at the first gradient: the same numbers (0 * m + g = g)
-    and a state whose layout never changes, which a compiled step and its warm-up rely on.
+    ones instead, which torch.compile traces into a whole step (it will not trace a fused kernel), and
+    for Adam the capturable form (its step count a device tensor, read without a host sync). The state
+    is allocated at zero up front rather than at the first step: the same numbers (momentum 0 * m + g = g,
+    Adam's moments and step count start at zero anyway) and a state whose layout never changes, which a
+    compiled step and its warm-up rely on.
     """
     t = cfg["training"]
     params = [p for p in params if p.requires_grad]
     lr = torch.tensor(float(lr), dtype=torch.float32, device=params[0].device)
     kernels = {"foreach": True} if traceable else {"fused": True}
     if t["optimizer"] == "adam":
-        return torch.optim.AdamW(params, lr=lr, betas=(t["momentum"], 0.999), weight_decay=t["weight_decay"],
-                                 **kernels)
+        adam = {"capturable": True} if traceable else {}
+        return allocate_state(torch.optim.AdamW(params, lr=lr, betas=(t["momentum"], 0.999),
+                                                weight_decay=t["weight_decay"], **kernels, **adam))
     sgd = dict(lr=lr, momentum=t["momentum"], nesterov=True, weight_decay=t["weight_decay"], **kernels)
     if t["optimizer"] == "sgd":
-        return zero_momentum(torch.optim.SGD(params, **sgd))
+        return allocate_state(torch.optim.SGD(params, **sgd))
     from .muon import Muon  # Muon orthogonalises the conv filters' updates; SGD trains the rest
     filters = [p for p in params if p.ndim == 4]
-    return OptimizerGroup([zero_momentum(Muon(filters, lr=lr, momentum=t["momentum"], nesterov=True)),
-                           zero_momentum(torch.optim.SGD([p for p in params if p.ndim != 4], **sgd))])
+    return OptimizerGroup([allocate_state(Muon(filters, lr=lr, momentum=t["momentum"], nesterov=True)),
+                           allocate_state(torch.optim.SGD([p for p in params if p.ndim != 4], **sgd))])
 
 
-def zero_momentum(optimizer):
+def allocate_state(optimizer):
+    """`optimizer` with its per-parameter state allocated at zero: Adam's moments and step count (a
+    float32 tensor on the parameter's device, as the fused and capturable forms keep it), or the
+    momentum buffer of SGD and Muon."""
+    adam = isinstance(optimizer, ADAM_TYPES)
     for group in optimizer.param_groups:
         for p in group["params"]:
-            optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            zeros = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if adam:
+                optimizer.state[p].update(step=torch.zeros((), dtype=torch.float32, device=p.device),
+                                          exp_avg=zeros, exp_avg_sq=torch.zeros_like(zeros))
+            else:
+                optimizer.state[p]["momentum_buffer"] = zeros
     return optimizer
 
 
@@ -89,20 +105,66 @@ def set_lr(optimizer, lr):
             group["lr"].fill_(lr)
 
 
+def load_state_in_place(optimizer, saved):
+    """Load `saved` (this optimizer's own state_dict) by copying into the tensors it holds, where
+    load_state_dict would put new ones: a step compiled over them (a CUDA graph above all) keeps reading
+    the same memory. The state's layout must be the one saved (build_optimizer allocates it up front)."""
+    if isinstance(optimizer, OptimizerGroup):
+        for part, part_saved in zip(optimizer.optimizers, saved["optimizers"]):
+            load_state_in_place(part, part_saved)
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if set(saved["state"]) != set(range(len(params))):
+        raise ValueError("the saved optimizer state covers other parameters than this optimizer's")
+    for index, state in saved["state"].items():
+        held = optimizer.state[params[index]]
+        if set(held) != set(state):
+            raise ValueError(f"optimizer state {sorted(held)} cannot take saved {sorted(state)} in place")
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                held[key].copy_(value)
+            else:
+                held[key] = value
+    for group, group_saved in zip(optimizer.param_groups, saved["param_groups"]):
+        for key, value in group_saved.items():
+            if key == "params":
+                continue
+            if torch.is_tensor(group[key]):
+                group[key].copy_(value)
+            else:
+                group[key] = value
+
+
+def step_tensors(optimizer):
+    """Every tensor a step updates in place besides the parameters: the state and the LR tensors."""
+    if isinstance(optimizer, OptimizerGroup):
+        return [tensor for part in optimizer.optimizers for tensor in step_tensors(part)]
+    held = [value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value)]
+    return held + [group["lr"] for group in optimizer.param_groups if torch.is_tensor(group["lr"])]
+
+
 def traced_update(optimizer):
     """The optimizer's update as plain tensor ops under no_grad, for a whole step compiled as one graph:
-    torch's step() methods break the graph around themselves. SGD (foreach) and Muon only."""
+    torch's step() methods break the graph around themselves. SGD and Adam (built `traceable`) and Muon."""
     from .muon import Muon
     if isinstance(optimizer, (OptimizerGroup, Muon)):
         return optimizer.update()
-    if not isinstance(optimizer, torch.optim.SGD):
-        raise ValueError(f"a whole-step graph updates with SGD and Muon only, not {type(optimizer).__name__}")
+    if not isinstance(optimizer, (torch.optim.SGD, *ADAM_TYPES)):
+        raise ValueError(f"a whole-step graph updates with SGD, Adam and Muon only, not {type(optimizer).__name__}")
     for group in optimizer.param_groups:
         params = [p for p in group["params"] if p.grad is not None]
-        sgd_update(params, [p.grad for p in params], [optimizer.state[p]["momentum_buffer"] for p in params],
-                   weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
-                   dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
-                   foreach=True)
+        grads, states = [p.grad for p in params], [optimizer.state[p] for p in params]
+        if isinstance(optimizer, torch.optim.SGD):
+            sgd_update(params, grads, [state["momentum_buffer"] for state in states],
+                       weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+                       dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
+                       foreach=True)
+            continue
+        beta1, beta2 = group["betas"]
+        adamw_update(params, grads, [state["exp_avg"] for state in states], [state["exp_avg_sq"] for state in states],
+                     [], [state["step"] for state in states], foreach=True, capturable=True, amsgrad=False,
+                     beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+                     maximize=group["maximize"])
 
 
 class WeightAverage:
@@ -123,3 +185,7 @@ class WeightAverage:
 
     def net(self):
         return self.average if self.average is not None else self.model
+
+    def tensors(self):
+        """The tensors `update` writes (none without an average)."""
+        return list(self._targets) if self.average is not None else []

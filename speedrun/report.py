@@ -67,6 +67,7 @@ def summarise(run):
     summary = {
         "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
         "train_seconds": round(run.train_seconds, 4), "compile_seconds": round(run.compile_seconds, 4),
+        "compiled": run.policy.compile_mode if run.policy.compile else "no",  # after any fall-back
         "epochs": t["epochs"], "steps_per_epoch": run.batcher.steps_per_epoch, "lr_max": run.derived["lr_max"],
         "device": device_name(run.device), "world_size": run.dist.world,
         "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": run.cfg,

@@ -12,6 +12,7 @@ it (the peak LR the range test picks, the peak epoch of a short run) is kept in 
 command line and seed sweeps are in speedrun/cli.py.
 """
 import copy
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .evaluate import evaluate
 from .faults import OutOfMemory, TrainingDiverged, check_finite, largest_fitting_batch  # noqa: F401
 from .loader import Loader
 from .model import build_model
-from .optim import WeightAverage, build_optimizer, set_lr, traced_update
+from .optim import WeightAverage, build_optimizer, load_state_in_place, set_lr, step_tensors, traced_update
 from .report import announce_estimate, data_info, eval_record, summarise, write_start_plots
 from .run_state import restore, save_state
 from .schedule import DeviceSchedule
@@ -92,16 +93,19 @@ def evaluation_steps(epoch, steps, t):
 def warm_up(run):
     """Compile the train and eval steps on a few batches, then put every state back as it was."""
     average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
-    states = (run.model, run.optimizer, average, run.batcher)
-    saved = [copy.deepcopy(holder.state_dict()) for holder in states]
+    # each put back in place (the optimizer's tensors too): a whole step keeps reading the same memory
+    restore = {run.model: run.model.load_state_dict, average: average.load_state_dict,
+               run.batcher: run.batcher.load_state_dict,
+               run.optimizer: functools.partial(load_state_in_place, run.optimizer)}
+    saved = {holder: copy.deepcopy(holder.state_dict()) for holder in restore}
     start = time.perf_counter()
-    for step in range(3):
-        run.train_step(*run.batcher(0, step))
+    for step in range(3):  # an epoch may be shorter than the warm-up
+        run.train_step(*run.batcher(0, step % run.batcher.steps_per_epoch))
     run.run_eval()
     synchronize(run.device)
     seconds = time.perf_counter() - start
-    for holder, state in zip(states, saved):
-        holder.load_state_dict(state)
+    for holder, load in restore.items():
+        load(saved[holder])
     return seconds
 
 
@@ -144,7 +148,7 @@ def start(cfg, state, independent):
         runlog.claim_folder(cfg["logging"]["folder"], cfg["logging"]["overwrite"], owner)
     dist = distributed.setup(t["device"], t["batch_size"], independent)
     policy = policy_from_config(t, dist.device or pick_device(t["device"]))
-    obstacle = whole_step_obstacle(t["optimizer"], dist.world) if policy.whole_step else None
+    obstacle = whole_step_obstacle() if policy.whole_step else None
     if obstacle:
         policy = policy.fall_back(obstacle, tell=dist.is_main)
     if dist.is_main:
@@ -197,6 +201,8 @@ def prepare(config, data, independent):
         restore(run, state)
     elif dist.is_main and cfg["logging"]["plots"]:
         write_start_plots(data, cfg, batcher, lrs, log, device)
+    if policy.whole_step:  # from here on (restores included) these stay where they are: see mark_static
+        policy.mark_static([batcher.out, *step_tensors(optimizer), *average.tensors()])
     if policy.compile:  # said before and after, so that minutes of compiling are not mistaken for a hang
         if dist.is_main:
             print(f"speedrun: compiling ({policy.compile_mode}) on warm-up batches", file=sys.stderr, flush=True)

@@ -63,3 +63,13 @@ def test_a_state_from_another_device_type_reseeds_and_says_so():
     again = tiny_loader(seed=3)
     again.load_state_dict(state)
     assert same(draw(loader, [(1, 0)]), draw(again, [(1, 0)]))  # reseeded the same way
+
+
+def test_a_step_outside_the_epoch_is_an_error_and_batches_come_in_one_buffer():
+    loader = tiny_loader()  # 96 images, batch 32: steps 0-2
+    first, _ = loader(0, 0)
+    second, _ = loader(0, 2)
+    assert second is first is loader.out  # a compiled step reads its inputs from one static buffer
+    for step in (3, -1):
+        with pytest.raises(IndexError, match="outside an epoch of 3 steps"):
+            loader(0, step)

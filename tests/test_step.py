@@ -12,6 +12,7 @@ from torch._dynamo.utils import counters
 from speedrun import device as device_module
 from speedrun import train as train_module
 from speedrun.opcount import OpCounter
+from speedrun.optim import step_tensors
 from speedrun.train import train
 
 
@@ -49,29 +50,41 @@ def test_no_operation_waits_for_the_device_between_evaluations(tiny_betons, tmp_
     assert summary["history"][-1]["train_loss"] > 0
 
 
-def compiled_run(betons, folder, monkeypatch, recipe, mode):
-    """A compiled run, counting dynamo's graph breaks and compilations after the warm-up."""
+def compiled_run(betons, folder, monkeypatch, recipe, mode, **training):
+    """A compiled run, counting dynamo's graph breaks and compilations after the warm-up, and noting
+    which of the tensors a whole step updates in place were marked static before it."""
     monkeypatch.setattr(device_module, "COMPILE_BACKEND", "aot_eager")
     torch._dynamo.reset()
     counters.clear()
     real, warm = train_module.warm_up, {}
 
     def warm_up(run):
+        held = [run.batcher.out, *step_tensors(run.optimizer), *run.average.tensors()]
+        warm["static"] = [hasattr(tensor, "_dynamo_static_input_type") for tensor in held]
         seconds = real(run)
         warm["frames"] = counters["frames"]["total"]
         return seconds
 
     monkeypatch.setattr(train_module, "warm_up", warm_up)
-    summary = train(step_config(betons, folder, recipe, compile="on", compile_mode=mode, epochs=3))
+    summary = train(step_config(betons, folder, recipe, compile="on", compile_mode=mode, epochs=3, **training))
+    summary["marked_static"] = warm["static"]
     return summary, sum(counters["graph_break"].values()), counters["frames"]["total"] - warm["frames"]
 
 
-@pytest.mark.parametrize("recipe", ["seed", "speedrun"])
+# (recipe, its optimizer): the seed recipe's default Adam, SGD, and the record recipe's Muon with SGD
+WHOLE_STEP_CASES = [("seed", "adam"), ("seed", "sgd"), ("speedrun", "muon")]
+
+
+@pytest.mark.parametrize("recipe,optimizer", WHOLE_STEP_CASES)
 def test_whole_step_is_one_graph_never_recompiled_and_computes_the_eager_losses(tiny_betons, tmp_path,
-                                                                                 monkeypatch, recipe):
-    eager = train(step_config(tiny_betons, tmp_path / "eager", recipe, epochs=3))
+                                                                                 monkeypatch, recipe, optimizer):
+    eager = train(step_config(tiny_betons, tmp_path / "eager", recipe, epochs=3, optimizer=optimizer, ema=0.9))
     whole, breaks, compiled_after_warm_up = compiled_run(tiny_betons, tmp_path / "whole", monkeypatch, recipe,
-                                                         "whole-step")
+                                                         "whole-step", optimizer=optimizer, ema=0.9)
+    assert (eager["compiled"], whole["compiled"]) == ("no", "whole-step")
+    # the optimizer's state, its LR tensors, the weight average and the batch buffer keep their address
+    # (marked before the warm-up, which puts them back in place: a moved one would recompile)
+    assert len(whole["marked_static"]) > 10 and all(whole["marked_static"])
     assert breaks == 0 and compiled_after_warm_up == 0
     # The first epoch agrees within bf16 tolerance; the graph's decompositions round differently in the
     # last bits, which a tiny batch-norm net amplifies over the next epochs (a few % by epoch 3).
@@ -83,3 +96,8 @@ def test_whole_step_is_one_graph_never_recompiled_and_computes_the_eager_losses(
 def test_forward_compile_does_not_recompile_after_warm_up(tiny_betons, tmp_path, monkeypatch):
     _, breaks, compiled_after_warm_up = compiled_run(tiny_betons, tmp_path, monkeypatch, "speedrun", "default")
     assert breaks == 0 and compiled_after_warm_up == 0
+
+
+def test_an_epoch_shorter_than_the_warm_up_compiles(tiny_betons, tmp_path, monkeypatch):
+    summary, breaks, _ = compiled_run(tiny_betons, tmp_path, monkeypatch, "seed", "default", train_subset=128)
+    assert summary["steps_per_epoch"] == 2 and summary["compiled"] == "default" and breaks == 0
