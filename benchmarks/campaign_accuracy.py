@@ -1,10 +1,12 @@
 """The campaign's accuracy evidence: the seed recipe over several seeds, the grid of peak LRs around the
 range test's pick, and the record recipe beside airbench's train94."""
+import json
 import statistics
+from pathlib import Path
 
 from campaign_plan import STUDY_CHANGES, TARGET
 from campaign_report import figure, pct
-from campaign_runner import StepError, fail_if_any, finish, run, start, tail
+from campaign_runner import Skip, StepError, fail_if_any, finish, run, start, tail
 from campaign_steps import data_options, forward_flops, read_summary, train_command
 from speedrun import leaderboard_entries
 
@@ -18,19 +20,44 @@ def step_seed_recipe(ctx):
     """The seed recipe over several seeds: its LR range test once (seed 0), then the other seeds at the
     LR it found; time, accuracy and curves."""
     seeds, epochs = ctx.size["seeds"], ctx.size["seed_epochs"]
-    first = run(ctx, "seed0", train_command(ctx, ctx.folder, "--seeds", "0", epochs=epochs))
+    first = run(ctx, "seed0", train_command(ctx, ctx.folder, "--seeds", "0", epochs=epochs, checkpoint="last"))
     ctx.cache["pick"] = pick_of(read_summary(ctx.folder / "seed0"))
+    ctx.cache["pick_folder"] = ctx.folder / "seed0"
     lr = ctx.cache["pick"][1]
-    rest = (run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs, lr=lr))
+    rest = (run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs, lr=lr,
+                                            checkpoint="last"))
             if seeds > 1 else first)
-    summaries = [read_summary(ctx.folder / f"seed{seed}") for seed in range(seeds)]
+    folders = [ctx.folder / f"seed{seed}" for seed in range(seeds)]
+    summaries = [read_summary(folder) for folder in folders]
+    scores = tta_scores(ctx, folders)
     entry = leaderboard_entries.make_entry(summaries, name="seed", kind="ours", target=TARGET,
                                            session=leaderboard_entries.new_session(), recipe="seed")
     stats = leaderboard_entries.summarise_runs(summaries, TARGET)
     command = f"{first.command}; then {rest.command}"
     return {"lr_max": lr, "epochs": epochs, "stats": stats, "entries": [entry], "curves": mean_curves(summaries),
-            "figures": seed_figures(ctx, summaries, stats, command) + [
+            "tta": scores, "figures": seed_figures(ctx, summaries, stats, command) + tta_figures(scores, command) + [
                 figure("seed recipe: LR from the range test", f"{lr:.4g}", value=lr, command=first.command)]}
+
+
+def tta_scores(ctx, folders):
+    """{run folder name: {tta level: test accuracy}} of finished runs, from their last checkpoints, in one
+    process (speedrun.score); {} with a note in the log when it cannot run."""
+    out = ctx.folder / "tta.json"
+    try:
+        run(ctx, "tta", [ctx.python, "-m", "speedrun.score", *folders, "--device", ctx.size["device"], "--json", out])
+    except (StepError, Skip):  # the accuracies stand without it
+        return {}
+    return {Path(folder).name: {int(level): acc for level, acc in scores.items()}
+            for folder, scores in json.loads(out.read_text()).items()}
+
+
+def tta_figures(scores, command):
+    """Mean test accuracy over the scored runs at each test-time augmentation level."""
+    levels = sorted({level for by_level in scores.values() for level in by_level})
+    return [figure(f"seed recipe, scored at tta {level}",
+                   mean_std([100 * by_level[level] for by_level in scores.values()])[0] + " %",
+                   value=statistics.fmean(by_level[level] for by_level in scores.values()), command=command)
+            for level in levels]
 
 
 def pick_of(summary):
@@ -44,14 +71,16 @@ def step_lr_grid(ctx):
     by side on the device: accuracies only (their times share the device and are not reported)."""
     epochs = ctx.size["seed_epochs"]
     if "pick" not in ctx.cache:  # the seed recipe's first run is the pick's run; else run it here
-        run(ctx, "x1", train_command(ctx, ctx.folder / "x1", epochs=epochs))
-        ctx.cache["pick"] = pick_of(read_summary(ctx.folder / "x1"))
+        run(ctx, "x1", train_command(ctx, ctx.folder / "x1", epochs=epochs, checkpoint="last"))
+        ctx.cache["pick"], ctx.cache["pick_folder"] = pick_of(read_summary(ctx.folder / "x1")), ctx.folder / "x1"
     optimizer, pick, accuracy = ctx.cache["pick"]
-    results = {"x1": {"status": "passed", "options": [], "lr_max": pick, "factor": 1, "final_test_acc": accuracy}}
+    results = {"x1": {"status": "passed", "options": [], "lr_max": pick, "factor": 1, "final_test_acc": accuracy,
+                      "folder": ctx.cache["pick_folder"]}}
     plan = {f"x{factor:g}": ([], pick * factor, factor) for factor in ctx.size["lr_grid"]}
     plan.update({name: (STUDY_CHANGES[name][0], pick if STUDY_CHANGES[name][1] else None, None)
                  for name in ctx.size["study"]})
-    processes = {name: start(ctx, name, train_command(ctx, ctx.folder / name, *options, epochs=epochs, lr=lr))
+    processes = {name: start(ctx, name, train_command(ctx, ctx.folder / name, *options, epochs=epochs, lr=lr,
+                                                      checkpoint="last"))
                  for name, (options, lr, _) in plan.items()}
     for name, process in processes.items():
         options, _, factor = plan[name]
@@ -59,14 +88,20 @@ def step_lr_grid(ctx):
             done = finish(ctx, process)
             summary = read_summary(ctx.folder / name)
             results[name] = {"status": "passed", "options": options, "lr_max": summary["lr_max"], "factor": factor,
-                             "final_test_acc": summary["final_test_acc"], "command": done.command}
+                             "final_test_acc": summary["final_test_acc"], "command": done.command,
+                             "folder": ctx.folder / name}
         except StepError as error:
             results[name] = {"status": "failed", "error": str(error), "tail": error.tail}
+    passed = {name: r.pop("folder") for name, r in results.items() if r["status"] == "passed"}
+    scores = tta_scores(ctx, list(passed.values())) if passed else {}
+    for name, folder in passed.items():
+        results[name]["tta"] = scores.get(Path(folder).name, {})
     grid = {r["factor"]: r["final_test_acc"] for r in results.values() if r.get("factor") and r["status"] == "passed"}
     best = max(grid, key=grid.get)
     verdict = {"optimizer": optimizer, "pick": pick, "accuracy_by_factor": grid, "best_factor": best,
                "pick_within_factor_2": 0.5 <= best <= 2}
-    figures = [figure(f"{epochs}-epoch run {name}", f"{pct(r['final_test_acc'])} at peak LR {r['lr_max']:.3g}",
+    figures = [figure(f"{epochs}-epoch run {name}", f"{pct(r['final_test_acc'])} at peak LR {r['lr_max']:.3g}"
+                      + "".join(f"; tta{level} {pct(acc)}" for level, acc in r["tta"].items() if level),
                       value=r["final_test_acc"], accuracy=r["final_test_acc"], command=r.get("command"))
                for name, r in results.items() if r["status"] == "passed"]
     figures.append(figure(f"lr grid {optimizer}: best peak", f"{best:g} x pick {pick:.3g} ({pct(grid[best])}); "

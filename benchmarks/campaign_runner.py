@@ -102,14 +102,18 @@ def kill(process):
     process.wait()
 
 
-def finish(ctx, process, check=True):
-    """Wait for `process` until the step's deadline; raise on a timeout, or on failure with `check`."""
+def finish(ctx, process, check=True, limit_s=None):
+    """Wait for `process` until the step's deadline, or `limit_s` after now when that comes first; raise
+    on a timeout, or on failure with `check`."""
+    own_limit = limit_s is not None and time.monotonic() + limit_s < ctx.deadline
+    wait_s = limit_s if own_limit else ctx.deadline - time.monotonic()
     try:
-        returncode = process.wait(timeout=max(0.0, ctx.deadline - time.monotonic()))
+        returncode = process.wait(timeout=max(0.0, wait_s))
     except subprocess.TimeoutExpired:
         kill(process)
-        raise StepTimeout(f"timeout: {process.label} was still running at the end of the step's budget "
-                          f"({BUDGETS_S.get(ctx.step, '?')} s) and was killed",
+        what = (f"its own limit ({limit_s:g} s)" if own_limit
+                else f"the end of the step's budget ({BUDGETS_S.get(ctx.step, '?')} s)")
+        raise StepTimeout(f"timeout: {process.label} was still running at {what} and was killed",
                           tail(process.log.read_text(errors="replace"))) from None
     output = process.log.read_text(errors="replace")
     if check and returncode:
@@ -117,8 +121,8 @@ def finish(ctx, process, check=True):
     return Done(returncode, output, process.command)
 
 
-def run(ctx, label, argv, env=None, check=True):
-    return finish(ctx, start(ctx, label, argv, env), check)
+def run(ctx, label, argv, env=None, check=True, limit_s=None):
+    return finish(ctx, start(ctx, label, argv, env), check, limit_s)
 
 
 def run_parts(parts, results=None):

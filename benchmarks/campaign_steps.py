@@ -8,7 +8,7 @@ import statistics
 import time
 from pathlib import Path
 
-from campaign_plan import BENCH_STAGES, COMPILE_MODE_OPTION, POLL_S, VARIANT_BASE, VARIANTS
+from campaign_plan import BENCH_STAGES, COMPILE_MODE_OPTION, POLL_S, VARIANT_LIMIT_S, VARIANTS
 from campaign_report import figure, pct
 from campaign_runner import (Skip, StepError, StepTimeout, fail_if_any, kill, nvidia_smi, run, run_parts, start,
                              tail)
@@ -254,20 +254,24 @@ def step_variants(ctx):
 
 
 def variant(ctx, name, options, flops):
-    options = VARIANT_BASE + [option.format(large_batch=2 * ctx.size["batch"]) for option in options]
+    options = [option.format(large_batch=2 * ctx.size["batch"]) for option in options]
     folder, epochs = ctx.folder / name, ctx.size["variant_epochs"]
-    done = run(ctx, name, train_command(ctx, folder, *options, epochs=epochs, lr=ctx.size["short_lr"]), check=False)
+    done = run(ctx, name, train_command(ctx, folder, *options, epochs=epochs, lr=ctx.size["short_lr"]), check=False,
+               limit_s=VARIANT_LIMIT_S)
     if done.returncode == 2 and COMPILE_MODE_OPTION in done.output:
         raise Skip(f"option not available: --training.{COMPILE_MODE_OPTION} ({tail(done.output, 1)})")
     if done.returncode:
         raise StepError(f"exit status {done.returncode}: {done.command}", tail(done.output))
     summary = read_summary(folder)
-    seconds, compiling = step_time(summary), summary["compile_seconds"]
+    seconds, compiling, compiled = step_time(summary), summary["compile_seconds"], summary.get("compiled", "?")
     batch = summary["config"]["training"]["batch_size"]
     tflops = flops * batch / seconds / 1e12
+    flag = f"--training.{COMPILE_MODE_OPTION}"
+    asked = options[options.index(flag) + 1] if flag in options else None
+    ran = f"compiled: {compiled}" + (f" (asked for {asked})" if asked and compiled != asked else "")
     text = (f"{seconds * 1e3:.2f} ms at batch {batch}, {batch / seconds:,.0f} images/s, {tflops:.4g} TFLOP/s, "
-            f"compile {compiling:.1f} s")
+            f"{ran}, compile {compiling:.1f} s")
     return {"options": options, "step_ms": seconds * 1e3, "batch_size": batch, "tflops": tflops,
-            "final_test_acc": summary["final_test_acc"], "compile_seconds": compiling,
+            "final_test_acc": summary["final_test_acc"], "compile_seconds": compiling, "compiled": compiled,
             "figures": [figure(f"variant {name}: train step", text, value=seconds, timed="step", command=done.command,
                                accuracy=summary["final_test_acc"], tflops=tflops)]}

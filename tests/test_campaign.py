@@ -92,6 +92,16 @@ def test_a_variant_the_trainer_does_not_know_is_skipped_and_other_failures_are_n
     assert "out of memory" in crashed["cuda_graphs"]["tail"]
 
 
+def test_a_command_past_its_own_limit_is_killed_before_the_steps_deadline(tmp_path):
+    from campaign_runner import StepTimeout
+    ctx = context(tmp_path)
+    ctx.step, ctx.deadline = "variants", time.monotonic() + 60
+    started = time.monotonic()
+    with pytest.raises(StepTimeout, match=r"its own limit \(1 s\)"):
+        campaign.run(ctx, "slow", [sys.executable, "-c", "import time; time.sleep(60)"], limit_s=1)
+    assert time.monotonic() - started < 20
+
+
 def test_the_plan_steps_parts_and_budgets():
     assert campaign.select_steps("all") == list(campaign.STEPS)
     assert campaign.select_steps("part2,environment") == ["environment", "data", "variants"]
@@ -133,6 +143,11 @@ def test_smoke_campaign_runs_every_step_on_the_cpu_and_reports_them(tmp_path):
         assert f"| {name} | **passed** |" in markdown
     for step in steps.values():  # every step measured something, and says how
         assert step["result"]["figures"] or step["name"] == "data", step["name"]
+    # the accuracy runs are scored at every test-time augmentation level from their last checkpoints
+    scored = [*steps["lr_grid"]["result"]["runs"].values(), *steps["seed_recipe"]["result"]["tta"].values()]
+    assert len(scored) >= 4 and all(set(r.get("tta", r)) == {"0", "1", "2"} for r in scored)
+    assert all(variant.get("compiled") for variant in steps["variants"]["result"]["variants"].values()
+               if variant["status"] == "passed")
     record = steps["record_vs_airbench"]["result"]
     if record["reference_skipped"]:
         assert "airbench" in record["reference_skipped"] and "airbench train94 | skipped" in markdown
