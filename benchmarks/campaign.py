@@ -44,8 +44,9 @@ def run_campaign(options):
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1",
            **({"TRITON_INTERPRET": "1"} if options.smoke else {})}
-    ctx = Context(size, work, options.source or "", env, options.python,
-                  overrides={"seeds": options.seeds} if options.seeds else {})
+    overrides = {**({"seeds": options.seeds} if options.seeds else {}),
+                 **({"variants": tuple(options.variants.split(","))} if options.variants else {})}
+    ctx = Context(size, work, options.source or "", env, options.python, overrides=overrides)
     total_s = options.total_s or min((PART_TOTAL_S.get(word.strip(), float("inf"))
                                       for word in options.steps.split(",")), default=float("inf"))
     ctx.campaign_deadline = time.monotonic() + total_s
@@ -77,8 +78,13 @@ def parse(argv):
                         "left of it at most, a step left too little is skipped (default: the part's own "
                         "total, 505 s for visit)")
     parser.add_argument("--seeds", type=int, help="seeds of the seed recipe (default: the size's)")
+    parser.add_argument("--variants", help=f"the loop variants to run, comma-separated: {', '.join(VARIANTS)} "
+                        "(default: the size's)")
     parser.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    unknown = set((options.variants or "").split(",")) - set(VARIANTS) - {""}
+    if unknown:
+        parser.error(f"unknown variants {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
     try:
         select_steps(options.steps)
     except ValueError as error:
