@@ -49,12 +49,14 @@ class LRTestResult:
     steps: int
     suggestions: dict  # every rule's pick, by rule name
 
-    def to_json(self, path):
+    def to_json(self, path, **extra):
+        """The result, and `extra` keys beside it (what the run made of the suggestion)."""
         with open(path, "w") as f:
-            json.dump(asdict(self), f, indent=1)
+            json.dump({**asdict(self), **extra}, f, indent=1)
 
-    def plot(self, path):
-        """Smoothed (and raw) loss against LR on a log axis, the suggestion marked; written with Agg."""
+    def plot(self, path, lr_max=None):
+        """Smoothed (and raw) loss against LR on a log axis, the suggestion (and the peak LR taken from
+        it, when another) marked; written with Agg."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -68,6 +70,8 @@ class LRTestResult:
         for name, lr in self.suggestions.items():
             if lr != self.suggested_lr:
                 ax.axvline(lr, color="0.5", linestyle=":", label=f"{name} rule: {lr:.3g}")
+        if lr_max is not None and lr_max != self.suggested_lr:
+            ax.axvline(lr_max, color="C2", linestyle="-.", label=f"peak lr = {lr_max:.3g}")
         ax.set(xscale="log", xlabel="learning rate", ylabel="loss", title="LR range test")
         ax.legend(fontsize="small")
         figure.tight_layout()

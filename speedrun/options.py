@@ -75,7 +75,8 @@ Section("training", "the training loop").params(
     # (benchmarks/results/nvidia-h200/runs/lr_grid).
     optimizer=Param(Choice("sgd", "adam", "muon"), "sgd = SGD with Nesterov momentum", default="adam"),
     momentum=Param(Number(float, 0, 1), "momentum (SGD, Muon) or beta1 (Adam)", default=0.9),
-    weight_decay=Param(Number(float, 0, 1), "L2 weight decay", default=5e-4),
+    weight_decay=Param(Number(float, 0, 1), "weight decay: L2 for SGD and Muon, decoupled for Adam "
+                                                        "(AdamW: lr x weight_decay a step)", default=5e-4),
     label_smoothing=Param(Number(float, 0, 1), "cross-entropy label smoothing", default=0.1),
     ema=Param(Number(float, 0, 1), "decay of an exponential moving average of weights evaluated "
                                    "instead of the weights (0 = off)", default=0.0),
@@ -156,7 +157,9 @@ Section("lr_test", "LR range test run before training (picks the peak LR when lr
     smoothing=Param(Number(float, 0, 0.999), "loss moving-average factor (beta)", default=0.98),
     diverge_factor=Param(Number(float, 1), "stop once the smoothed loss exceeds this x its best",
                          default=4.0),
-    rule=Param(Choice(*RULES), "which pick becomes lr_max: min_loss = the LR of the lowest loss (smoothed "
+    factor=Param(Number(float, 0), "lr_max = the pick x this; 0 = the factor measured for the optimizer "
+                                   "(speedrun/derive.py: sgd 8, adam 1)", default=0.0),
+    rule=Param(Choice(*RULES), "which pick (x factor) becomes lr_max: min_loss = the LR of the lowest loss (smoothed "
                                "without lag); steepest = of the smoothed loss's steepest fall", default="min_loss"),
 )
 

@@ -143,6 +143,6 @@ def test_json_and_plot(tmp_path):
 def test_config_defaults():
     config = defaults()["lr_test"]
     assert config == dict(enabled=True, lr_start=1e-5, lr_end=10.0, num_steps=0, smoothing=0.98,
-                          diverge_factor=4.0, rule="min_loss")
+                          diverge_factor=4.0, rule="min_loss", factor=0.0)
     assert num_test_steps(config["num_steps"], steps_per_epoch=98) == 98
     assert num_test_steps(50, steps_per_epoch=98) == 50

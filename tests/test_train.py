@@ -260,6 +260,17 @@ def test_late_evaluations_run_several_times_an_epoch(tiny_betons, tmp_path):
     assert seconds == sorted(seconds)
 
 
+@pytest.mark.parametrize("optimizer,factor,expected", [("sgd", 0.0, 8.0), ("adam", 0.0, 1.0), ("sgd", 2.0, 2.0)])
+def test_the_peak_lr_is_the_range_tests_pick_times_the_optimizers_measured_factor(tiny_betons, tmp_path, optimizer,
+                                                                                   factor, expected):
+    config = tiny_config(tiny_betons, tmp_path, optimizer=optimizer, epochs=1)
+    config["lr"]["lr_max"], config["lr_test"] = 0.0, {"factor": factor}
+    summary = train(config)
+    lr_test = json.loads((tmp_path / "lr_test.json").read_text())
+    assert lr_test["factor"] == expected and lr_test["lr_max"] == summary["lr_max"] == summary["derived"]["lr_max"]
+    assert summary["lr_max"] == pytest.approx(expected * lr_test["suggested_lr"])
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_optimizers_and_ema_train(tiny_betons, tmp_path, optimizer):
     summary = train(tiny_config(tiny_betons, tmp_path, optimizer=optimizer, ema=0.9, tta=1))
