@@ -4,7 +4,7 @@ import json
 import statistics
 from pathlib import Path
 
-from campaign_plan import STUDY_CHANGES, TARGET
+from campaign_plan import CANDIDATE_MARGIN, STUDY_CHANGES, TARGET
 from campaign_report import figure, pct
 from campaign_runner import Skip, StepError, fail_if_any, finish, run, start, tail
 from campaign_steps import data_options, forward_flops, read_summary, train_command
@@ -107,7 +107,58 @@ def step_lr_grid(ctx):
     figures.append(figure(f"lr grid {optimizer}: best peak", f"{best:g} x pick {pick:.3g} ({pct(grid[best])}); "
                           f"pick {pct(grid[1])}", value=best * pick, accuracy=grid[best]))
     failed = [name for name, r in results.items() if r["status"] == "failed"]
+    ctx.cache["grid"] = results
     return fail_if_any(failed, {"runs": results, "grid": verdict, "epochs": epochs, "figures": figures}, "runs")
+
+
+def candidate_of(runs):
+    """(options, LR factor, why): the default recipe with every change that beat the pick's own run by
+    more than CANDIDATE_MARGIN, one per option (the best where two set the same one), at the best grid
+    factor when that beat it too, and scored at the best test-time augmentation level of the pick's run."""
+    base = runs["x1"]["final_test_acc"]
+    passed = {name: run for name, run in runs.items() if run["status"] == "passed"}
+    grid = {run["factor"]: run["final_test_acc"] for run in passed.values() if run.get("factor")}
+    factor = max(grid, key=grid.get)
+    factor = factor if grid[factor] > base + CANDIDATE_MARGIN else 1
+    chosen = {}
+    for name, run in passed.items():
+        changes_default = name in STUDY_CHANGES and STUDY_CHANGES[name][1]  # at the pick: same optimizer
+        if changes_default and run["final_test_acc"] > base + CANDIDATE_MARGIN:
+            option = run["options"][0]
+            if option not in chosen or run["final_test_acc"] > passed[chosen[option]]["final_test_acc"]:
+                chosen[option] = name
+    options = [word for name in chosen.values() for word in passed[name]["options"]]
+    scores = runs["x1"].get("tta") or {}
+    tta = max(scores, key=scores.get, default=0)
+    if tta and scores[tta] > scores[0] + CANDIDATE_MARGIN:
+        options += ["--training.tta", str(tta)]
+    why = [f"x{factor:g} ({pct(grid[factor])})"] + [f"{name} ({pct(passed[name]['final_test_acc'])})"
+                                                     for name in chosen.values()]
+    if "--training.tta" in options:
+        why.append(f"tta {tta} ({pct(scores[tta])})")
+    return options, factor, f"against the pick's {pct(base)}: " + ", ".join(why)
+
+
+def step_candidate(ctx):
+    """The default recipe with the changes the lr_grid step found better, all together, over several
+    seeds side by side: what new defaults would reach, measured before they are made."""
+    if "grid" not in ctx.cache:
+        raise Skip("needs the lr_grid step's runs in the same command")
+    options, factor, why = candidate_of(ctx.cache["grid"])
+    lr, epochs, seeds = ctx.cache["pick"][1] * factor, ctx.size["seed_epochs"], ctx.size["candidate_seeds"]
+    processes = [start(ctx, f"seed{seed}", train_command(ctx, ctx.folder / f"seed{seed}", "--training.seed", seed,
+                                                         *options, epochs=epochs, lr=lr, checkpoint="last"))
+                 for seed in range(seeds)]
+    done = [finish(ctx, process) for process in processes]
+    summaries = [read_summary(ctx.folder / f"seed{seed}") for seed in range(seeds)]
+    text, mean = mean_std([100 * summary["final_test_acc"] for summary in summaries])
+    command = done[0].command
+    return {"options": options, "lr_max": lr, "factor": factor, "why": why,
+            "accuracies": [summary["final_test_acc"] for summary in summaries],
+            "figures": [figure(f"candidate defaults, {epochs} epochs: test accuracy",
+                               f"{text} % with {' '.join(options) or 'no change'} at peak LR {lr:.3g} "
+                               f"({factor:g} x pick); {why}", value=mean / 100, accuracy=mean / 100,
+                               command=command)]}
 
 
 def seed_figures(ctx, summaries, stats, command):

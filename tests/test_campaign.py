@@ -115,6 +115,24 @@ def test_the_plan_steps_parts_and_budgets():
         campaign.select_steps("data,warp_drive")
 
 
+def test_the_candidate_takes_each_change_that_beat_the_pick_once_per_option():
+    def result(accuracy, *options, factor=None, status="passed"):
+        return {"status": status, "final_test_acc": accuracy, "options": list(options), "factor": factor}
+
+    runs = {"x1": {**result(0.900, factor=1), "tta": {0: 0.900, 1: 0.905, 2: 0.9045}},
+            "x0.5": result(0.880, factor=0.5), "x2": result(0.903, factor=2),
+            "smoothing-0.2": result(0.904, "--training.label_smoothing", "0.2"),
+            "no-smoothing": result(0.903, "--training.label_smoothing", "0"),  # the same option, less: left out
+            "weight-decay-0.05": result(0.901, "--training.weight_decay", "0.05"),  # within the margin
+            "sgd": result(0.950, "--training.optimizer", "sgd"),  # another optimizer at its own pick: never
+            "pad-constant": result(None, "--augment.pad_mode", "constant", status="failed")}
+    options, factor, why = campaign.campaign_accuracy.candidate_of(runs)
+    assert options == ["--training.label_smoothing", "0.2", "--training.tta", "1"] and factor == 2
+    assert why.startswith("against the pick's 90.00%") and "smoothing-0.2 (90.40%)" in why
+    runs["x2"]["final_test_acc"] = 0.901
+    assert campaign.campaign_accuracy.candidate_of(runs)[1] == 1  # no factor beat the pick by the margin
+
+
 def test_parts_merge_into_one_campaign_each_step_once_in_order():
     def step(name, note):
         return {"name": name, "status": "passed", "result": {"figures": [], "note": note}}
