@@ -116,16 +116,16 @@ def candidate_of(runs):
     more than CANDIDATE_MARGIN, one per option (the best where two set the same one), at the best grid
     factor when that beat it too, and scored at the best test-time augmentation level of the pick's run."""
     base = runs["x1"]["final_test_acc"]
-    passed = {name: run for name, run in runs.items() if run["status"] == "passed"}
-    grid = {run["factor"]: run["final_test_acc"] for run in passed.values() if run.get("factor")}
+    passed = {name: r for name, r in runs.items() if r["status"] == "passed"}
+    grid = {r["factor"]: r["final_test_acc"] for r in passed.values() if r.get("factor")}
     factor = max(grid, key=grid.get)
     factor = factor if grid[factor] > base + CANDIDATE_MARGIN else 1
     chosen = {}
-    for name, run in passed.items():
+    for name, r in passed.items():
         changes_default = name in STUDY_CHANGES and STUDY_CHANGES[name][1]  # at the pick: same optimizer
-        if changes_default and run["final_test_acc"] > base + CANDIDATE_MARGIN:
-            option = run["options"][0]
-            if option not in chosen or run["final_test_acc"] > passed[chosen[option]]["final_test_acc"]:
+        if changes_default and r["final_test_acc"] > base + CANDIDATE_MARGIN:
+            option = r["options"][0]
+            if option not in chosen or r["final_test_acc"] > passed[chosen[option]]["final_test_acc"]:
                 chosen[option] = name
     options = [word for name in chosen.values() for word in passed[name]["options"]]
     scores = runs["x1"].get("tta") or {}
@@ -149,16 +149,22 @@ def step_candidate(ctx):
     processes = [start(ctx, f"seed{seed}", train_command(ctx, ctx.folder / f"seed{seed}", "--training.seed", seed,
                                                          *options, epochs=epochs, lr=lr, checkpoint="last"))
                  for seed in range(seeds)]
-    done = [finish(ctx, process) for process in processes]
-    summaries = [read_summary(ctx.folder / f"seed{seed}") for seed in range(seeds)]
-    text, mean = mean_std([100 * summary["final_test_acc"] for summary in summaries])
-    command = done[0].command
-    return {"options": options, "lr_max": lr, "factor": factor, "why": why,
-            "accuracies": [summary["final_test_acc"] for summary in summaries],
-            "figures": [figure(f"candidate defaults, {epochs} epochs: test accuracy",
-                               f"{text} % with {' '.join(options) or 'no change'} at peak LR {lr:.3g} "
-                               f"({factor:g} x pick); {why}", value=mean / 100, accuracy=mean / 100,
-                               command=command)]}
+    summaries, failed = [], {}
+    for seed, process in enumerate(processes):  # each waited for, so that none outlives the step
+        try:
+            finish(ctx, process)
+            summaries.append(read_summary(ctx.folder / f"seed{seed}"))
+        except StepError as error:
+            failed[f"seed{seed}"] = {"error": str(error), "tail": error.tail}
+    result = {"options": options, "lr_max": lr, "factor": factor, "why": why, "failed": failed,
+              "accuracies": [summary["final_test_acc"] for summary in summaries], "figures": []}
+    if summaries:
+        text, mean = mean_std([100 * summary["final_test_acc"] for summary in summaries])
+        result["figures"].append(figure(
+            f"candidate defaults, {epochs} epochs: test accuracy", f"{text} % with {' '.join(options) or 'no change'} "
+            f"at peak LR {lr:.3g} ({factor:g} x pick); {why}", value=mean / 100, accuracy=mean / 100,
+            command=processes[0].command))
+    return fail_if_any(list(failed), result, "seeds")
 
 
 def seed_figures(ctx, summaries, stats, command):
