@@ -74,8 +74,7 @@ def step_lr_grid(ctx):
         run(ctx, "x1", train_command(ctx, ctx.folder / "x1", epochs=epochs, checkpoint="last"))
         ctx.cache["pick"], ctx.cache["pick_folder"] = pick_of(read_summary(ctx.folder / "x1")), ctx.folder / "x1"
     optimizer, pick, accuracy = ctx.cache["pick"]
-    results = {"x1": {"status": "passed", "options": [], "lr_max": pick, "factor": 1, "final_test_acc": accuracy,
-                      "folder": ctx.cache["pick_folder"]}}
+    results = {"x1": {"status": "passed", "options": [], "lr_max": pick, "factor": 1, "final_test_acc": accuracy}}
     plan = {f"x{factor:g}": ([], pick * factor, factor) for factor in ctx.size["lr_grid"]}
     plan.update({name: (STUDY_CHANGES[name][0], pick if STUDY_CHANGES[name][1] else None, None)
                  for name in ctx.size["study"]})
@@ -88,14 +87,14 @@ def step_lr_grid(ctx):
             done = finish(ctx, process)
             summary = read_summary(ctx.folder / name)
             results[name] = {"status": "passed", "options": options, "lr_max": summary["lr_max"], "factor": factor,
-                             "final_test_acc": summary["final_test_acc"], "command": done.command,
-                             "folder": ctx.folder / name}
+                             "final_test_acc": summary["final_test_acc"], "command": done.command}
         except StepError as error:
             results[name] = {"status": "failed", "error": str(error), "tail": error.tail}
-    passed = {name: r.pop("folder") for name, r in results.items() if r["status"] == "passed"}
-    scores = tta_scores(ctx, list(passed.values())) if passed else {}
-    for name, folder in passed.items():
-        results[name]["tta"] = scores.get(Path(folder).name, {})
+    folders = {name: ctx.cache["pick_folder"] if name == "x1" else ctx.folder / name
+               for name, r in results.items() if r["status"] == "passed"}
+    scores = tta_scores(ctx, list(folders.values()))
+    for name, folder in folders.items():
+        results[name]["tta"] = scores.get(folder.name, {})
     grid = {r["factor"]: r["final_test_acc"] for r in results.values() if r.get("factor") and r["status"] == "passed"}
     best = max(grid, key=grid.get)
     verdict = {"optimizer": optimizer, "pick": pick, "accuracy_by_factor": grid, "best_factor": best,

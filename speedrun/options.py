@@ -10,6 +10,7 @@ from fastargs import Param, Section
 from fastargs.validation import Checker
 
 from .augment import IMAGE_SIZE
+from .derive import PICK_FACTORS
 from .device import COMPILE_CHOICES, COMPILE_MODES, PRECISIONS
 from .lr_finder import RULES
 from .recipes import RECIPES
@@ -158,7 +159,8 @@ Section("lr_test", "LR range test run before training (picks the peak LR when lr
     diverge_factor=Param(Number(float, 1), "stop once the smoothed loss exceeds this x its best",
                          default=4.0),
     factor=Param(Number(float, 0), "lr_max = the pick x this; 0 = the factor measured for the optimizer "
-                                   "(speedrun/derive.py: sgd 8, adam 1)", default=0.0),
+                                   f"(speedrun/derive.py: {', '.join(f'{k} {v:g}' for k, v in PICK_FACTORS.items())})",
+                 default=0.0),
     rule=Param(Choice(*RULES), "which pick (x factor) becomes lr_max: min_loss = the LR of the lowest loss (smoothed "
                                "without lag); steepest = of the smoothed loss's steepest fall", default="min_loss"),
 )

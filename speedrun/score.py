@@ -11,10 +11,8 @@ import argparse
 import json
 import sys
 
-import torch
-
 from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
-from speedrun.checkpoint import CheckpointError, find_checkpoint
+from speedrun.checkpoint import CheckpointError
 from speedrun.data import BetonError, load_beton
 from speedrun.device import PRECISIONS, device_policy, pick_device
 from speedrun.evaluate import evaluate
@@ -23,10 +21,10 @@ from speedrun.predict import load_net
 TTA_LEVELS = (0, 1, 2)
 
 
-def score(folder, levels=TTA_LEVELS, policy=None, batch_size=1000):
-    """{tta level: test accuracy} of the newest checkpoint in run `folder`."""
+def score(run, levels=TTA_LEVELS, policy=None, batch_size=1000):
+    """{tta level: test accuracy} of a run folder's newest checkpoint, or of a checkpoint file."""
     policy = policy or device_policy("cpu", "fp32")
-    net, cfg, _ = load_net(find_checkpoint(folder), policy)
+    net, cfg, _ = load_net(run, policy)
     images, labels = load_beton(cfg["data"]["val_dataset"], policy.device)
     table = normalize_table(CIFAR10_MEAN, CIFAR10_STD, policy.input_dtype, policy.device)
     scores = {}
@@ -75,5 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     main()

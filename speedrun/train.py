@@ -94,17 +94,17 @@ def warm_up(run):
     """Compile the train and eval steps on a few batches, then put every state back as it was."""
     average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
     # each put back in place (the optimizer's tensors too): a whole step keeps reading the same memory
-    restore = {run.model: run.model.load_state_dict, average: average.load_state_dict,
+    loaders = {run.model: run.model.load_state_dict, average: average.load_state_dict,
                run.batcher: run.batcher.load_state_dict,
                run.optimizer: functools.partial(load_state_in_place, run.optimizer)}
-    saved = {holder: copy.deepcopy(holder.state_dict()) for holder in restore}
+    saved = {holder: copy.deepcopy(holder.state_dict()) for holder in loaders}
     start = time.perf_counter()
     for step in range(3):  # an epoch may be shorter than the warm-up
         run.train_step(*run.batcher(0, step % run.batcher.steps_per_epoch))
     run.run_eval()
     synchronize(run.device)
     seconds = time.perf_counter() - start
-    for holder, load in restore.items():
+    for holder, load in loaders.items():
         load(saved[holder])
     return seconds
 
