@@ -36,6 +36,7 @@ import bench_run
 from bench_common import Bench, SkipStage
 from speedrun.config import Choice, defaults, merge, parse_args, resolve_config
 from speedrun.device import device_name, pick_device
+from speedrun.stacks import dump_stacks_on_signal
 from speedrun.runlog import versions, write_json
 
 STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
@@ -152,6 +153,7 @@ def run_stages(bench, names):
 def main(argv=None):
     command = sys.argv if argv is None else [sys.argv[0], *argv]
     given = parse_args(argv, description=__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True)
+    dump_stacks_on_signal()
     options = merge(defaults()["bench"], given.pop("bench", {}))
     device = pick_device(resolve_config(given)["training"]["device"])
     size = options["size"] if options["size"] != "auto" else "full" if device.type == "cuda" else "small"

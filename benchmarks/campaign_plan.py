@@ -77,6 +77,7 @@ SIZES = {
                   variants=("base", "nchw", "large_batch", "cuda_graphs")),  # one of each kind of command
 }
 TAIL_LINES = 25  # of a failed command's output, kept in the record
+STACKS_WAIT_S = 3  # for a timed-out command to print its stacks before it is killed
 POLL_S = 0.05  # how often the resume check looks for the checkpoint it kills the run after
 ARCHIVE = "runs.tar.gz"
 LEFT_OUT_OF_ARCHIVE = (".pt", ".beton", ".beton.json", ".tmp")  # checkpoints (52 MB each) and the data

@@ -12,8 +12,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from campaign_plan import BUDGETS_S, MIN_STEP_S, ROOT, SIZES, TAIL_LINES
+from campaign_plan import BUDGETS_S, MIN_STEP_S, ROOT, SIZES, STACKS_WAIT_S, TAIL_LINES
 from campaign_report import now, step_note
+from speedrun.stacks import STACKS_SIGNAL
 
 
 class Skip(Exception):
@@ -94,8 +95,16 @@ def start(ctx, label, argv, env=None):
     return process
 
 
-def kill(process):
+def kill(process, dump_stacks=False):
+    """Kill `process` and all it started; with `dump_stacks`, first ask it for its threads' stacks (the
+    trainer and the benchmark print them on SIGUSR1), so that the log says where it was stuck."""
     try:
+        if dump_stacks and STACKS_SIGNAL is not None:
+            os.kill(process.pid, STACKS_SIGNAL)
+            try:
+                process.wait(timeout=STACKS_WAIT_S)  # a process without the handler dies of the signal
+            except subprocess.TimeoutExpired:
+                pass
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
@@ -110,10 +119,11 @@ def finish(ctx, process, check=True, limit_s=None):
     try:
         returncode = process.wait(timeout=max(0.0, wait_s))
     except subprocess.TimeoutExpired:
-        kill(process)
+        kill(process, dump_stacks=True)
         what = (f"its own limit ({limit_s:g} s)" if own_limit
                 else f"the end of the step's budget ({BUDGETS_S.get(ctx.step, '?')} s)")
-        raise StepTimeout(f"timeout: {process.label} was still running at {what} and was killed",
+        raise StepTimeout(f"timeout: {process.label} was still running at {what} and was killed (its threads' "
+                          f"stacks at that moment end {process.log.name})",
                           tail(process.log.read_text(errors="replace"))) from None
     output = process.log.read_text(errors="replace")
     if check and returncode:

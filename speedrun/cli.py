@@ -15,6 +15,7 @@ from . import train as training
 from .config import RUN_SECTIONS, merge, parse_args, parse_seeds, run_config
 from .derive import peak_epoch
 from .faults import OutOfMemory, TrainingDiverged
+from .stacks import dump_stacks_on_signal
 from .lr_finder import LRTestDiverged
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
@@ -55,6 +56,7 @@ def main(argv=None):
     given = parse_args(argv, description=training.__doc__.splitlines()[0], aliases=ALIASES, explicit_only=True,
                        sections=RUN_SECTIONS, extra=SWITCHES)
     switches = given.pop("switches")
+    dump_stacks_on_signal()
     try:
         if switches["print_config"]:
             print(format_config(run_config(given)[0]), end="")

@@ -102,6 +102,22 @@ def test_a_command_past_its_own_limit_is_killed_before_the_steps_deadline(tmp_pa
     assert time.monotonic() - started < 20
 
 
+def test_a_command_killed_at_its_limit_leaves_its_stacks_in_its_log(tmp_path):
+    """The trainer and the benchmark print their threads' stacks on the signal the runner sends before it
+    kills them, so a hang on a GPU says where it was: here, a child waiting in a function of its own."""
+    from campaign_runner import StepTimeout
+    ctx = context(tmp_path)
+    ctx.step, ctx.deadline = "variants", time.monotonic() + 60
+    code = ("import sys, time; from speedrun.stacks import dump_stacks_on_signal; dump_stacks_on_signal()\n"
+            "def waiting_for_the_compiler():\n    print('started', flush=True); time.sleep(60)\n"
+            "waiting_for_the_compiler()")
+    with pytest.raises(StepTimeout, match="stacks at that moment end stuck.log") as raised:
+        campaign.run(ctx, "stuck", [sys.executable, "-c", code], limit_s=3)
+    log = (ctx.folder / "stuck.log").read_text()
+    assert "most recent call first" in log and "waiting_for_the_compiler" in log
+    assert "waiting_for_the_compiler" in raised.value.tail
+
+
 def test_the_plan_steps_parts_and_budgets():
     assert campaign.select_steps("all") == list(campaign.STEPS)
     assert campaign.select_steps("part2,environment") == ["environment", "data", "variants"]

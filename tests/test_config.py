@@ -66,6 +66,15 @@ def test_print_config_prints_the_resolved_values_and_exits(tmp_path, args, recip
     assert os.listdir(tmp_path) == []  # nothing written, nothing run
 
 
+def test_the_command_line_prints_its_stacks_on_the_signal():
+    """`kill -USR1 <pid>` on a run shows where it is (the campaign sends it before killing a hung run)."""
+    result = python("import faulthandler, io, contextlib; from speedrun.cli import main; "
+                    "from speedrun.stacks import STACKS_SIGNAL\n"
+                    "with contextlib.redirect_stdout(io.StringIO()): main(['--print-config'])\n"
+                    "print(faulthandler.unregister(STACKS_SIGNAL))")
+    assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr
+
+
 def test_print_config_of_a_run_to_resume_shows_its_saved_config(tiny_betons, tmp_path):
     folder = tmp_path / "run"
     config = {"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]}, "model": {"width": 8},
