@@ -76,8 +76,9 @@ Section("training", "the training loop").params(
     # (benchmarks/results/nvidia-h200/runs/lr_grid).
     optimizer=Param(Choice("sgd", "adam", "muon"), "sgd = SGD with Nesterov momentum", default="adam"),
     momentum=Param(Number(float, 0, 1), "momentum (SGD, Muon) or beta1 (Adam)", default=0.9),
-    weight_decay=Param(Number(float, 0, 1), "weight decay: L2 for SGD and Muon, decoupled for Adam "
-                                                        "(AdamW: lr x weight_decay a step)", default=5e-4),
+    weight_decay=Param(Number(float, 0, 1), "weight decay: L2 for SGD, decoupled for Adam "
+                                                        "(AdamW: lr x weight_decay a step); with Muon, L2 on what "
+                                                        "its SGD half trains (not the conv filters)", default=5e-4),
     label_smoothing=Param(Number(float, 0, 1), "cross-entropy label smoothing", default=0.1),
     ema=Param(Number(float, 0, 1), "decay of an exponential moving average of weights evaluated "
                                    "instead of the weights (0 = off)", default=0.0),
