@@ -90,6 +90,11 @@ def evaluation_steps(epoch, steps, t):
     return sorted({max(1, round(steps * (k + 1) / count)) for k in range(count)})
 
 
+# Inductor's CUDA graphs run a function's first call plainly, record on the second and replay from the
+# third: after 3 steps no compiling, recording or first-replay cost is left for the timed epochs.
+WARMUP_STEPS = 3
+
+
 def warm_up(run):
     """Compile the train and eval steps on a few batches, then put every state back as it was."""
     average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
@@ -99,7 +104,7 @@ def warm_up(run):
                run.optimizer: functools.partial(load_state_in_place, run.optimizer)}
     saved = {holder: copy.deepcopy(holder.state_dict()) for holder in loaders}
     start = time.perf_counter()
-    for step in range(3):  # an epoch may be shorter than the warm-up
+    for step in range(WARMUP_STEPS):  # an epoch may be shorter than the warm-up
         run.train_step(*run.batcher(0, step % run.batcher.steps_per_epoch))
     run.run_eval()
     synchronize(run.device)
