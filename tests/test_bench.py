@@ -77,3 +77,13 @@ def test_flop_counter_finds_the_seed_nets_0_759_gflop():
     flops, slug = done.stdout.split()
     assert round(int(flops) / 1e9, 3) == 0.759
     assert slug == "nvidia-h100-80gb-hbm3"
+
+
+def test_the_benchmark_prints_its_stacks_on_the_signal(tmp_path):
+    """The campaign sends it before killing a benchmark that ran past its limit (see test_campaign)."""
+    done = run(code="import faulthandler, sys; sys.path.insert(0, 'benchmarks'); import bench; "
+                    "from speedrun.stacks import STACKS_SIGNAL; "
+                    f"bench.main(['--stages', 'ceilings', '--size', 'small', '--out', {str(tmp_path)!r}]); "
+                    "print('registered', faulthandler.unregister(STACKS_SIGNAL))")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "registered True"
