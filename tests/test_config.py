@@ -75,6 +75,16 @@ def test_the_command_line_prints_its_stacks_on_the_signal():
     assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr
 
 
+def test_the_stack_dump_registers_when_stderr_has_no_descriptor(monkeypatch):
+    """A notebook's or pytest's stderr has no file descriptor: the dump goes to the process's own."""
+    import faulthandler
+    import io
+    from speedrun.stacks import STACKS_SIGNAL, dump_stacks_on_signal
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    dump_stacks_on_signal()
+    assert faulthandler.unregister(STACKS_SIGNAL)
+
+
 def test_print_config_of_a_run_to_resume_shows_its_saved_config(tiny_betons, tmp_path):
     folder = tmp_path / "run"
     config = {"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]}, "model": {"width": 8},
