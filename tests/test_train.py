@@ -344,8 +344,11 @@ def test_ctrl_c_leaves_a_run_that_resumes_to_the_end(tiny_betons, tmp_path):
     args = ["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1], "--model.width", "8",
             "--training.batch_size", "64", "--training.device", "cpu", "--lr.lr_max", "0.02", "--epochs", "40",
             "--logging.plots", "false", "--logging.progress", "false", "--logging.folder", str(folder)]
+    # as from a terminal: a suite started in the background (`cmd &` in a script) ignores SIGINT, and its
+    # children inherit that, so the run would never see the Ctrl-C
     process = subprocess.Popen([sys.executable, "-m", "speedrun.train", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (folder / "checkpoint.prev.pt").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
