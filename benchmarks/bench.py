@@ -36,8 +36,8 @@ import bench_run
 from bench_common import Bench, SkipStage
 from speedrun.config import Choice, defaults, merge, parse_args, resolve_config
 from speedrun.device import device_name, pick_device
-from speedrun.stacks import dump_stacks_on_signal
 from speedrun.runlog import versions, write_json
+from speedrun.stacks import dump_stacks_on_signal
 
 STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
           "optimizer_step", "train_step", "versus_plain", "host_overhead", "memory", "eval", "epoch", "train_24")

@@ -97,18 +97,21 @@ def start(ctx, label, argv, env=None):
 
 def kill(process, dump_stacks=False):
     """Kill `process` and all it started; with `dump_stacks`, first ask it for its threads' stacks (the
-    trainer and the benchmark print them on SIGUSR1), so that the log says where it was stuck."""
+    trainer and the benchmark print them on SIGUSR1), so that the log says where it was stuck. Returns
+    whether it printed them: a process without the handler dies of the signal instead."""
+    printed = False
     try:
         if dump_stacks and STACKS_SIGNAL is not None:
             os.kill(process.pid, STACKS_SIGNAL)
             try:
-                process.wait(timeout=STACKS_WAIT_S)  # a process without the handler dies of the signal
+                process.wait(timeout=STACKS_WAIT_S)
             except subprocess.TimeoutExpired:
-                pass
+                printed = True  # it lived through the signal: it had the handler
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait()
+    return printed
 
 
 def finish(ctx, process, check=True, limit_s=None):
@@ -119,11 +122,11 @@ def finish(ctx, process, check=True, limit_s=None):
     try:
         returncode = process.wait(timeout=max(0.0, wait_s))
     except subprocess.TimeoutExpired:
-        kill(process, dump_stacks=True)
+        stacks = kill(process, dump_stacks=True)
         what = (f"its own limit ({limit_s:g} s)" if own_limit
                 else f"the end of the step's budget ({BUDGETS_S.get(ctx.step, '?')} s)")
-        raise StepTimeout(f"timeout: {process.label} was still running at {what} and was killed (its threads' "
-                          f"stacks at that moment end {process.log.name})",
+        where = f" (its threads' stacks at that moment end {process.log.name})" if stacks else ""
+        raise StepTimeout(f"timeout: {process.label} was still running at {what} and was killed{where}",
                           tail(process.log.read_text(errors="replace"))) from None
     output = process.log.read_text(errors="replace")
     if check and returncode:

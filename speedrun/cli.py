@@ -15,8 +15,8 @@ from . import train as training
 from .config import RUN_SECTIONS, merge, parse_args, parse_seeds, run_config
 from .derive import peak_epoch
 from .faults import OutOfMemory, TrainingDiverged
-from .stacks import dump_stacks_on_signal
 from .lr_finder import LRTestDiverged
+from .stacks import dump_stacks_on_signal
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
            "--resume": "--training.resume", "--seed": "--training.seed", "--seeds": "--training.seeds"}
