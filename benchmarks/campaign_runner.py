@@ -98,15 +98,17 @@ def start(ctx, label, argv, env=None):
 def kill(process, dump_stacks=False):
     """Kill `process` and all it started; with `dump_stacks`, first ask it for its threads' stacks (the
     trainer and the benchmark print them on SIGUSR1), so that the log says where it was stuck. Returns
-    whether it printed them: a process without the handler dies of the signal instead."""
+    whether its log grew meanwhile: a process without the handler dies of the signal instead, and on a
+    GPU machine two runs outlived it without printing anything."""
     printed = False
     try:
         if dump_stacks and STACKS_SIGNAL is not None:
+            size = process.log.stat().st_size
             os.kill(process.pid, STACKS_SIGNAL)
             try:
                 process.wait(timeout=STACKS_WAIT_S)
             except subprocess.TimeoutExpired:
-                printed = True  # it lived through the signal: it had the handler
+                printed = process.log.stat().st_size > size
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass

@@ -119,6 +119,19 @@ def test_a_command_killed_at_its_limit_leaves_its_stacks_in_its_log(tmp_path):
     assert "waiting_for_the_compiler" in raised.value.tail
 
 
+def test_a_killed_command_that_outlived_the_signal_silently_is_not_said_to_have_left_stacks(tmp_path):
+    """Seen on a GPU machine: two runs outlived the signal and printed nothing. The record must not point
+    at stacks that are not there."""
+    from campaign_runner import StepTimeout
+    ctx = context(tmp_path)
+    ctx.step, ctx.deadline = "variants", time.monotonic() + 60
+    code = ("import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
+            "print('started', flush=True); time.sleep(60)")
+    with pytest.raises(StepTimeout, match=r"its own limit \(3 s\)") as raised:
+        campaign.run(ctx, "silent", [sys.executable, "-c", code], limit_s=3)
+    assert "stacks" not in str(raised.value)
+
+
 def test_the_plan_steps_parts_and_budgets():
     assert campaign.select_steps("all") == list(campaign.STEPS)
     assert campaign.select_steps("part2,environment") == ["environment", "data", "variants"]
