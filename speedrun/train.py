@@ -69,9 +69,9 @@ def make_train_step(model, optimizer, label_smoothing, autocast, average=None, w
 
 def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, average):
     """The train step as the policy compiles it (the net's forward alone, or the whole step as one
-    graph), after writing its LR from the device `schedule` into the optimizer: device to device, no
-    value baked into a graph. (Traced inside a whole-step graph, that write stopped the optimizer's
-    momentum from updating with torch 2.13, so it stays just outside.)"""
+    graph), after writing its LR from the device `schedule` into the optimizer and the weight average's
+    next weight: device to device, no value baked into a graph. (Traced inside a whole-step graph, the
+    LR's write stopped the optimizer's momentum from updating with torch 2.13, so both stay outside.)"""
     if policy.whole_step:
         step = policy.compiled_step(make_train_step(net, optimizer, label_smoothing, policy.autocast, average, True))
     else:
@@ -79,6 +79,7 @@ def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, avera
 
     def scheduled_step(inputs, targets):
         set_lr(optimizer, schedule.next())
+        average.advance()
         return step(inputs, targets)
     return scheduled_step
 
@@ -97,9 +98,8 @@ WARMUP_STEPS = 3
 
 def warm_up(run):
     """Compile the train and eval steps on a few batches, then put every state back as it was."""
-    average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
     # each put back in place (the optimizer's tensors too): a whole step keeps reading the same memory
-    loaders = {run.model: run.model.load_state_dict, average: average.load_state_dict,
+    loaders = {run.model: run.model.load_state_dict, run.average: run.average.load_state_dict,
                run.batcher: run.batcher.load_state_dict,
                run.optimizer: functools.partial(load_state_in_place, run.optimizer)}
     saved = {holder: copy.deepcopy(holder.state_dict()) for holder in loaders}
