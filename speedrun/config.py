@@ -1,7 +1,8 @@
 """Configuration: the options (declared in speedrun/options.py) resolved to plain values, and resume.
 
 A run's config is a nested dict of plain values built once, in this order: every option's default,
-the recipe's values (speedrun/recipes.py), then a YAML/JSON `--config-file` and the command line. It
+the values of the optimizer it uses and the recipe's values (speedrun/recipes.py), then a YAML/JSON
+`--config-file` and the command line. It
 is not changed afterwards; what a run derives from it (the LR the range test picks, the peak epoch of
 a short run) is recorded beside it. A bad option stops with a clear message (exit status 2).
 Library callers skip the command line: `resolve_config(overrides)`.
@@ -17,7 +18,7 @@ from terminaltables import AsciiTable
 
 from . import checkpoint, runlog
 from .options import RUN_SECTIONS, Boolean, Choice, Number  # noqa: F401 (registers every option)
-from .recipes import recipe_config
+from .recipes import OPTIMIZER_DEFAULTS, recipe_config
 
 # fastargs draws its --help tables with terminal line-drawing codes, which print as garbage once piped
 # to a file or a pager; plain ASCII reads the same everywhere.
@@ -107,11 +108,13 @@ def parse_seeds(text):
 
 
 def resolve_config(overrides=None):
-    """A run's config: the defaults of the run's sections, then the recipe's values, then `overrides`
-    (a nested dict; an unknown key is a KeyError)."""
+    """A run's config: the defaults of the run's sections, then the values of the optimizer it uses, the
+    recipe's values, and `overrides` (a nested dict; an unknown key is a KeyError)."""
     overrides = overrides or {}
-    recipe = overrides.get("training", {}).get("recipe", "seed")
-    return merge(merge(defaults(RUN_SECTIONS), recipe_config(recipe)), overrides)
+    recipe = recipe_config(overrides.get("training", {}).get("recipe", "seed"))
+    base = merge(defaults(RUN_SECTIONS), recipe)
+    optimizer = overrides.get("training", {}).get("optimizer", base["training"]["optimizer"])
+    return merge(merge(merge(defaults(RUN_SECTIONS), OPTIMIZER_DEFAULTS.get(optimizer, {})), recipe), overrides)
 
 
 def run_config(overrides=None):

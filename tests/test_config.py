@@ -42,6 +42,18 @@ def test_a_run_config_holds_the_run_sections_and_unknown_keys_are_refused():
         resolve_config({"leaderboard": {"seeds": "0"}})
 
 
+@pytest.mark.parametrize("overrides, weight_decay", [
+    ({}, 0.2),  # Adam, the default optimizer: decoupled decay, its measured default
+    ({"training": {"optimizer": "sgd"}}, 5e-4),  # L2: the seed's value, not Adam's
+    ({"training": {"optimizer": "muon"}}, 5e-4),
+    ({"training": {"recipe": "speedrun"}}, 5e-4),  # the recipe's own value
+    ({"training": {"optimizer": "sgd", "weight_decay": 0.01}}, 0.01),  # given: kept
+    ({"training": {"recipe": "speedrun", "optimizer": "adam"}}, 5e-4),  # a recipe's value beats the optimizer's
+])
+def test_weight_decay_defaults_to_the_value_of_the_optimizer_in_use(overrides, weight_decay):
+    assert resolve_config(overrides)["training"]["weight_decay"] == weight_decay
+
+
 def print_config(*args, cwd):
     result = subprocess.run([sys.executable, "-m", "speedrun.train", "--print-config", *args], capture_output=True,
                             text=True, cwd=cwd, timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()})

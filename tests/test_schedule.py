@@ -78,4 +78,4 @@ def test_bad_steps_and_epochs_raise():
 
 
 def test_lr_section_defaults():
-    assert defaults()["lr"] == dict(lr_max=0.0, div_factor=10.0, peak_epoch=5.0, anneal_to_zero=False)
+    assert defaults()["lr"] == dict(lr_max=0.0, div_factor=25.0, peak_epoch=5.0, anneal_to_zero=False)
