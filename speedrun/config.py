@@ -2,9 +2,8 @@
 
 A run's config is a nested dict of plain values built once, in this order: every option's default,
 the values of the optimizer it uses and the recipe's values (speedrun/recipes.py), then a YAML/JSON
-`--config-file` and the command line. It
-is not changed afterwards; what a run derives from it (the LR the range test picks, the peak epoch of
-a short run) is recorded beside it. A bad option stops with a clear message (exit status 2).
+`--config-file` and the command line. It is not changed afterwards; what a run derives from it (the
+LR the range test picks, the peak epoch of a short run) is recorded beside it. A bad option stops with a clear message (exit status 2).
 Library callers skip the command line: `resolve_config(overrides)`.
 """
 import argparse

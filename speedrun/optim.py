@@ -172,7 +172,7 @@ class WeightAverage:
 
     Its decay warms up as min(decay, (1 + n) / (10 + n)) at the n-th update, so that the average of a
     short run is not held near the initial weights: at 0.99 a plain average of 80 steps still gives
-    them 45%. The warm-up is over after 890 updates; in a 24-epoch run (2,352 updates) the average
+    them 45%. The warm-up is over after 890 updates; in a 24-epoch run (2,328 updates) the average
     differs from the plain one by under 1e-6 of its weight. The count and the update's weight are
     device tensors that `advance` sets before each step, outside a compiled one, like the LR: no host
     value is baked into a graph (and an in-place write to a 0-d state inside a whole-step graph went

@@ -78,6 +78,12 @@ def test_print_config_prints_the_resolved_values_and_exits(tmp_path, args, recip
     assert os.listdir(tmp_path) == []  # nothing written, nothing run
 
 
+def test_an_optimizer_chosen_in_a_config_file_brings_its_weight_decay(tmp_path):
+    (tmp_path / "sgd.yaml").write_text("training:\n  optimizer: sgd\n")
+    printed = yaml.safe_load(print_config("--config-file", "sgd.yaml", cwd=tmp_path))
+    assert printed["training"]["optimizer"] == "sgd" and printed["training"]["weight_decay"] == 5e-4
+
+
 def test_the_command_line_prints_its_stacks_on_the_signal():
     """`kill -USR1 <pid>` on a run shows where it is (the campaign sends it before killing a hung run)."""
     result = python("import faulthandler, io, contextlib; from speedrun.cli import main; "
