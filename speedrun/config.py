@@ -3,7 +3,8 @@
 A run's config is a nested dict of plain values built once, in this order: every option's default,
 the values of the optimizer it uses and the recipe's values (speedrun/recipes.py), then a YAML/JSON
 `--config-file` and the command line. It is not changed afterwards; what a run derives from it (the
-LR the range test picks, the peak epoch of a short run) is recorded beside it. A bad option stops with a clear message (exit status 2).
+LR the range test picks, the peak epoch of a short run) is recorded beside it. A bad option stops with
+a clear message (exit status 2).
 Library callers skip the command line: `resolve_config(overrides)`.
 """
 import argparse
@@ -110,10 +111,10 @@ def resolve_config(overrides=None):
     """A run's config: the defaults of the run's sections, then the values of the optimizer it uses, the
     recipe's values, and `overrides` (a nested dict; an unknown key is a KeyError)."""
     overrides = overrides or {}
-    recipe = recipe_config(overrides.get("training", {}).get("recipe", "seed"))
-    base = merge(defaults(RUN_SECTIONS), recipe)
-    optimizer = overrides.get("training", {}).get("optimizer", base["training"]["optimizer"])
-    return merge(merge(merge(defaults(RUN_SECTIONS), OPTIMIZER_DEFAULTS.get(optimizer, {})), recipe), overrides)
+    given, options = overrides.get("training", {}), defaults(RUN_SECTIONS)
+    recipe = recipe_config(given.get("recipe", "seed"))
+    optimizer = given.get("optimizer", recipe.get("training", {}).get("optimizer", options["training"]["optimizer"]))
+    return merge(merge(merge(options, OPTIMIZER_DEFAULTS.get(optimizer, {})), recipe), overrides)
 
 
 def run_config(overrides=None):

@@ -173,27 +173,26 @@ class WeightAverage:
     Its decay warms up as min(decay, (1 + n) / (10 + n)) at the n-th update, so that the average of a
     short run is not held near the initial weights: at 0.99 a plain average of 80 steps still gives
     them 45%. The warm-up is over after 890 updates; in a 24-epoch run (2,328 updates) the average
-    differs from the plain one by under 1e-6 of its weight. The count and the update's weight are
-    device tensors that `advance` sets before each step, outside a compiled one, like the LR: no host
-    value is baked into a graph (and an in-place write to a 0-d state inside a whole-step graph went
-    wrong with torch 2.13, as the LR's did)."""
+    differs from the plain one by under 1e-6 of its weight. The update's weight is a device tensor
+    that `advance` sets before each step from the schedule's step counter, outside a compiled step,
+    like the LR: no host value is baked into a graph, and the count needs no state of its own (an
+    in-place write to a 0-d state inside a whole-step graph went wrong with torch 2.13, as the LR's did)."""
 
     def __init__(self, model, decay):
         self.model, self.decay = model, decay
         self.average = copy.deepcopy(model) if decay else None
-        device = next(model.parameters()).device
-        self.updates, self.weight = torch.zeros((), device=device), torch.zeros((), device=device)
+        self.weight = torch.zeros((), device=next(model.parameters()).device)
         if self.average is not None:  # the tensor lists once, not a state_dict walk every step
             pairs = [(a, m) for a, m in zip(self.average.state_dict().values(), model.state_dict().values())
                      if a.is_floating_point()]
             self._targets, self._sources = [a for a, _ in pairs], [m for _, m in pairs]
 
     @torch.no_grad()
-    def advance(self):
-        """Count the coming update and set its weight (1 - its decay)."""
+    def advance(self, updates):
+        """Set the weight (1 - decay) of the coming update, the `updates`-th (a device tensor)."""
         if self.average is not None:
-            self.updates += 1
-            self.weight.copy_(1.0 - torch.clamp((1 + self.updates) / (10 + self.updates), max=self.decay))
+            decay = torch.clamp((1 + updates) / (10 + updates), max=self.decay)
+            self.weight.copy_(1.0 - decay.view(()))
 
     @torch.no_grad()
     def update(self):
@@ -204,16 +203,6 @@ class WeightAverage:
 
     def net(self):
         return self.average if self.average is not None else self.model
-
-    def state_dict(self):
-        return {"average": self.average.state_dict() if self.average is not None else {},
-                "updates": self.updates.clone()}
-
-    def load_state_dict(self, state):
-        """In place (a compiled step keeps reading the same tensors)."""
-        if self.average is not None:
-            self.average.load_state_dict(state["average"])
-        self.updates.copy_(state["updates"])
 
     def tensors(self):
         """The tensors `update` reads or writes besides the weights (none without an average)."""

@@ -26,7 +26,6 @@ def save_state(run, epoch):
             "optimizer": run.optimizer.state_dict(), "generator": loader["generator"],
             "generator_device": loader["device"],
             "average": run.average.average.state_dict() if run.average.average is not None else {},
-            "average_updates": run.average.updates.item(),
             "epoch": epoch + 1, "history": run.history, "config": run.cfg, "derived": run.derived,
             "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},
             keep_previous=options["checkpoint"] == "every")
@@ -48,9 +47,8 @@ def restore(run, state):
     """Put the checkpoint `state` back into `run`: weights, optimizer, average, loader, history."""
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
-    # a checkpoint from before the average's warm-up counted no updates: one a step, as it ran
-    updates = state.get("average_updates", state["epoch"] * run.batcher.steps_per_epoch)
-    run.average.load_state_dict({"average": state["average"], "updates": torch.tensor(float(updates))})
+    if run.average.average is not None:
+        run.average.average.load_state_dict(state["average"])
     run.start_epoch, run.history = state["epoch"], state["history"]
     note = run.batcher.load_state_dict(loader_state(state))
     if note and run.dist.is_main:

@@ -79,7 +79,7 @@ def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, avera
 
     def scheduled_step(inputs, targets):
         set_lr(optimizer, schedule.next())
-        average.advance()
+        average.advance(schedule.position)  # the steps so far, this one included
         return step(inputs, targets)
     return scheduled_step
 
@@ -98,8 +98,9 @@ WARMUP_STEPS = 3
 
 def warm_up(run):
     """Compile the train and eval steps on a few batches, then put every state back as it was."""
+    average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
     # each put back in place (the optimizer's tensors too): a whole step keeps reading the same memory
-    loaders = {run.model: run.model.load_state_dict, run.average: run.average.load_state_dict,
+    loaders = {run.model: run.model.load_state_dict, average: average.load_state_dict,
                run.batcher: run.batcher.load_state_dict,
                run.optimizer: functools.partial(load_state_in_place, run.optimizer)}
     saved = {holder: copy.deepcopy(holder.state_dict()) for holder in loaders}
