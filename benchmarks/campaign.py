@@ -6,10 +6,11 @@
 
 Each step runs its work in processes of their own under the step's time budget. A step that fails,
 crashes or runs past its budget is recorded (failed, with its output's last lines; skipped, with why)
-and the next step runs. After every step OUT/campaign.json, OUT/campaign.md and OUT/runs.tar.gz (run
-folders and logs, without checkpoints or betons) are rewritten, so a campaign cut short still reports.
-`report` merges the parts into benchmarks/results/<device>/ and regenerates the results section of
-benchmarks/README.md and the leaderboard table from them.
+and the next step runs. After every step OUT/campaign.json (with the command's wall time so far),
+OUT/campaign.md and OUT/runs.tar.gz (run folders and logs, without checkpoints or betons) are
+rewritten, so a campaign cut short still reports. `report` merges the parts into
+benchmarks/results/<device>/, every part's record of every step marked with the part it came from, and
+regenerates the results section of benchmarks/README.md and the leaderboard table from them.
 
 This file is the command line. The plan (steps, budgets, parts, sizes) is in campaign_plan.py; running
 the commands and recording each step in campaign_runner.py; the steps in campaign_steps.py (the device
@@ -51,11 +52,27 @@ def run_campaign(options):
                                       for word in options.steps.split(",")), default=float("inf"))
     ctx.campaign_deadline = time.monotonic() + total_s
     work.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "benchmarks/campaign.py", *options.argv])
-    campaign = {"size": size, "commands": [command], "started": now(), "steps": [], "timed_regions": TIMED,
-                "archive": ARCHIVE, **probe_header(ctx)}
+    # this command's wall time, from its start to its end, kept up to date after every step
+    command = {"command": shlex.join(["python", "benchmarks/campaign.py", *options.argv]), "started": now(),
+               "finished": None, "wall_s": None}
+    clock = time.monotonic()
+
+    def stop_clock():
+        command.update(finished=now(), wall_s=round(time.monotonic() - clock, 1))
+
+    campaign = {"size": size, "commands": [command], "started": command["started"], "steps": [],
+                "timed_regions": TIMED, "archive": ARCHIVE, **probe_header(ctx)}
     plan = [(name, STEP_FUNCTIONS[name], BUDGETS_S[name]) for name in select_steps(options.steps)]
-    return run_steps(ctx, plan, campaign, lambda: write_answer(campaign, out, work))
+
+    def after_each():
+        stop_clock()
+        write_answer(campaign, out, work)
+
+    run_steps(ctx, plan, campaign, after_each)
+    stop_clock()  # the last archive written too
+    campaign["finished"] = command["finished"]
+    write_answer(campaign, out)
+    return campaign
 
 
 def parse(argv):

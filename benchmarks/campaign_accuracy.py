@@ -24,16 +24,17 @@ def step_seed_recipe(ctx):
     ctx.cache["pick"] = pick_of(read_summary(ctx.folder / "seed0"))
     ctx.cache["pick_folder"] = ctx.folder / "seed0"
     lr = ctx.cache["pick"][1]
-    rest = (run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs, lr=lr,
-                                            checkpoint="last"))
-            if seeds > 1 else first)
+    commands = [first.command]  # one process for seed 0 and its range test, one for the rest, if any
+    if seeds > 1:
+        commands.append(run(ctx, "seeds", train_command(ctx, ctx.folder, "--seeds", f"1-{seeds - 1}", epochs=epochs,
+                                                        lr=lr, checkpoint="last")).command)
     folders = [ctx.folder / f"seed{seed}" for seed in range(seeds)]
     summaries = [read_summary(folder) for folder in folders]
     scores = tta_scores(ctx, folders)
     entry = leaderboard_entries.make_entry(summaries, name="seed", kind="ours", target=TARGET,
                                            session=leaderboard_entries.new_session(), recipe="seed")
     stats = leaderboard_entries.summarise_runs(summaries, TARGET)
-    command = f"{first.command}; then {rest.command}"
+    command = "; then ".join(commands)
     return {"lr_max": lr, "epochs": epochs, "stats": stats, "entries": [entry], "curves": mean_curves(summaries),
             "tta": scores, "figures": seed_figures(ctx, summaries, stats, command) + tta_figures(scores, command) + [
                 figure("seed recipe: LR from the range test", f"{lr:.4g}", value=lr, command=first.command)]}
@@ -197,7 +198,8 @@ def mean_curves(summaries):
 
 def step_record_vs_airbench(ctx):
     """The record recipe and airbench's train94 on the same betons, device and process, several seeds
-    each; airbench warmed up once. Where airbench cannot run, ours runs alone and the reason is kept."""
+    each; airbench warmed up once, by a call that stops after its first step. Where airbench cannot run,
+    ours runs alone and the reason is kept."""
     probe = run(ctx, "airbench-probe", [ctx.python, "-c", "from speedrun.reference import check_available; "
                                         "check_available('cuda')"], check=False)
     reason = tail(probe.output, 1) if probe.returncode else None

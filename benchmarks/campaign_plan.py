@@ -35,8 +35,9 @@ CORE_PARTS = ("part1", "part2", "part3", "part4")
 # status 2 naming it) is recorded as skipped; one that fell back to another mode, as fallen back.
 COMPILE_MODE_OPTION = "compile_mode"
 VARIANTS = {
-    "base": [],
+    "base": [],  # the trainer's defaults: on CUDA the whole step under CUDA graphs (compile mode auto)
     "eager": ["--training.compile", "off"],
+    "forward": [f"--training.{COMPILE_MODE_OPTION}", "default"],  # the net's forward alone compiled
     "nchw": ["--training.channels_last", "false"],
     "large_batch": ["--training.batch_size", "{large_batch}"],
     "max_autotune": [f"--training.{COMPILE_MODE_OPTION}", "max-autotune"],
@@ -63,13 +64,15 @@ STUDY_CHANGES = {"sgd": (["--training.optimizer", "sgd"], False),
                  "div-factor-10": (["--lr.div_factor", "10"], True)}
 BENCH_STAGES = "beton_to_device,augment,forward,forward_backward,optimizer_step,train_step,versus_plain,eval"
 TARGET = 0.94  # the test accuracy whose time-to-reach the leaderboard reports
+SMOKE_PRECISION = ["--training.precision", "fp32"]
 SIZES = {
-    "gpu": dict(device="cuda", trainer=["--training.device", "cuda"], compile="on", bench_size="full", kernel_tests="cuda",
+    "gpu": dict(device="cuda", trainer=["--training.device", "cuda"], pinned=[], compile="on", bench_size="full", kernel_tests="cuda",
                 short_epochs=8, short_lr=0.0034, variant_epochs=4, batch=512, width=64, seed_epochs=24,
                 seeds=5, candidate_seeds=3, record_seeds=10, record_options=[], synthetic_images=None,
                 lr_grid=(0.25, 0.5, 2, 4, 8), study=tuple(STUDY_CHANGES), variants=tuple(VARIANTS)),
+    # the smoke's precision is pinned: `auto` would train in bf16 on a CPU with native bf16 only
     "smoke": dict(device="cpu", trainer=["--training.device", "cpu", "--model.width", "8", "--training.batch_size", "64",
-                           "--training.eval_batch_size", "128"],
+                           "--training.eval_batch_size", "128", *SMOKE_PRECISION], pinned=SMOKE_PRECISION,
                   compile="auto", bench_size="small", kernel_tests="cuda or borders", short_epochs=3,
                   short_lr=0.05, variant_epochs=1, batch=64, width=8, seed_epochs=1, seeds=2, candidate_seeds=2,
                   record_seeds=2,
@@ -90,9 +93,13 @@ TIMED = {
              "backward, optimizer) and the host sync before each evaluation; outside: the compile warm-up, "
              "the LR range test, evaluation, checkpoints, loading the betons. cuDNN autotuning on.",
     "step": "median seconds of an epoch after the first, divided by its steps (the `train` region, per step)",
-    "airbench": "airbench's whole train94 call (its whitening init and every step), CUDA-synchronised; "
-                "outside: one untimed warm-up run per campaign, loading data, the final evaluation. cuDNN "
-                "autotuning on (airbench's own setting). Same betons, device and process as our seeds.",
+    "airbench": "airbench's whole train94 call, the host's clock between two CUDA synchronisations: inside, "
+                "loading its test set (train94 builds its own test loader from the exported file), building its "
+                "net, its whitening init and every step; outside: exporting our betons to airbench's files and "
+                "loading its train set (before each seed), the warm-up call before the first seed (train94 in "
+                "its warm-up mode, which returns after its first step: set-up, cuDNN autotuning and one step, "
+                "not a whole run), the evaluation after each call. cuDNN autotuning on (airbench's own "
+                "setting). Same betons, device and process as our seeds.",
     "device": "CUDA events around `calls` back-to-back calls after an untimed warm-up (compiling included "
               "there); median of the repeats (benchmarks/bench.py)",
     "compile": "the trainer's warm-up before its clock starts: 3 compiled train steps and an evaluation",

@@ -56,6 +56,32 @@ def step_note(step):
     return step.get("reason") or step.get("error") or result.get("note") or ""
 
 
+def command_records(campaign):
+    """The campaign's commands, each {command, started, finished, wall_s} (and the part it ran as, once
+    merged); a campaign.json from before commands were timed holds their text alone."""
+    return [{"command": command} if isinstance(command, str) else command for command in campaign.get("commands", [])]
+
+
+def command_line(record):
+    """One command of the campaign for campaign.md: the part it ran as, its text, its wall time."""
+    part = f"{record['part']}: " if record.get("part") else ""
+    if record.get("wall_s") is None:
+        timing = "wall time not recorded"
+    else:
+        timing = f"{record['started']} to {record['finished']}, {record['wall_s']:.0f} s"
+    note = f" ({record['note']})" if record.get("note") else ""
+    return f"- {part}`{record['command']}`: {timing}{note}"
+
+
+def where(step):
+    """' (part)' for a record of a merged campaign."""
+    return f" ({step['part']})" if step.get("part") else ""
+
+
+def seconds_text(step):
+    return "not recorded" if step.get("seconds") is None else f"{step['seconds']:.0f}"
+
+
 def command_number(commands, command):
     """'c3' for the third command seen; the commands are listed in full once, under the table."""
     if not command:
@@ -64,37 +90,53 @@ def command_number(commands, command):
 
 
 def render(campaign):
-    """campaign.md: the header, every step's status, every figure, the timed regions, what failed."""
+    """campaign.md: the header, every command and its wall time, every step's status (each record of a
+    step that ran in several parts, marked with its part), every figure, the timed regions, what failed."""
     env = environment_of(campaign)
     versions = campaign.get("versions", {})
     commands = {}  # each command once, numbered in order of appearance
+    steps = campaign["steps"]
+    by_part = any(step.get("part") for step in steps)  # a merged campaign: which part each record is from
     lines = [f"# Campaign: {campaign['device']}", "",
              f"{campaign['size']} campaign, {campaign['started']}; torch {versions.get('torch')}, "
              f"triton {versions.get('triton')}, CUDA {versions.get('cuda')}, cuDNN {campaign.get('cudnn')}, "
              f"driver {env.get('nvidia_smi', {}).get('driver_version', 'not read')}. On CUDA, cuDNN autotuning "
              f"is on for our runs and the reference alike.", "",
-             "Run as: " + "; ".join(f"`{command}`" for command in campaign["commands"]), "",
-             "## Steps", "", "| # | step | status | seconds (budget) | what | note |", "|---|---|---|---|---|---|"]
-    for number, step in enumerate(campaign["steps"], 1):
-        lines.append(f"| {number} | {step['name']} | **{step['status']}** | {step.get('seconds', 0):.0f} "
-                     f"({step['budget_s']}) | {cell(step['what'])} | {cell(step_note(step))} |")
+             "Run as, each command's wall time from its start to its end:", ""]
+    lines += [command_line(record) for record in command_records(campaign)]
+    column, rule = (" part |", "---|") if by_part else ("", "")
+    lines += ["", "## Steps", "", f"| # | step | status |{column} seconds (budget) | what | note |",
+              f"|---|---|---|{rule}---|---|---|"]
+    for number, step in enumerate(steps, 1):
+        part = f" {cell(step.get('part', ''))} |" if by_part else ""
+        note = step_note(step)
+        if step.get("reconstructed"):
+            note = "reconstructed from the archive's run files (below)" + (f"; {note}" if note else "")
+        lines.append(f"| {number} | {step['name']} | **{step['status']}** |{part} {seconds_text(step)} "
+                     f"({step['budget_s']}) | {cell(step['what'])} | {cell(note)} |")
     lines += ["", "## Figures", "", "Fractions are of this device's measured ceilings (environment step): "
               "TFLOP/s of the matrix-product rate in the training precision, GB/s of the copy bandwidth.", "",
-              "| step | figure | value | of ceiling | accuracy | device | timed | command |",
-              "|---|---|---|---|---|---|---|---|"]
-    for step in campaign["steps"]:
+              f"| step |{column} figure | value | of ceiling | accuracy | device | timed | command |",
+              f"|---|{rule}---|---|---|---|---|---|---|"]
+    for step in steps:
+        part = step.get("part", "") + (" (reconstructed)" if step.get("reconstructed") else "")
         for fig in (step.get("result") or {}).get("figures", []):
             share = fraction(fig, env)
             lines.append("| " + " | ".join(cell(value) for value in [
-                step["name"], fig["name"], fig["text"], f"{share[0]:.1%} of {share[1]}" if share else "",
+                step["name"], *([part] if by_part else []), fig["name"], fig["text"],
+                f"{share[0]:.1%} of {share[1]}" if share else "",
                 pct(fig["accuracy"]) if fig.get("accuracy") is not None else "", step.get("device", campaign["device"]),
                 fig.get("timed") or "", command_number(commands, fig.get("command"))]) + " |")
     lines += ["", "## What each clock covers", ""] + [f"- **{key}**: {text}" for key, text in TIMED.items()]
     lines += ["", "## Commands (WORK is the campaign's work folder)", ""]
     lines += [f"- c{number}: `{command}`" for command, number in commands.items()]
-    failures = [step for step in campaign["steps"] if step["status"] == "failed"]
-    for step in failures:
-        lines += ["", f"## {step['name']}: {step['error']}", "", "```", step.get("tail") or "(no output)", "```"]
+    rebuilt = [step for step in steps if step.get("reconstructed")]
+    if rebuilt:
+        lines += ["", "## Reconstructed records", ""]
+        lines += [f"- {step['name']}{where(step)}: {step['reconstructed']}" for step in rebuilt]
+    for step in (step for step in steps if step["status"] == "failed"):
+        lines += ["", f"## {step['name']}{where(step)}: {step['error']}", "", "```", step.get("tail") or "(no output)",
+                  "```"]
         for name, part in ((step.get("result") or {}).get("variants") or (step.get("result") or {}).get("checks")
                            or {}).items():
             if part.get("status") == "failed":
@@ -118,17 +160,21 @@ def write_answer(campaign, out, work=None):
                     archive.add(child, arcname=child.name, filter=keep_in_archive)
 
 
-def merge_campaigns(campaigns):
-    """One campaign from several parts: each step's latest record (a step repeated in several parts,
-    like `data`, keeps its last run), in campaign order; the header of the part with the environment."""
-    by_name = {}
-    for campaign in campaigns:
-        for step in campaign["steps"]:
-            by_name[step["name"]] = step
+def merge_campaigns(campaigns, names=None):
+    """One campaign from several parts: every part's record of every step, each marked with the part it
+    came from (`names`, default part1, part2, ...), in campaign order and, within a step that ran in
+    several parts (like `data`), in the parts' order; every part's commands with their wall times; the
+    header of the part with the environment."""
+    names = list(names) if names else [f"part{number}" for number in range(1, len(campaigns) + 1)]
+    order = {name: index for index, name in enumerate(STEPS)}
+    records = [{**step, "part": step.get("part") or name} for campaign, name in zip(campaigns, names)
+               for step in campaign["steps"]]
+    commands = [{**record, "part": record.get("part") or name} for campaign, name in zip(campaigns, names)
+                for record in command_records(campaign)]
     first = next((c for c in campaigns if environment_of(c)), campaigns[0])
-    return {**first, "commands": [command for c in campaigns for command in c["commands"]],
+    return {**first, "commands": commands, "timed_regions": TIMED,
             "started": min(c["started"] for c in campaigns), "finished": max(c.get("finished", "") for c in campaigns),
-            "steps": [by_name[name] for name in STEPS if name in by_name]}
+            "steps": sorted(records, key=lambda step: order.get(step["name"], len(STEPS)))}
 
 
 def merge_archives(folders, out):
@@ -145,14 +191,24 @@ def merge_archives(folders, out):
                     merged.addfile(member, data)
 
 
-def readme_section(campaign, folder):
-    """The results section of benchmarks/README.md: the step table and the figures, from campaign.md."""
+def readme_section(campaign, folder, others=()):
+    """The results section of benchmarks/README.md: the step table and the figures, from campaign.md;
+    `others`, the folders of this device's other visits."""
     text = render(campaign)
     body = text[text.index("## Steps"):].replace("## ", "#### ")
-    return (f"{README_MARKERS[0]}\n### Campaign on {campaign['device']} ({campaign['started'][:10]})\n\n"
+    visits = "; other visits: " + ", ".join(f"`{other}/`" for other in others) if others else ""
+    return (f"{README_MARKERS[0]}\n### Campaign on {campaign['device']} ({campaign['started'][:10]}{visits})\n\n"
             f"From `{folder}/campaign.md` (generated by `python benchmarks/campaign.py report`); leaderboard "
             f"in `{folder}/leaderboard.md`, run folders in `{folder}/{ARCHIVE}`.\n\n"
             f"{body.strip()}\n{README_MARKERS[1]}")
+
+
+def other_visits(out, device):
+    """The other folders beside `out` holding a campaign of `device`: <device>, <device>-visit-N."""
+    slug = slugify(device)
+    return sorted(folder for folder in out.parent.iterdir() if folder.resolve() != out.resolve()
+                  and (folder.name == slug or folder.name.startswith(f"{slug}-visit-"))
+                  and (folder / "campaign.json").exists())
 
 
 def update_readme(path, section):
@@ -166,7 +222,7 @@ def update_readme(path, section):
 def report(options):
     folders = [Path(folder) for folder in options.parts]
     campaigns = [json.loads((folder / "campaign.json").read_text()) for folder in folders]
-    campaign = merge_campaigns(campaigns)
+    campaign = merge_campaigns(campaigns, [folder.name for folder in folders])
     out = Path(options.out or ROOT / "benchmarks" / "results" / slugify(campaign["device"]))
     write_answer(campaign, out)
     merge_archives(folders, out)
@@ -175,8 +231,10 @@ def report(options):
     readme = options.readme if options.readme is not None else (
         "" if campaign["size"] == "smoke" else str(ROOT / "benchmarks" / "README.md"))
     if readme:
-        shown = os.path.relpath(out, ROOT) if out.resolve().is_relative_to(ROOT) else out.name
-        update_readme(Path(readme), readme_section(campaign, shown))
+        def shown(folder):
+            return os.path.relpath(folder, ROOT) if folder.resolve().is_relative_to(ROOT) else folder.name
+        others = [shown(folder) for folder in other_visits(out, campaign["device"])]
+        update_readme(Path(readme), readme_section(campaign, shown(out), others))
     updated = f"; updated {readme}" if readme else ""
     print(f"wrote {out}/campaign.json, campaign.md, leaderboard.md, {ARCHIVE}{updated}")
     return campaign

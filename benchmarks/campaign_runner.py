@@ -85,7 +85,7 @@ def start(ctx, label, argv, env=None):
     """Start `argv` in a process group of its own (so a timeout kills all it started), output to
     <step folder>/<label>.log."""
     if time.monotonic() >= ctx.deadline:
-        raise BudgetSpent(f"{label}: the step's budget was spent before it could start")
+        raise BudgetSpent(f"{label}: {deadline_name(ctx)} was spent before it could start")
     log = ctx.folder / f"{label}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
@@ -93,6 +93,13 @@ def start(ctx, label, argv, env=None):
                                    stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     process.label, process.log, process.command = label, log, display(ctx, argv)
     return process
+
+
+def deadline_name(ctx):
+    """What the step's deadline is: its own budget, or the campaign's --total-s when that ends first."""
+    if ctx.deadline >= ctx.campaign_deadline:
+        return "the campaign's --total-s"
+    return f"the step's budget ({BUDGETS_S.get(ctx.step, '?')} s)"
 
 
 def kill(process, dump_stacks=False):
@@ -125,8 +132,7 @@ def finish(ctx, process, check=True, limit_s=None):
         returncode = process.wait(timeout=max(0.0, wait_s))
     except subprocess.TimeoutExpired:
         stacks = kill(process, dump_stacks=True)
-        what = (f"its own limit ({limit_s:g} s)" if own_limit
-                else f"the end of the step's budget ({BUDGETS_S.get(ctx.step, '?')} s)")
+        what = f"its own limit ({limit_s:g} s)" if own_limit else f"the end of {deadline_name(ctx)}"
         where = f" (its threads' stacks at that moment end {process.log.name})" if stacks else ""
         raise StepTimeout(f"timeout: {process.label} was still running at {what} and was killed{where}",
                           tail(process.log.read_text(errors="replace"))) from None

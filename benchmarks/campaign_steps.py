@@ -33,7 +33,7 @@ def train_command(ctx, folder, *options, epochs=None, lr=None, checkpoint="none"
 
 def bench_command(ctx, stages, out, *options):
     return [ctx.python, "benchmarks/bench.py", "--size", ctx.size["bench_size"], "--stages", stages,
-            "--out", out, *options]
+            "--out", out, *ctx.size["pinned"], *options]
 
 
 def read_summary(folder):
@@ -247,10 +247,16 @@ def step_variants(ctx):
     parts = {name: (lambda name=name, options=options: variant(ctx, name, options, flops))
              for name, options in VARIANTS.items() if name in ctx.size["variants"]}
     results, failed = run_parts(parts)
+    return fail_if_any(failed, variants_result(results, flops), "variants")
+
+
+def variants_result(results, flops):
+    """The step's result from its variants' records (run_parts'): their figures and one for each that
+    did not pass."""
     figures = [fig for record in results.values() for fig in record.pop("figures", [])]
     figures += [figure(f"variant {name}", f"{record['status']}: {record.get('reason') or record.get('error')}")
                 for name, record in results.items() if record["status"] != "passed"]
-    return fail_if_any(failed, {"variants": results, "train_flops_per_image": flops, "figures": figures}, "variants")
+    return {"variants": results, "train_flops_per_image": flops, "figures": figures}
 
 
 def variant(ctx, name, options, flops):
@@ -262,7 +268,12 @@ def variant(ctx, name, options, flops):
         raise Skip(f"option not available: --training.{COMPILE_MODE_OPTION} ({tail(done.output, 1)})")
     if done.returncode:
         raise StepError(f"exit status {done.returncode}: {done.command}", tail(done.output))
-    summary = read_summary(folder)
+    return variant_record(name, options, read_summary(folder), flops, done.command)
+
+
+def variant_record(name, options, summary, flops, command):
+    """A finished variant's record: its step time (step_time), rate, accuracy and compile, from its run's
+    summary; `command` is the one that ran it."""
     seconds, compiling, compiled = step_time(summary), summary["compile_seconds"], summary.get("compiled", "?")
     batch = summary["config"]["training"]["batch_size"]
     tflops = flops * batch / seconds / 1e12
@@ -273,5 +284,5 @@ def variant(ctx, name, options, flops):
             f"{ran}, compile {compiling:.1f} s")
     return {"options": options, "step_ms": seconds * 1e3, "batch_size": batch, "tflops": tflops,
             "final_test_acc": summary["final_test_acc"], "compile_seconds": compiling, "compiled": compiled,
-            "figures": [figure(f"variant {name}: train step", text, value=seconds, timed="step", command=done.command,
+            "figures": [figure(f"variant {name}: train step", text, value=seconds, timed="step", command=command,
                                accuracy=summary["final_test_acc"], tflops=tflops)]}

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import campaign  # noqa: E402
+from campaign_report import figure  # noqa: E402
 
 
 def context(tmp_path, python=sys.executable):
@@ -163,17 +164,133 @@ def test_the_candidate_takes_each_change_that_beat_the_pick_once_per_option():
     assert campaign.campaign_accuracy.candidate_of(runs)[1] == 1  # no factor beat the pick by the margin
 
 
-def test_parts_merge_into_one_campaign_each_step_once_in_order():
-    def step(name, note):
-        return {"name": name, "status": "passed", "result": {"figures": [], "note": note}}
+def test_parts_merge_keeping_every_record_of_every_step_each_marked_with_its_part(tmp_path):
+    """A step that ran in two commands (the betons written by the first, kept by the second) keeps both
+    records in campaign.json and campaign.md, steps and figures, each with the part it came from."""
+    def step(name, note, *figures):
+        return {"name": name, "status": "passed", "what": f"the {name} step", "budget_s": 10, "seconds": 1.0,
+                "result": {"note": note, "figures": [figure(text, text, command=f"run {text}") for text in figures]}}
 
-    first = {**header([step("environment", "e"), step("data", "written")]), "started": "2", "finished": "3"}
-    second = {**header([step("data", "kept"), step("variants", "v")]), "started": "4", "finished": "5",
-              "commands": ["part2"]}
-    merged = campaign.merge_campaigns([second, first])
-    assert [s["name"] for s in merged["steps"]] == ["environment", "data", "variants"]
-    assert merged["steps"][1]["result"]["note"] == "written"  # the last part given wins
-    assert merged["commands"] == ["part2", "campaign"] and merged["started"] == "2" and merged["finished"] == "5"
+    first = {**header([step("environment", "e", "ceiling"), step("data", "written", "950 images/s"),
+                       step("variants", "v1", "base 6.55 ms")]), "started": "2", "finished": "3"}
+    second = {**header([step("data", "kept", "kept betons"), step("variants", "v2", "whole step 3.51 ms")]),
+              "started": "4", "finished": "5", "commands": [{"command": "part2", "started": "4", "finished": "5",
+                                                             "wall_s": 61.0}]}
+    for folder, part in (("visit", first), ("variants", second)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "campaign.json").write_text(json.dumps(part))
+    assert campaign.main(["report", str(tmp_path / "visit"), str(tmp_path / "variants"), "--out",
+                          str(tmp_path / "merged"), "--readme", ""]) == 0
+    merged = json.loads((tmp_path / "merged" / "campaign.json").read_text())
+    assert [(s["name"], s["part"], s["result"]["note"]) for s in merged["steps"]] == [
+        ("environment", "visit", "e"), ("data", "visit", "written"), ("data", "variants", "kept"),
+        ("variants", "visit", "v1"), ("variants", "variants", "v2")]
+    assert merged["started"] == "2" and merged["finished"] == "5"
+    # the first part's campaign.json has its command as text alone (written before commands were timed)
+    assert merged["commands"] == [{"command": "campaign", "part": "visit"},
+                                  {"command": "part2", "started": "4", "finished": "5", "wall_s": 61.0,
+                                   "part": "variants"}]
+
+    markdown = (tmp_path / "merged" / "campaign.md").read_text()
+    assert "| 2 | data | **passed** | visit | 1 (10) | the data step | written |" in markdown
+    assert "| 3 | data | **passed** | variants | 1 (10) | the data step | kept |" in markdown
+    for part, figure_name in (("visit", "950 images/s"), ("variants", "kept betons"), ("visit", "base 6.55 ms"),
+                              ("variants", "whole step 3.51 ms")):
+        assert f"| {part} | {figure_name} | {figure_name} |" in markdown
+    assert "- visit: `campaign`: wall time not recorded" in markdown
+    assert "- variants: `part2`: 4 to 5, 61 s" in markdown
+
+    # without names the parts are numbered; a record reconstructed afterwards says so wherever it shows
+    rebuilt = {**second, "steps": [{**second["steps"][1], "reconstructed": "from the run files", "seconds": None}]}
+    again = campaign.merge_campaigns([first, rebuilt])
+    assert [s["part"] for s in again["steps"]] == ["part1", "part1", "part1", "part2"]
+    markdown = campaign.render(again)
+    assert ("| 4 | variants | **passed** | part2 | not recorded (10) | the variants step | reconstructed from the "
+            "archive's run files (below); v2 |") in markdown
+    assert "| variants | part2 (reconstructed) | whole step 3.51 ms |" in markdown
+    assert "## Reconstructed records\n\n- variants (part2): from the run files" in markdown
+
+
+def test_each_command_records_its_wall_time_from_its_start_to_its_end(tmp_path, monkeypatch):
+    def slow_step(ctx):
+        """Takes a while."""
+        time.sleep(1.5)
+        return {"figures": []}
+
+    monkeypatch.setitem(campaign.STEP_FUNCTIONS, "data", slow_step)
+    monkeypatch.setattr(campaign, "probe_header", lambda ctx: {"device": "test device", "versions": {}})
+    out = tmp_path / "out"
+    started = time.monotonic()
+    assert campaign.main(["--steps", "data", "--smoke", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    elapsed = time.monotonic() - started
+    result = json.loads((out / "campaign.json").read_text())
+    [command] = result["commands"]
+    assert command["command"].startswith("python benchmarks/campaign.py --steps data --smoke --out")
+    assert 1.5 <= command["wall_s"] <= elapsed + 0.1
+    assert command["started"] == result["started"] and command["finished"] == result["finished"]
+    assert command["started"] <= command["finished"]
+    markdown = (out / "campaign.md").read_text()
+    assert f"- `{command['command']}`: {command['started']} to {command['finished']}, {command['wall_s']:.0f} s" \
+        in markdown
+
+
+def fake_trainer(tmp_path):
+    """A python that answers the seed recipe's commands: a trainer that writes each seed's summary (the
+    second H200 visit's seed 0, with the seed changed), a FLOP count; scoring fails."""
+    template = ROOT / "benchmarks" / "results" / "nvidia-h200-visit-2" / "runs" / "seed_recipe" / "seed0"
+    template = template / "summary.json"
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"""#!{sys.executable}
+import json, sys
+from pathlib import Path
+args = sys.argv[1:]
+if args[:2] == ["-m", "speedrun.train"]:
+    folder = Path(args[args.index("--logging.folder") + 1])
+    first, _, last = args[args.index("--seeds") + 1].partition("-")
+    for seed in range(int(first), int(last or first) + 1):
+        summary = {{**json.loads(Path({str(template)!r}).read_text()), "seed": seed}}
+        (folder / f"seed{{seed}}").mkdir(parents=True, exist_ok=True)
+        (folder / f"seed{{seed}}" / "summary.json").write_text(json.dumps(summary))
+elif args[:1] == ["-c"]:
+    print(758523904)
+else:
+    sys.exit(1)
+""")
+    fake.chmod(0o755)
+    return fake
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_the_seed_recipe_names_each_process_it_ran_once(tmp_path, seeds):
+    """With one seed one process ran: its figures name that command alone, not twice ('...; then ...')."""
+    ctx = context(tmp_path, fake_trainer(tmp_path))
+    ctx.overrides = {"seeds": seeds}
+    ctx.step, ctx.deadline = "seed_recipe", time.monotonic() + 60
+    (ctx.work / "seed_recipe").mkdir(parents=True)
+    result = campaign.campaign_accuracy.step_seed_recipe(ctx)
+    assert result["stats"]["runs"] == seeds
+    commands = {fig["command"] for fig in result["figures"]}
+    first = next(fig["command"] for fig in result["figures"] if fig["name"] == "seed recipe: LR from the range test")
+    assert first.endswith("--epochs 1 --seeds 0") and "; then" not in first
+    if seeds == 1:
+        assert commands == {first}
+    else:
+        rest = first.replace("--seeds 0", f"--lr.lr_max {result['lr_max']} --seeds 1-2")
+        assert commands == {first, f"{first}; then {rest}"}
+    markdown = campaign.render({**header([{"name": "seed_recipe", "status": "passed", "what": "", "budget_s": 1,
+                                           "result": result}])})
+    assert markdown.count("--seeds 0") == (1 if seeds == 1 else 2)
+
+
+def test_a_command_killed_at_the_campaigns_total_says_so_not_the_steps_budget(tmp_path):
+    from campaign_runner import StepTimeout
+    ctx = context(tmp_path)
+    ctx.step = "variants"
+    ctx.deadline = ctx.campaign_deadline = time.monotonic() + 1
+    with pytest.raises(StepTimeout, match="at the end of the campaign's --total-s and was killed"):
+        campaign.run(ctx, "late", [sys.executable, "-c", "import time; time.sleep(60)"])
+    with pytest.raises(campaign.Skip, match="next: the campaign's --total-s was spent before it could start"):
+        campaign.run(ctx, "next", [sys.executable, "-c", "pass"])
 
 
 def test_smoke_campaign_runs_every_step_on_the_cpu_and_reports_them(tmp_path):
