@@ -40,7 +40,7 @@ from speedrun.runlog import versions, write_json
 from speedrun.stacks import dump_stacks_on_signal
 
 STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
-          "optimizer_step", "train_step", "versus_plain", "host_overhead", "memory", "eval", "epoch", "train_24")
+          "optimizer_step", "train_step", "versus_plain", "step_modes", "host_overhead", "memory", "eval", "epoch", "train_24")
 
 
 def stage_names(text):

@@ -15,17 +15,18 @@ from speedrun.data import CifarData  # noqa: E402
 from speedrun.device import policy_from_config, timed  # noqa: E402
 from speedrun.loader import Loader  # noqa: E402
 from speedrun.model import build_model  # noqa: E402
-from speedrun.optim import build_optimizer, set_lr  # noqa: E402
+from speedrun.optim import WeightAverage, build_optimizer, set_lr  # noqa: E402
+from speedrun.schedule import DeviceSchedule  # noqa: E402
 from speedrun.summary import forward_flops  # noqa: E402
-from speedrun.train import make_train_step  # noqa: E402
+from speedrun.train import compiled_train_step  # noqa: E402
 
 # Problem sizes and repeat counts. `calls` back-to-back calls make one timed repeat, so that launch
 # overhead is spread over enough work; tiny kernels get more of them.
 SIZES = {
-    "full": dict(matmul=8192, copy_bytes=1 << 30, train_images=50_000, test_images=10_000,
+    "full": dict(matmul=(4096, 8192, 16384), copy_bytes=1 << 30, train_images=50_000, test_images=10_000,
                  augment_batch=512, augment_large_batch=32_768, repeats=10, calls=20, kernel_calls=100, write_repeats=3, step_repeats=10,
                  overrides={}),
-    "small": dict(matmul=512, copy_bytes=16 << 20, train_images=256, test_images=128,
+    "small": dict(matmul=(256, 512), copy_bytes=16 << 20, train_images=256, test_images=128,
                   augment_batch=64, augment_large_batch=256, repeats=3, calls=2, kernel_calls=2, write_repeats=2, step_repeats=2,
                   overrides={"model": {"width": 8}, "lr": {"lr_max": 0.05},
                              "training": {"epochs": 1, "batch_size": 64, "eval_batch_size": 128}}),
@@ -33,8 +34,12 @@ SIZES = {
 INTERPRETER_BATCH = 4  # the Triton interpreter runs a kernel in numpy: a smoke check, not a speed
 BENCH_LR = 0.01  # any LR times the same; the model stages never train for real
 FIFTY_K = 50_000  # the CIFAR-10 training set
-CPU_MATMUL = 1024  # large enough to reach a CPU's rate, small enough for one without native bf16
-CPU_STEP_REPEATS = 3  # a CPU takes tens of seconds per full-size step
+# A CPU's matrix products at full size: the best of these. 2048-cubed ran at 2.5x the rate of 1024-cubed in
+# bf16 on a 2-core CPU with AMX; a CPU emulating bf16 stops climbing at MATMUL_CALL_LIMIT_S a product.
+CPU_MATMULS = (512, 1024, 2048)
+MATMUL_CALL_LIMIT_S = 1.0
+CPU_CONV_BATCH = 64  # the net's convolutions on a CPU: enough images to reach its rate, seconds in all
+CPU_STEP_REPEATS = 5  # a CPU takes seconds (tens without native bf16) per full-size step
 
 
 class SkipStage(Exception):
@@ -125,9 +130,12 @@ class Workload:
         self.model = policy.prepare(build_model(cfg, self.data.train_images))
         self.flops_per_image = forward_flops(self.model)
         self.net = policy.compiled(self.model)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg, traceable=policy.whole_step)
         set_lr(self.optimizer, BENCH_LR)
-        self.train_step = make_train_step(self.net, self.optimizer, self.label_smoothing, self.autocast)
+        # the step train.py runs under this policy: forward compiled, or the whole step as one graph
+        schedule = DeviceSchedule(torch.full((1 << 20,), BENCH_LR, device=device))
+        self.train_step = compiled_train_step(policy, self.model, self.optimizer, self.label_smoothing, schedule,
+                                              WeightAverage(self.model, cfg["training"]["ema"]))
         self.inputs, self.targets = self.batcher(0, 0)
         self.batch_size = len(self.targets)
         self._steps = itertools.count()

@@ -1,18 +1,19 @@
 """The benchmark's model stages: forward, backward, optimizer, the whole train step (and the plain way
 beside it), the host's floor per step, memory and evaluation."""
 import copy
+import statistics
 
 import torch
 
-from bench_common import BENCH_LR, CPU_STEP_REPEATS, Workload, throughput
+from bench_common import CPU_STEP_REPEATS, Workload, throughput
 from bench_data import stage_ceilings
 from speedrun.config import merge
-from speedrun.device import device_policy, synchronize, torch_threads
+from speedrun.device import device_policy, synchronize, timed, torch_threads
 from speedrun.evaluate import evaluate
 from speedrun.opcount import OpCounter
-from speedrun.optim import WeightAverage, build_optimizer
-from speedrun.schedule import DeviceSchedule
-from speedrun.train import compiled_train_step
+from speedrun.train import WARMUP_STEPS
+
+COMPILE_MODES_TIMED = ("default", "whole-step")  # and cudagraph on CUDA
 
 
 def stage_forward(bench):
@@ -71,6 +72,37 @@ def stage_versus_plain(bench):
     return {**ours, "variants": results, "speedup_over_plain": ours["images_per_s"] / results["plain"]["images_per_s"]}
 
 
+def stage_step_modes(bench):
+    """The train step in each way of running it, in the training precision, side by side in one process:
+    eager, and where the policy compiles, the forward compiled (`default`) and the whole step as one
+    graph (`whole-step`; `cudagraph` too on CUDA). Each is warmed up (compiled) first, then the modes
+    take turns, one timed call each per round, so that a slow spell of the machine costs all of them
+    alike. `speedup_over_eager` is what compiling buys here: the device policy's `auto` follows it."""
+    modes = ["eager"] + ([*COMPILE_MODES_TIMED, *(["cudagraph"] if bench.device.type == "cuda" else [])]
+                         if bench.compiling else [])
+    precision = "bf16" if bench.policy.bf16 else "fp32"
+    workloads, records = {}, {}
+    for mode in modes:
+        policy = device_policy(bench.device, precision, "off" if mode == "eager" else "on",
+                               channels_last=bench.policy.channels_last,
+                               compile_mode="default" if mode == "eager" else mode)
+        workloads[mode] = w = Workload(bench, policy)
+        records[mode] = {"warmup_s": timed(lambda: [w.step() for _ in range(WARMUP_STEPS)], bench.device)[1],
+                         "policy": policy.describe(), "times": []}
+    repeats = bench.size["step_repeats"] if bench.device.type == "cuda" else CPU_STEP_REPEATS
+    for _ in range(repeats):
+        for mode, w in workloads.items():
+            records[mode]["times"].append(timed(w.step, bench.device)[1])
+    for mode, record in records.items():
+        timing = {"median_s": statistics.median(record["times"]), "min_s": min(record["times"]), "repeats": repeats,
+                  "calls_per_repeat": 1}
+        records[mode] = {**record, **throughput(timing, workloads[mode].batch_size,
+                                                3 * workloads[mode].flops_per_image)}
+    fastest = min(records, key=lambda mode: records[mode]["median_s"])
+    return {**records[fastest], "fastest": fastest, "modes": records,
+            "speedup_over_eager": {mode: records["eager"]["median_s"] / r["median_s"] for mode, r in records.items()}}
+
+
 SEED_STEP_FLOPS = 2.28e9 * 512  # the seed net's forward and backward, per image, times its batch
 
 
@@ -87,10 +119,7 @@ def stage_host_overhead(bench):
         policy = device_policy(bench.device, "fp32", "off" if mode == "eager" else "on",
                                compile_mode="default" if mode == "eager" else mode)
         w = Workload(tiny, policy)
-        optimizer = build_optimizer(w.model.parameters(), tiny.cfg, traceable=policy.whole_step)
-        schedule = DeviceSchedule(torch.full((1 << 20,), BENCH_LR, device=bench.device))
-        step = compiled_train_step(policy, w.model, optimizer, w.label_smoothing, schedule,
-                                   WeightAverage(w.model, 0.0))
+        step = w.train_step
         timing = bench.measure(lambda: step(w.inputs, w.targets), warmup=3, calls=20, repeats=5)
         variants[mode] = {**timing, "policy": policy.describe()}
         if mode == "eager":

@@ -13,15 +13,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench.py"
 STAGES = ["ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
-          "optimizer_step", "train_step", "versus_plain", "host_overhead", "memory", "eval", "epoch", "train_24"]
+          "optimizer_step", "train_step", "versus_plain", "step_modes", "host_overhead", "memory", "eval", "epoch", "train_24"]
 REQUIRED_KEYS = ["device", "torch", "triton", "measured_peak_tflops", "measured_copy_gbps", "stages",
                  "train_step_peak_fraction", "augment_bandwidth_fraction", "train_24_epochs_s", "compile_s",
                  "test_accuracy", "command", "size", "timestamp"]
+PINNED = ["--training.precision", "fp32"]  # the same precision (and so compile choice) on every CPU
 
 
 def run(*args, code=None):
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-c", code] if code else [sys.executable, str(BENCH), *args]
+    command = [sys.executable, "-c", code] if code else [sys.executable, str(BENCH), *args, *PINNED]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
 
@@ -83,7 +84,7 @@ def test_the_benchmark_prints_its_stacks_on_the_signal(tmp_path):
     """The campaign sends it before killing a benchmark that ran past its limit (see test_campaign)."""
     done = run(code="import faulthandler, sys; sys.path.insert(0, 'benchmarks'); import bench; "
                     "from speedrun.stacks import STACKS_SIGNAL; "
-                    f"bench.main(['--stages', 'ceilings', '--size', 'small', '--out', {str(tmp_path)!r}]); "
+                    f"bench.main(['--stages', 'ceilings', '--size', 'small', '--out', {str(tmp_path)!r}, *{PINNED!r}]); "
                     "print('registered', faulthandler.unregister(STACKS_SIGNAL))")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-1] == "registered True"
