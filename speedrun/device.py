@@ -9,11 +9,15 @@ Precision `auto` is bf16 autocast on CUDA and on CPUs that multiply bf16 in hard
 AVX-512 BF16 or AMX, Arm with the BF16 extension, read from the CPU's flags in /proc/cpuinfo), and
 float32 elsewhere: a CPU without them emulates bf16 and runs it many times slower than float32.
 Channels-last is on by default everywhere (measured faster on CUDA and on the CPU), and on CUDA cuDNN
-autotunes its convolutions (`torch.backends.cudnn.benchmark`). `compile auto`
-compiles on CUDA only: on the CPU, eager channels-last already runs at the float32 matrix-product
-ceiling and compiling costs minutes (benchmarks/README.md has the figures).
+autotunes its convolutions (`torch.backends.cudnn.benchmark`).
+
+`compile auto` compiles where compiling was measured to pay: on CUDA only. On a CPU, with or without
+native bf16, the eager step was as fast as any compiled one (the benchmark's `step_modes` stage times
+them side by side in one process; benchmarks/README.md has the figures).
 
 What is compiled, when compiling (`compile_mode`):
+    auto          the fastest measured: cudagraph on CUDA, whole-step elsewhere; where this torch cannot
+                  compile the whole step, eager (faster than `default` on CUDA), with the reason printed
     default       the net's forward; loss, backward and optimizer run eagerly
     max-autotune  the same, with inductor's kernel autotuning (no CUDA graphs, to compare the kernels alone)
     whole-step    the LR read, forward, loss, backward, optimizer update and weight average as one graph
@@ -33,7 +37,7 @@ import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
 COMPILE_CHOICES = ("auto", "on", "off")
-COMPILE_MODES = ("default", "max-autotune", "whole-step", "cudagraph")
+COMPILE_MODES = ("auto", "default", "max-autotune", "whole-step", "cudagraph")
 WHOLE_STEP_MODES = ("whole-step", "cudagraph")
 COMPILE_BACKEND = "inductor"  # what torch.compile generates code with; another backend takes no mode
 BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX-512 BF16 / AMX; Arm FEAT_BF16
@@ -168,8 +172,7 @@ class Policy:
 
     def fall_back(self, reason, tell=True):
         """This policy with compile mode default; `tell` says why on stderr."""
-        if tell:
-            print(f"speedrun: compile mode {self.compile_mode} falls back to default: {reason}", file=sys.stderr)
+        say(tell, f"speedrun: compile mode {self.compile_mode} falls back to default: {reason}")
         return dataclasses.replace(self, compile_mode="default")
 
     def describe(self):
@@ -203,22 +206,45 @@ def choose_precision(device, precision="auto", flags=None):
     return False, "auto: this CPU has no native bf16"
 
 
+def compiles_by_default(device):
+    """What `compile auto` decides: compile on CUDA only. On a CPU the eager step was the fastest,
+    in native bf16 too: the seed net's step at batch 512 on a 2-core Xeon with AMX ran eagerly in 1.94 s,
+    with its forward compiled in 1.99 s, compiled whole in 2.07 s (benchmarks/results/
+    cpu-intel-xeon-2-cores-amx-step-modes-bf16.json), and compiling costs its own seconds."""
+    return device.type == "cuda"
+
+
 def device_policy(device, precision="auto", compile="auto", channels_last=True, flags=None,
-                  compile_mode="default"):
-    """The Policy for `device` from the training options of the same names."""
+                  compile_mode="auto", tell=True):
+    """The Policy for `device` from the training options of the same names; `tell` prints on stderr
+    why a mode asked for, or chosen by `auto`, was replaced."""
     device = torch.device(device)
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile must be one of {'|'.join(COMPILE_CHOICES)}, got {compile!r}")
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"compile_mode must be one of {'|'.join(COMPILE_MODES)}, got {compile_mode!r}")
     bf16, why = choose_precision(device, precision, flags)
-    compiling = compile == "on" or (compile == "auto" and device.type == "cuda")
+    compiling = compile == "on" or (compile == "auto" and compiles_by_default(device))
+    chosen = compile_mode == "auto"
+    if chosen:
+        compile_mode = "cudagraph" if device.type == "cuda" else "whole-step"
     policy = Policy(device, bf16, bool(channels_last), compiling, why, compile_mode)
     if compiling and compile_mode == "cudagraph" and device.type != "cuda":
-        print("speedrun: compile mode cudagraph needs a CUDA device: compiling the whole step without "
-              "CUDA graphs (whole-step)", file=sys.stderr)
+        say(tell, "speedrun: compile mode cudagraph needs a CUDA device: compiling the whole step without "
+                  "CUDA graphs (whole-step)")
         policy = dataclasses.replace(policy, compile_mode="whole-step")
+    obstacle = whole_step_obstacle() if policy.whole_step else None
+    if obstacle and chosen:  # the next fastest measured: eager (the forward alone compiled was slower)
+        say(tell, f"speedrun: the whole step is not compiled ({obstacle}): the step runs eagerly")
+        policy = dataclasses.replace(policy, compile=False, compile_mode="default")
+    elif obstacle:
+        policy = policy.fall_back(obstacle, tell)
     return policy
+
+
+def say(tell, message):
+    if tell:
+        print(message, file=sys.stderr)
 
 
 def whole_step_obstacle():
@@ -229,7 +255,7 @@ def whole_step_obstacle():
     return None
 
 
-def policy_from_config(training, device):
+def policy_from_config(training, device, tell=True):
     """The Policy a run's `training` section asks for on `device`."""
     return device_policy(device, training["precision"], training["compile"], training["channels_last"],
-                         compile_mode=training.get("compile_mode", "default"))
+                         compile_mode=training.get("compile_mode", "auto"), tell=tell)

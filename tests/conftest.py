@@ -4,6 +4,9 @@
   tiny_betons   (session) (train_path, test_path) of betons written from them by write_betons
   make_binary_archive, make_python_archive, make_image_folder: builders that write the official
                 archive layouts and image folders (real PNG/JPEG files) under tmp_path
+
+Every test runs with `auto` unable to read the CPU (`precision_is_pinned`): a test that trains sets its
+precision, so that its outcome is the same on a CPU with native bf16 and on one without.
 """
 import io
 import pickle
@@ -18,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from speedrun import device as device_module
 from speedrun.sources import CIFAR10_CLASSES, CifarArrays
 
 # Ten well separated colours, one per class.
@@ -94,6 +98,21 @@ def write_image_folder(root, arrays, suffix=".png", classes=CIFAR10_CLASSES, **s
         for i, (image, label) in enumerate(zip(images, labels)):
             Image.fromarray(image).save(root / split / classes[label] / f"{i:04d}{suffix}", **save_options)
     return root
+
+
+def cpu_flags_unread():
+    raise AssertionError("precision auto read this CPU's flags in a test: set --training.precision "
+                         "(or mark the test reads_cpu_flags when it tests auto on flags it fakes)")
+
+
+@pytest.fixture(autouse=True)
+def precision_is_pinned(request, monkeypatch):
+    """Precision `auto` is bf16 on a CPU with native bf16 and float32 on one without: a test that left it
+    to `auto` would train differently from machine to machine. So,
+    in this process, `auto` on a CPU fails instead of reading the flags (tests that start processes
+    pass --training.precision themselves)."""
+    if request.node.get_closest_marker("reads_cpu_flags") is None:
+        monkeypatch.setattr(device_module, "cpu_flags", cpu_flags_unread)
 
 
 @pytest.fixture(scope="session")

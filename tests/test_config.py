@@ -106,7 +106,7 @@ def test_the_stack_dump_registers_when_stderr_has_no_descriptor(monkeypatch):
 def test_print_config_of_a_run_to_resume_shows_its_saved_config(tiny_betons, tmp_path):
     folder = tmp_path / "run"
     config = {"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]}, "model": {"width": 8},
-              "training": {"epochs": 1, "batch_size": 64, "device": "cpu"}, "lr": {"lr_max": 0.02},
+              "training": {"epochs": 1, "batch_size": 64, "device": "cpu", "precision": "fp32"}, "lr": {"lr_max": 0.02},
               "logging": {"folder": str(folder), "progress": False, "plots": False}}
     summary = train(config)
     printed = yaml.safe_load(print_config("--resume", str(folder), cwd=tmp_path))
@@ -116,7 +116,7 @@ def test_print_config_of_a_run_to_resume_shows_its_saved_config(tiny_betons, tmp
 def test_the_config_is_not_changed_by_the_run_and_derived_values_are_recorded(tiny_betons, tmp_path, capsys):
     folder = tmp_path / "run"
     overrides = {"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]}, "model": {"width": 8},
-                 "training": {"epochs": 2, "batch_size": 64, "device": "cpu"},
+                 "training": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "fp32"},
                  "logging": {"folder": str(folder), "progress": False, "plots": False}}
     given = copy.deepcopy(overrides)
     summary = train(given)

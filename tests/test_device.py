@@ -37,6 +37,7 @@ def test_auto_precision_is_bf16_on_cuda_and_on_cpus_with_native_bf16_only():
 def test_policy_compiles_on_cuda_only_unless_asked_and_says_what_it_uses():
     assert device_policy(CPU, "fp32", "auto").compile is False
     assert device_policy(CPU, "fp32", "on").compile is True
+    assert device_policy(CPU, "bf16", "auto").compile is False  # measured: eager is the fastest there too
     assert device_policy(CUDA, "auto", "auto", flags=set()).compile is True
     assert device_policy(CUDA, "auto", "off", flags=set()).compile is False
     with pytest.raises(ValueError, match="compile"):
@@ -62,6 +63,56 @@ def test_policy_prepares_the_model_and_autocasts_as_it_says():
         assert plain.prepare(torch.nn.Conv2d(3, 4, 3))(inputs).dtype == torch.float32
 
 
+CPU_FLAG_SETS = {  # what /proc/cpuinfo lists, abridged, and what `auto` must make of it
+    "x86 AVX2, no bf16": ("flags", "fpu sse4_2 avx avx2 fma", False),
+    "x86 AVX-512 BF16": ("flags", "fpu avx2 avx512f avx512bw avx512_bf16", True),
+    "x86 AMX": ("flags", "fpu avx2 avx512f amx_tile amx_int8 amx_bf16", True),
+    "Arm BF16": ("Features", "fp asimd sve i8mm bf16", True),
+    "Arm without BF16": ("Features", "fp asimd crc32", False),
+    "none listed": ("flags", "", False),
+}
+
+
+@pytest.mark.reads_cpu_flags
+@pytest.mark.parametrize("name", CPU_FLAG_SETS)
+def test_auto_policy_for_each_cpu_flag_set(name, monkeypatch):
+    """/proc/cpuinfo faked: precision auto is bf16 where the CPU multiplies bf16 natively, float32
+    elsewhere; compile auto runs the step eagerly on either, as measured."""
+    field, flags, native = CPU_FLAG_SETS[name]
+    monkeypatch.setattr(device_module, "_cpuinfo_field", lambda names: flags if field in names else "")
+    device_module.cpu_flags.cache_clear()
+    try:
+        policy = device_policy(CPU)
+    finally:
+        device_module.cpu_flags.cache_clear()
+    assert (policy.bf16, policy.compile, policy.whole_step) == (native, False, False)
+    assert policy.why == f"auto: this CPU has {'native' if native else 'no native'} bf16"
+    assert policy.compile_mode == "whole-step"  # what compiling would compile here: --training.compile on
+    assert policy.input_dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_compile_mode_auto_is_the_fastest_measured_and_falls_back_saying_why(monkeypatch, capsys):
+    assert device_policy(CUDA, "bf16", "auto").compile_mode == "cudagraph"
+    assert device_policy(CPU, "fp32", "on").compile_mode == "whole-step"
+    assert capsys.readouterr().err == ""  # chosen, not replaced
+    monkeypatch.setattr(device_module, "whole_step_obstacle", lambda: "this torch cannot")
+    chosen = device_policy(CUDA, "bf16", "auto")
+    assert (chosen.compile, chosen.whole_step) == (False, False)  # eager: faster than the forward compiled
+    assert "the whole step is not compiled (this torch cannot): the step runs eagerly" in capsys.readouterr().err
+    asked = device_policy(CPU, "fp32", "on", compile_mode="whole-step")
+    assert (asked.compile, asked.compile_mode) == (True, "default")
+    assert "compile mode whole-step falls back to default: this torch cannot" in capsys.readouterr().err
+    device_policy(CPU, "fp32", "on", compile_mode="whole-step", tell=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_auto_cannot_read_the_cpu_in_a_test_that_did_not_ask_to():
+    """tests/conftest.py: a test that trains with precision auto fails on every machine alike."""
+    with pytest.raises(AssertionError, match="set --training.precision"):
+        device_policy(CPU)
+
+
+@pytest.mark.reads_cpu_flags
 def test_cpu_flags_come_from_the_os(monkeypatch):
     monkeypatch.setattr(device_module, "_cpuinfo_field", lambda names: "fpu avx2 avx512_bf16")
     device_module.cpu_flags.cache_clear()

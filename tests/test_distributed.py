@@ -27,7 +27,8 @@ def torchrun(processes, *args, module=("-m", "speedrun.train"), timeout=600):
 
 def common_args(betons, folder, *extra):
     return ["--data.train_dataset", betons[0], "--data.val_dataset", betons[1], "--model.width", "8",
-            "--training.batch_size", "64", "--training.device", "cpu", "--epochs", "2", "--lr.lr_max", "0.002",
+            "--training.batch_size", "64", "--training.device", "cpu", "--training.precision", "fp32", "--epochs", "2",
+            "--lr.lr_max", "0.002",
             "--logging.plots", "false", "--logging.folder", str(folder), *extra]
 
 

@@ -30,7 +30,7 @@ def test_the_command_prints_each_level_and_writes_json(trained, tmp_path):
     folder, _ = trained
     out = tmp_path / "scores.json"
     done = subprocess.run([sys.executable, "-m", "speedrun.score", str(folder), "--tta", "2,0", "--device", "cpu",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--precision", "fp32", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "tta0 " in done.stdout and "tta2 " in done.stdout and "tta1" not in done.stdout
     assert list(json.loads(out.read_text())[str(folder)]) == ["0", "2"]
@@ -39,6 +39,6 @@ def test_the_command_prints_each_level_and_writes_json(trained, tmp_path):
 def test_bad_levels_and_a_folder_without_a_checkpoint_are_errors(tmp_path):
     with pytest.raises(ValueError, match="--tta takes levels"):
         parse_levels("3")
-    done = subprocess.run([sys.executable, "-m", "speedrun.score", str(tmp_path), "--device", "cpu"],
+    done = subprocess.run([sys.executable, "-m", "speedrun.score", str(tmp_path), "--device", "cpu", "--precision", "fp32"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stderr.startswith("speedrun.score: error:")
