@@ -4,7 +4,7 @@ under "derived"; the config itself stays as it was resolved."""
 import math
 import sys
 
-from .lr_finder import lr_range_test, num_test_steps
+from .lr_finder import MIN_RULE_STEPS, check_num_steps, lr_range_test, num_test_steps
 from .optim import build_optimizer
 from .schedule import OneCycle
 
@@ -25,6 +25,7 @@ def peak_lr(cfg, state, pick):
         return state["derived"]["lr_max"]
     if not cfg["lr_test"]["enabled"]:
         raise ValueError("no peak LR: give --lr.lr_max or enable the LR range test")
+    check_num_steps(cfg["lr_test"]["num_steps"])  # on every rank, before rank 0 alone sweeps
     return pick()
 
 
@@ -53,7 +54,8 @@ def run_lr_test(model, batcher, cfg, log, make_step):
     """Sweep the LR on a throw-away copy of the net; returns the peak LR it suggests, its pick times
     `pick_factor` (written nowhere in the config: the run keeps it in `derived`)."""
     t, test = cfg["training"], cfg["lr_test"]
-    # one epoch's worth, counting the partial batch as the seed did: ceil(N / batch) steps
+    # one epoch's worth, counting the partial batch as the seed did: ceil(N / batch) steps, but at least
+    # MIN_SWEEP_STEPS (a small train set's batches repeat, each epoch of them drawn afresh)
     steps = num_test_steps(test["num_steps"], math.ceil(batcher.num_images / t["batch_size"]))
     per_epoch = batcher.steps_per_epoch
 
@@ -77,6 +79,12 @@ def run_lr_test(model, batcher, cfg, log, make_step):
               if factor != 1 else "")
     print(f"speedrun: LR range test over {result.steps} steps suggests lr_max = {lr_max:.3g} ({test['rule']}: "
           f"{result.rule}, {result.suggested_lr:.3g}{scaled}; other rules: {others})", file=sys.stderr)
+    if result.fell_back:
+        reason = (f"its curve, {result.steps} points before the loss diverged, is too short to read"
+                  if result.steps < MIN_RULE_STEPS else "its loss never fell")
+        print(f"speedrun: warning: the LR range test's {test['rule']} rule could not pick, as {reason}: its pick "
+              f"is the fallback, the LR of the lowest smoothed loss / 10; check lr_test.png or set the peak LR with "
+              f"--lr.lr_max", file=sys.stderr)
     if log.folder:
         result.to_json(log.path("lr_test.json"), factor=factor, lr_max=lr_max)
         if cfg["logging"]["plots"]:

@@ -1,4 +1,6 @@
-"""What stops a run with a clear message: a loss that is not finite, a batch that does not fit in memory."""
+"""What stops a run with a clear message: a loss that is not finite or has exploded, a batch that does not
+fit in memory."""
+import math
 import os
 
 import torch
@@ -6,8 +8,21 @@ import torch
 from . import checkpoint, distributed
 
 
+# A window's mean train loss above this many times ln(num_classes) (the loss of a uniform guess: 2.30 for
+# CIFAR-10, about where an untrained net starts) has exploded: the LR has thrown the weights out of reach.
+# A run that learns starts near it (the seed net's first losses are about 2x it) and falls below it; Adam
+# at a peak LR of 1 (one epoch of 1,024 images) ended at a test loss of 1.9e8 and chance accuracy. One
+# order of magnitude leaves room for the spikes a run comes back from.
+EXPLODED_FACTOR = 10
+
+
 class TrainingDiverged(RuntimeError):
     pass
+
+
+def _kept(folder):
+    saved = os.path.exists(os.path.join(folder, checkpoint.LATEST))
+    return f"the last good checkpoint is in {folder}" if saved else "no checkpoint was written"
 
 
 class OutOfMemory(RuntimeError):
@@ -30,10 +45,28 @@ def check_finite(losses, epoch, lrs, steps_per_epoch, folder, dist):
         step, rank, value = min(diverged)
         where = f" on rank {rank}" if dist.world > 1 else ""
         lr = lrs[epoch * steps_per_epoch + step]
-        saved = os.path.exists(os.path.join(folder, checkpoint.LATEST))
-        kept = f"the last good checkpoint is in {folder}" if saved else "no checkpoint was written"
         raise TrainingDiverged(f"loss became {value}{where} at epoch {epoch + 1}, step {step + 1} "
-                               f"(lr {lr:.4g}); stopping, {kept}")
+                               f"(lr {lr:.4g}); stopping, {_kept(folder)}")
+
+
+def check_not_exploded(train_loss, epoch, steps, lrs, steps_per_epoch, folder, picked, num_classes=10):
+    """Raise if `train_loss`, the mean over the 0-based `steps` of `epoch`, exceeds EXPLODED_FACTOR x
+    ln(num_classes), naming the steps, their LRs and the peak LR to lower with --lr.lr_max (`picked`: it
+    came from the LR range test). Pass the loss all-reduced across ranks: every rank then reads the same
+    number and raises together."""
+    limit = EXPLODED_FACTOR * math.log(num_classes)
+    if not train_loss > limit:  # a NaN is check_finite's
+        return
+    first = epoch * steps_per_epoch
+    low, high = min(lrs[first + steps.start:first + steps.stop]), max(lrs[first + steps.start:first + steps.stop])
+    window = f"lr {high:.4g}" if low == high else f"lr {low:.4g} to {high:.4g}"
+    peak = max(lrs)
+    source = "the LR range test's pick" if picked else "--lr.lr_max"
+    raise TrainingDiverged(
+        f"the train loss exploded to {train_loss:.4g} (above {EXPLODED_FACTOR} x ln({num_classes}) = {limit:.3g}, "
+        f"the loss of a uniform guess) at epoch {epoch + 1}, steps {steps.start + 1}-{steps.stop} ({window}); "
+        f"stopping, {_kept(folder)}. The peak LR {peak:.4g} ({source}) is too high: give a lower one with "
+        f"--lr.lr_max (e.g. {peak / 10:.3g})")
 
 
 def largest_fitting_batch(model, batch_size, policy):

@@ -12,7 +12,11 @@ Suggestion rules (`--lr_test.rule`; the result records every rule's pick):
 - `steepest`: where the smoothed loss falls fastest against log10(LR), ignoring the first warm-up
   points (fastai's classic suggestion). On the same net it is unstable: 3.6e-5 in one sweep (the
   untrained net's first fall), 0.67 in another (the fall after the explosion).
-Fallback when the curve is too short or never falls: the LR of the lowest smoothed loss / 10.
+Fallback when the curve is too short or never falls: the LR of the lowest smoothed loss / 10 (a run
+says so when it takes it).
+
+A sweep needs points to read: one of fewer than MIN_RULE_STEPS is refused, and "one epoch's worth" of a
+small train set is stretched to MIN_SWEEP_STEPS (the batches cycle through the data again).
 """
 import copy
 import json
@@ -26,7 +30,17 @@ from tqdm import tqdm
 from speedrun.optim import set_lr
 
 RULES = ("min_loss", "steepest")
+MIN_WARMUP = 3  # first points the steepest rule skips (the untrained net's transient), at least
 MIN_CURVE = 5  # points after the warm-up needed for either rule
+MIN_RULE_STEPS = MIN_WARMUP + MIN_CURVE  # the shortest sweep either rule reads; a shorter one is refused
+# The fewest steps a sweep of one epoch's worth takes. 2 steps (1024 images at batch 512) jump from
+# lr_start to lr_end and "suggest" a fallback LR read from nothing. 64 steps read the default six decades
+# (1e-5 to 10) at about 10 LRs a decade, so the pick lies within a factor 10^(1/10.5) ~ 1.25 of the
+# lowest loss, and leave the rules 58 points after their 6-point warm-up. A CIFAR-10 epoch at batch 512
+# (98 steps) is already longer.
+MIN_SWEEP_STEPS = 64
+FALLBACK = "min smoothed loss lr / 10 (fallback)"
+LAGLESS_SMOOTHING = 0.5  # the min_loss rule's smoothing of the raw losses (`without_lag`)
 
 
 class LRTestDiverged(RuntimeError):
@@ -49,22 +63,31 @@ class LRTestResult:
     steps: int
     suggestions: dict  # every rule's pick, by rule name
 
+    @property
+    def fell_back(self):
+        """Whether the pick is the fallback (the curve too short, or never falling), not the rule's."""
+        return self.rule == FALLBACK
+
     def to_json(self, path, **extra):
         """The result, and `extra` keys beside it (what the run made of the suggestion)."""
         with open(path, "w") as f:
             json.dump({**asdict(self), **extra}, f, indent=1)
 
     def plot(self, path, lr_max=None):
-        """Smoothed (and raw) loss against LR on a log axis, the suggestion (and the peak LR taken from
-        it, when another) marked; written with Agg."""
+        """Smoothed (and raw) loss against LR on a log axis, with the raw loss smoothed without lag (the
+        curve the min_loss rule reads), the suggestion (and the peak LR taken from it, when another)
+        marked; written with Agg. The loss axis spans `loss_limits` (the explosion at the end of the sweep
+        runs off the top), so that the curve around the pick can be read. Returns the Figure."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         figure = Figure(figsize=(6, 4))
         FigureCanvasAgg(figure)
         ax = figure.add_subplot()
+        lagless = without_lag(self.losses, LAGLESS_SMOOTHING)
         ax.plot(self.lrs, self.losses, color="0.75", linewidth=0.8, label="loss")
         ax.plot(self.lrs, self.smoothed, color="C0", label="smoothed loss")
+        ax.plot(self.lrs, lagless, color="C1", linewidth=0.8, label="smoothed without lag (min_loss)")
         ax.axvline(self.suggested_lr, color="C3", linestyle="--",
                    label=f"suggested lr = {self.suggested_lr:.3g} ({self.rule})")
         for name, lr in self.suggestions.items():
@@ -72,15 +95,37 @@ class LRTestResult:
                 ax.axvline(lr, color="0.5", linestyle=":", label=f"{name} rule: {lr:.3g}")
         if lr_max is not None and lr_max != self.suggested_lr:
             ax.axvline(lr_max, color="C2", linestyle="-.", label=f"peak lr = {lr_max:.3g}")
-        ax.set(xscale="log", xlabel="learning rate", ylabel="loss", title="LR range test")
+        ax.set(xscale="log", xlabel="learning rate", ylabel="loss", title="LR range test",
+               ylim=loss_limits(self.smoothed, lagless))
         ax.legend(fontsize="small")
         figure.tight_layout()
         figure.savefig(path, dpi=120)
+        return figure
+
+
+def loss_limits(*curves, margin=0.2):
+    """(bottom, top) of the loss axis: from `margin` x the fall below the lowest point of `curves` to
+    `margin` x the fall above the first curve's start. The sweep's end, where the loss explodes (to tens
+    of times its start), is left off the top, as it would flatten the curve around the pick; a curve that
+    barely falls gets a span of 20% of its start loss."""
+    start, low = curves[0][0], min(min(curve) for curve in curves)
+    span = max(start - low, 0.2 * abs(start), 1e-12)
+    return low - margin * span, start + margin * span
+
+
+def check_num_steps(num_steps):
+    """Refuse an explicit sweep (num_steps > 0) too short for the suggestion rules to read."""
+    if 0 < num_steps < MIN_RULE_STEPS:
+        raise ValueError(f"--lr_test.num_steps {num_steps} is too short a sweep for the suggestion rules, which "
+                         f"need at least {MIN_RULE_STEPS} steps: give --lr_test.num_steps {MIN_RULE_STEPS} or more "
+                         f"(0 = one epoch's worth, at least {MIN_SWEEP_STEPS}), or set the peak LR with --lr.lr_max")
 
 
 def num_test_steps(num_steps, steps_per_epoch):
-    """The configured sweep length, where 0 means one epoch's worth of batches."""
-    return num_steps or steps_per_epoch
+    """The configured sweep length, where 0 means one epoch's worth of batches, but no fewer than
+    MIN_SWEEP_STEPS; a ValueError for an explicit one shorter than the rules read (`check_num_steps`)."""
+    check_num_steps(num_steps)
+    return num_steps or max(steps_per_epoch, MIN_SWEEP_STEPS)
 
 
 def _default_step(loss_fn):
@@ -105,11 +150,11 @@ def without_lag(values, smoothing):
     return average(average(values)[::-1])[::-1]
 
 
-def suggest_lr(lrs, smoothed, rule="min_loss", losses=None, smoothing=0.5):
+def suggest_lr(lrs, smoothed, rule="min_loss", losses=None, smoothing=LAGLESS_SMOOTHING):
     """(lr, how it was chosen) from the curve by `rule`; the min-loss / 10 fallback when it cannot apply.
 
     min_loss reads the raw `losses` smoothed without lag when they are given, else `smoothed`."""
-    warmup = max(3, len(lrs) // 10)
+    warmup = max(MIN_WARMUP, len(lrs) // 10)
     if len(lrs) - warmup >= MIN_CURVE:
         if rule == "min_loss":
             curve = smoothed if losses is None else without_lag(losses, smoothing)
@@ -118,7 +163,7 @@ def suggest_lr(lrs, smoothed, rule="min_loss", losses=None, smoothing=0.5):
         steepest = int(np.argmin(slopes))
         if slopes[steepest] < 0:
             return float(lrs[warmup + steepest]), "steepest descent of smoothed loss vs log10(lr)"
-    return float(lrs[int(np.argmin(smoothed))]) / 10, "min smoothed loss lr / 10 (fallback)"
+    return float(lrs[int(np.argmin(smoothed))]) / 10, FALLBACK
 
 
 def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_end=10.0,

@@ -159,7 +159,8 @@ Section("lr_test", "LR range test run before training (picks the peak LR when lr
     enabled=Param(Boolean(), "run the test when lr.lr_max is 0", default=True),
     lr_start=Param(Number(float, 1e-12), "first LR of the sweep", default=1e-5),
     lr_end=Param(Number(float, 1e-12), "last LR of the sweep", default=10.0),
-    num_steps=Param(Number(int, 0), "batches in the sweep; 0 = one epoch's worth", default=0),
+    num_steps=Param(Number(int, 0), "batches in the sweep, at least 8 (what the rules read); 0 = one epoch's "
+                                           "worth, at least 64", default=0),
     smoothing=Param(Number(float, 0, 0.999), "loss moving-average factor (beta)", default=0.98),
     diverge_factor=Param(Number(float, 1), "stop once the smoothed loss exceeds this x its best",
                          default=4.0),

@@ -25,9 +25,9 @@ from . import distributed, runlog
 from .config import run_config
 from .data import load_cifar_betons
 from .derive import one_cycle, peak_epoch, peak_lr, run_lr_test
-from .device import pick_device, policy_from_config, synchronize, whole_step_obstacle
+from .device import pick_device, policy_from_config, synchronize
 from .evaluate import evaluate
-from .faults import OutOfMemory, TrainingDiverged, check_finite, largest_fitting_batch  # noqa: F401
+from .faults import OutOfMemory, TrainingDiverged, check_finite, check_not_exploded, largest_fitting_batch  # noqa: F401
 from .loader import Loader
 from .model import build_model
 from .optim import WeightAverage, build_optimizer, load_state_in_place, set_lr, step_tensors, traced_update
@@ -153,10 +153,7 @@ def start(cfg, state, independent):
         owner = independent or distributed.launched_world()[0] == 0
         runlog.claim_folder(cfg["logging"]["folder"], cfg["logging"]["overwrite"], owner)
     dist = distributed.setup(t["device"], t["batch_size"], independent)
-    policy = policy_from_config(t, dist.device or pick_device(t["device"]))
-    obstacle = whole_step_obstacle() if policy.whole_step else None
-    if obstacle:
-        policy = policy.fall_back(obstacle, tell=dist.is_main)
+    policy = policy_from_config(t, dist.device or pick_device(t["device"]), tell=dist.is_main)
     if dist.is_main:
         print(f"speedrun: training on {policy.describe()}", file=sys.stderr)
     torch.manual_seed(t["seed"])
@@ -263,6 +260,8 @@ def record_evaluation(run, epoch, steps, losses, correct, bar):
               "train_loss": sums[0].item() / (len(steps) * dist.world),
               "train_acc": sums[1].item() / (len(steps) * t["batch_size"]),
               "train_seconds": round(run.train_seconds, 4)}
+    check_not_exploded(record["train_loss"], epoch, steps, run.lrs, per_epoch, run.cfg["logging"]["folder"],
+                       picked=not run.cfg["lr"]["lr_max"])
     bar.set_description(f"Batch_id={last - 1} Loss={record['train_loss']:.4f} "
                         f"Accuracy={100 * record['train_acc']:.2f}")
     record.update(eval_record(run.run_eval(), dist.is_main))

@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from speedrun.config import defaults
-from speedrun.lr_finder import LRTestDiverged, lr_range_test, num_test_steps, suggest_lr
+from speedrun import derive, runlog
+from speedrun.config import defaults, resolve_config
+from speedrun.lr_finder import (FALLBACK, MIN_RULE_STEPS, MIN_SWEEP_STEPS, RULES, LRTestDiverged, LRTestResult,
+                                loss_limits, lr_range_test, num_test_steps, suggest_lr)
 
 # Least squares y = x @ w + noise with x ~ N(0, scale^2 I): the loss Hessian is scale^2 I, so plain SGD
 # converges fastest at lr = 1 / scale^2 and diverges above 2 / scale^2. The steepest-descent pick
@@ -146,3 +148,100 @@ def test_config_defaults():
                           diverge_factor=4.0, rule="min_loss", factor=0.0)
     assert num_test_steps(config["num_steps"], steps_per_epoch=98) == 98
     assert num_test_steps(50, steps_per_epoch=98) == 50
+
+
+def test_a_short_epoch_sweeps_the_minimum_and_a_too_short_sweep_is_refused():
+    assert MIN_RULE_STEPS <= MIN_SWEEP_STEPS <= 98  # a CIFAR-10 epoch at batch 512 keeps its own length
+    assert num_test_steps(0, steps_per_epoch=2) == MIN_SWEEP_STEPS  # 1024 images at batch 512
+    assert num_test_steps(MIN_RULE_STEPS, steps_per_epoch=2) == MIN_RULE_STEPS  # given: taken as given
+    for too_short in (1, 2, MIN_RULE_STEPS - 1):
+        with pytest.raises(ValueError, match=r"--lr_test\.num_steps .*--lr\.lr_max"):
+            num_test_steps(too_short, steps_per_epoch=98)
+    # MIN_RULE_STEPS is the shortest curve both rules read; one point fewer falls back
+    lrs = [10 ** (i / 4 - 3) for i in range(MIN_RULE_STEPS)]
+    falling = [3.0 - 0.1 * i ** 1.5 for i in range(MIN_RULE_STEPS)]
+    for rule in RULES:
+        assert suggest_lr(lrs, falling, rule)[1] != FALLBACK
+        assert suggest_lr(lrs[:-1], falling[:-1], rule)[1] == FALLBACK
+
+
+def test_loss_limits_keep_the_explosion_off_the_axis():
+    start, low = 2.3, 1.5
+    smoothed = [start - (start - low) * i / 30 for i in range(31)] + [low * 1.3 ** i for i in range(1, 18)]
+    assert smoothed[-1] > 80
+    bottom, top = loss_limits(smoothed)
+    assert start < top <= start + 0.2 * (start - low) and low - 0.2 * (start - low) <= bottom < low
+    assert loss_limits(smoothed, [start, 1.2, 90.0])[0] < 1.2  # every curve's lowest point is shown
+    flat = loss_limits([2.0] * 5 + [3.0, 9.0])  # never falls: a span of 20% of the start loss
+    assert flat == pytest.approx((2.0 - 0.08, 2.0 + 0.08))
+
+
+def test_plot_clips_the_loss_axis_near_the_start_loss(tmp_path):
+    lrs = [10 ** (i / 8 - 5) for i in range(48)]
+    losses = [2.3 - 0.02 * i for i in range(40)] + [1.5 * 2 ** i for i in range(1, 9)]  # ends at 384
+    result = LRTestResult(lrs, losses, losses, lrs[39], "test", True, 48, {"min_loss": lrs[39]})
+    figure = result.plot(tmp_path / "lr_test.png", lr_max=lrs[39] * 8)
+    bottom, top = figure.axes[0].get_ylim()
+    assert top <= 1.2 * losses[0] and bottom <= min(losses) and bottom >= 0.8 * min(losses)
+    assert (tmp_path / "lr_test.png").read_bytes().startswith(b"\x89PNG")
+    # a real sweep that explodes
+    result = lr_range_test(linear_model(), sgd, regression_batches(1.0), half_mse,
+                           lr_start=1e-3, lr_end=10.0, num_steps=40)
+    assert result.stopped_early and max(result.losses) > 2 * result.losses[0]
+    bottom, top = result.plot(tmp_path / "sweep.png").axes[0].get_ylim()
+    assert top <= 1.2 * result.smoothed[0] and bottom <= min(result.smoothed)
+
+
+class Batches:
+    num_images, steps_per_epoch = 1024, 2
+
+
+def fallback_messages(monkeypatch, capsys, steps, rule):
+    def sweep(*args, **kwargs):
+        lrs = [10 ** (i - 5) for i in range(steps)]
+        return LRTestResult(lrs, [2.3] * steps, [2.3] * steps, lrs[0] / 10, rule, steps < MIN_RULE_STEPS, steps,
+                            {"min_loss": lrs[0] / 10, "steepest": lrs[0] / 10})
+
+    monkeypatch.setattr(derive, "lr_range_test", sweep)
+    cfg = resolve_config({"training": {"batch_size": 512}, "logging": {"plots": False, "progress": False}})
+    lr_max = derive.run_lr_test(None, Batches(), cfg, runlog.RunLog(None), None)
+    return lr_max, capsys.readouterr().err
+
+
+def test_the_fallback_is_never_silent(monkeypatch, capsys):
+    lr_max, err = fallback_messages(monkeypatch, capsys, 5, FALLBACK)
+    assert lr_max == pytest.approx(1e-6)
+    assert "warning" in err and "fallback" in err and "5 points" in err and "--lr.lr_max" in err
+    _, err = fallback_messages(monkeypatch, capsys, MIN_SWEEP_STEPS, FALLBACK)
+    assert "warning" in err and "never fell" in err
+    _, err = fallback_messages(monkeypatch, capsys, MIN_SWEEP_STEPS, "lowest loss, smoothed without lag")
+    assert "warning" not in err and "suggests lr_max" in err
+
+
+def test_an_epoch_of_two_batches_sweeps_the_minimum_number_of_steps(tiny_betons, tmp_path, capsys):
+    """256 images at batch 128: two batches an epoch, as 1024 images at batch 512. The sweep cycles
+    through the data for MIN_SWEEP_STEPS steps on the exponential grid of that length."""
+    from speedrun.train import train
+
+    config = {"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]}, "model": {"width": 8},
+              "training": {"epochs": 1, "batch_size": 128, "device": "cpu", "precision": "fp32"},
+              "lr": {"lr_max": 0.0}, "logging": {"folder": str(tmp_path), "progress": False, "plots": False}}
+    summary = train(config)
+    sweep = json.loads((tmp_path / "lr_test.json").read_text())
+    assert sweep["steps"] == MIN_SWEEP_STEPS or sweep["stopped_early"]
+    assert sweep["steps"] > MIN_SWEEP_STEPS // 2
+    assert sweep["lrs"] == pytest.approx([1e-5 * 1e6 ** (i / (MIN_SWEEP_STEPS - 1)) for i in range(sweep["steps"])])
+    assert sweep["rule"] != FALLBACK and summary["lr_max"] == sweep["lr_max"]
+    assert f"LR range test over {sweep['steps']} steps" in capsys.readouterr().err
+
+
+def test_an_explicit_sweep_too_short_to_read_is_refused(tiny_betons, tmp_path):
+    from speedrun.train import train
+
+    config = {"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]}, "model": {"width": 8},
+              "training": {"epochs": 1, "batch_size": 128, "device": "cpu", "precision": "fp32"},
+              "lr": {"lr_max": 0.0}, "lr_test": {"num_steps": 4},
+              "logging": {"folder": str(tmp_path), "progress": False, "plots": False}}
+    with pytest.raises(ValueError, match=r"--lr_test\.num_steps 4 .*--lr\.lr_max"):
+        train(config)
+    assert not (tmp_path / "lr_test.json").exists()

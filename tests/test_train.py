@@ -1,5 +1,6 @@
 """The training loop and its CLI on tiny betons: files written, loss falls, bad input, resume, faults."""
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -11,10 +12,10 @@ import torch
 from speedrun import checkpoint, cli, run_state, runlog
 from speedrun import train as train_module
 from speedrun.cli import ALIASES
-from speedrun.config import parse_args
+from speedrun.config import merge, parse_args
 from speedrun.device import device_policy
 from speedrun.loader import continue_stream
-from speedrun.lr_finder import LRTestDiverged
+from speedrun.lr_finder import MIN_SWEEP_STEPS, LRTestDiverged
 from speedrun.train import TrainingDiverged, train
 
 RUN_FILES = ["config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "lr_test.png",
@@ -23,7 +24,7 @@ RUN_FILES = ["config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "c
 
 def tiny_config(betons, folder, **training):
     return {"data": {"train_dataset": betons[0], "val_dataset": betons[1]}, "model": {"width": 8},
-            "training": {"epochs": 2, "batch_size": 64, "device": "cpu", **training},
+            "training": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "fp32", **training},
             "lr": {"lr_max": 0.02}, "logging": {"folder": str(folder), "progress": False, "plots": False}}
 
 
@@ -45,7 +46,7 @@ def test_cli_end_to_end_writes_every_file_and_loss_falls(tiny_betons, tmp_path):
     folder = tmp_path / "run"
     result = run_cli("--epochs", "2", "--data.train_dataset", tiny_betons[0], "--data.val_dataset",
                      tiny_betons[1], "--logging.folder", str(folder), "--model.width", "8",
-                     "--training.batch_size", "64")
+                     "--training.batch_size", "64", "--training.precision", "fp32")
     assert result.returncode == 0, result.stderr
     for name in RUN_FILES:
         assert (folder / name).stat().st_size > 0, name
@@ -60,7 +61,7 @@ def test_cli_end_to_end_writes_every_file_and_loss_falls(tiny_betons, tmp_path):
         assert key in summary
     lr_test = json.loads((folder / "lr_test.json").read_text())
     assert summary["lr_max"] == lr_test["suggested_lr"]
-    assert lr_test["steps"] == 4 or lr_test["stopped_early"]  # ceil(256 / 64) steps
+    assert lr_test["steps"] == MIN_SWEEP_STEPS or lr_test["stopped_early"]  # ceil(256 / 64) = 4, stretched
     assert "Test set: Average loss: " in result.stdout + result.stderr
     assert "Batch_id=" in result.stderr and "/128 (" in result.stdout + result.stderr
     assert "speedrun: training on cpu" in result.stderr and "channels-last" in result.stderr  # the policy
@@ -154,6 +155,27 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run_exactly(tiny_betons
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_each_precision_trains_and_resumes_exactly(tiny_betons, tmp_path, monkeypatch, precision):
+    """The paths that change with the precision (batches written in bf16, autocast in the step, the
+    evaluation and the range test), whatever `auto` would pick here; small, for a CPU that emulates bf16."""
+    def config(name):
+        return merge(tiny_config(tiny_betons, tmp_path / name, epochs=3, precision=precision, batch_size=32,
+                                 train_subset=64),
+                     {"model": {"width": 4}, "lr": {"lr_max": 0}, "lr_test": {"num_steps": 16}}, strict=False)
+
+    whole = train(config("whole"))
+    assert whole["config"]["training"]["precision"] == precision
+    assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["test_loss"]) for h in whole["history"])
+    with monkeypatch.context() as patch:
+        interrupt_after_epochs(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(config("cut"))
+    resumed = train({"training": {"resume": str(tmp_path / "cut")}, "logging": {"progress": False}})
+    assert resumed["lr_max"] == whole["lr_max"]
+    assert without_times(resumed["history"]) == without_times(whole["history"])
+
+
 def test_resume_on_another_device_type_continues_from_a_reseeded_generator(tiny_betons, tmp_path, monkeypatch,
                                                                           capsys):
     """A CUDA run resumed on the CPU: its 16-byte generator state cannot be loaded there (faked here)."""
@@ -208,7 +230,7 @@ def test_a_folder_holding_a_run_is_refused_unless_overwritten(tiny_betons, tmp_p
     (folder / checkpoint.PREVIOUS).write_bytes(b"an old run's")
     with pytest.raises(SystemExit) as stopped:
         train_module.main(["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1],
-                           "--logging.folder", str(folder), "--training.device", "cpu"])
+                           "--logging.folder", str(folder), "--training.device", "cpu", "--training.precision", "fp32"])
     assert stopped.value.code == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert f"{folder} already holds a run" in line and f"--resume {folder}" in line
@@ -340,7 +362,7 @@ def test_record_recipe_one_epoch_smoke_run(tiny_betons, tmp_path):
 
 
 def test_train_subset_is_a_fixed_random_sample_not_the_first_images():
-    from speedrun.config import defaults, merge
+    from speedrun.config import defaults
     from speedrun.data import CifarData
     from speedrun.loader import Loader
     labels = torch.arange(100) // 10  # sorted by class, as image-folder betons are
@@ -356,7 +378,8 @@ def test_ctrl_c_leaves_a_run_that_resumes_to_the_end(tiny_betons, tmp_path):
     import time
     folder = tmp_path / "run"
     args = ["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1], "--model.width", "8",
-            "--training.batch_size", "64", "--training.device", "cpu", "--lr.lr_max", "0.02", "--epochs", "40",
+            "--training.batch_size", "64", "--training.device", "cpu", "--training.precision", "fp32",
+            "--lr.lr_max", "0.02", "--epochs", "40",
             "--logging.plots", "false", "--logging.progress", "false", "--logging.folder", str(folder)]
     # as from a terminal: a suite started in the background (`cmd &` in a script) ignores SIGINT, and its
     # children inherit that, so the run would never see the Ctrl-C
