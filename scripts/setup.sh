@@ -32,4 +32,5 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   "$PYTHON" -m pip install -q "torch==$TORCH_VERSION"
 fi
 "$PYTHON" -m pip install -q -e ".[test]"
-"$PYTHON" -c "import ffcv, fastargs, torch; print('setup: ready, torch', torch.__version__, '| ffcv', ffcv.__version__, '| cuda', torch.cuda.is_available())"
+# ffcv's own __version__ is stale (1.0.2 says 0.0.3rc1): print the installed distribution's version.
+"$PYTHON" -c "import ffcv, fastargs, torch; from importlib.metadata import version; print('setup: ready, torch', torch.__version__, '| ffcv', version('ffcv'), '| cuda', torch.cuda.is_available())"

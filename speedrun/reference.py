@@ -11,10 +11,18 @@ relative path 'cifar10'. `run_reference` therefore exports into `<folder>/cifar1
 `<folder>` as the working directory, so that loader reads our export and nothing is downloaded.
 
 The result is a summary shaped like `speedrun.train.train`'s, so the leaderboard treats both alike:
-'train_seconds' is the wall time of the airbench training call (CUDA-synchronised; airbench's own
-whitening init included, an untimed warm-up run before the first seed for cuDNN autotuning, like
-airbench's own benchmark), and 'final_test_acc' is airbench's `evaluate` on our test set with the test-time
-augmentation level airbench reports its headline accuracy with (also given without it).
+'train_seconds' is the wall time of the whole airbench training call (CUDA-synchronised; it includes
+what that call does besides its steps: building the net and its test loader, which reads the exported
+test.pt, and initialising the whitening layer), and 'final_test_acc' is airbench's `evaluate` on our
+test set with the test-time augmentation level airbench reports its headline accuracy with (also given
+without it).
+
+Before the first seed, one untimed call in airbench's own warm-up mode (`run="warmup"`, what
+`airbench.warmup94` does): it builds a net and its test loader, initialises the whitening layer, takes
+one training step and returns. So it is not a whole training run: it brings cuDNN's autotuning of the
+training batch's shapes and the first-call costs of CUDA and airbench ahead of the clock, and anything
+that first happens later in a run (the lookahead update every 5 steps, the whitening bias frozen after
+its first epochs) is first met inside the first seed's clock.
 """
 import contextlib
 import importlib
@@ -106,8 +114,9 @@ def check_available(device):
 def run_reference(name, data, folder, seed=0, device="cuda", warmup=True):
     """Train airbench's `name` ('train94' | 'train96') on our data; a summary like our trainer's.
 
-    `warmup` first runs one untimed training (cuDNN autotuning, lazy initialisation); once per process
-    is enough, so a sweep of seeds warms up before its first only.
+    `warmup` first makes one untimed call in airbench's warm-up mode, which returns after airbench's
+    first training step (cuDNN autotuning of the training shapes, lazy initialisation); once per
+    process is enough, so a sweep of seeds warms up before its first only.
     """
     if name not in REFERENCES:
         raise ValueError(f"unknown reference {name!r}; known: {', '.join(REFERENCES)}")
