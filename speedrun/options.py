@@ -88,7 +88,8 @@ Section("training", "the training loop").params(
     device=Param(Choice("auto", "cuda", "cpu"), "auto = cuda when present", default="auto"),
     compile=Param(Choice(*COMPILE_CHOICES), "torch.compile the steps (auto = on CUDA)", default="auto"),
     compile_mode=Param(Choice(*COMPILE_MODES), "what compiling compiles: the forward (default, max-autotune) or "
-                                               "the whole step (whole-step, cudagraph)", default="default"),
+                                               "the whole step (whole-step, cudagraph); auto = the fastest "
+                                               "measured: cudagraph on CUDA, whole-step elsewhere", default="auto"),
     precision=Param(Choice(*PRECISIONS), "auto = bf16 autocast on CUDA and on CPUs with native bf16, "
                                          "float32 elsewhere", default="auto"),
     channels_last=Param(Boolean(), "channels-last memory format (faster on CUDA and CPUs)", default=True),

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from speedrun import device as device_module
-from speedrun.device import choose_precision, device_policy, has_native_bf16
+from speedrun.config import defaults
+from speedrun.device import choose_precision, device_policy, has_native_bf16, policy_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -92,6 +93,8 @@ def test_auto_policy_for_each_cpu_flag_set(name, monkeypatch):
 
 
 def test_compile_mode_auto_is_the_fastest_measured_and_falls_back_saying_why(monkeypatch, capsys):
+    default = policy_from_config(defaults()["training"], CUDA)  # the default command's step on a GPU
+    assert (default.compile, default.compile_mode, default.bf16) == (True, "cudagraph", True)
     assert device_policy(CUDA, "bf16", "auto").compile_mode == "cudagraph"
     assert device_policy(CPU, "fp32", "on").compile_mode == "whole-step"
     assert capsys.readouterr().err == ""  # chosen, not replaced

@@ -328,8 +328,8 @@ class MemoryBound(torch.nn.Module):
 
 
 def test_largest_fitting_batch_halves_until_it_fits():
-    assert train_module.largest_fitting_batch(MemoryBound(100), 512, device_policy("cpu")) == 64
-    assert train_module.largest_fitting_batch(MemoryBound(0), 512, device_policy("cpu")) == 0
+    assert train_module.largest_fitting_batch(MemoryBound(100), 512, device_policy("cpu", "fp32")) == 64
+    assert train_module.largest_fitting_batch(MemoryBound(0), 512, device_policy("cpu", "fp32")) == 0
 
 
 def test_out_of_memory_names_the_batch_size_and_what_fits(tiny_betons, tmp_path, monkeypatch):
