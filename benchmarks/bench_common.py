@@ -18,7 +18,7 @@ from speedrun.model import build_model  # noqa: E402
 from speedrun.optim import WeightAverage, build_optimizer, set_lr  # noqa: E402
 from speedrun.schedule import DeviceSchedule  # noqa: E402
 from speedrun.summary import forward_flops  # noqa: E402
-from speedrun.train import compiled_train_step  # noqa: E402
+from speedrun.step import compiled_train_step  # noqa: E402
 
 # Problem sizes and repeat counts. `calls` back-to-back calls make one timed repeat, so that launch
 # overhead is spread over enough work; tiny kernels get more of them.

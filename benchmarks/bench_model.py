@@ -11,7 +11,7 @@ from speedrun.config import merge
 from speedrun.device import device_policy, synchronize, timed, torch_threads
 from speedrun.evaluate import evaluate
 from speedrun.opcount import OpCounter
-from speedrun.train import WARMUP_STEPS
+from speedrun.step import WARMUP_STEPS
 
 COMPILE_MODES_TIMED = ("default", "whole-step")  # and cudagraph on CUDA
 

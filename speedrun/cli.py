@@ -16,28 +16,32 @@ from .config import RUN_SECTIONS, merge, parse_args, parse_seeds, run_config
 from .derive import peak_epoch
 from .faults import OutOfMemory, TrainingDiverged
 from .lr_finder import LRTestDiverged
+from .clock import process_start
 from .stacks import dump_stacks_on_signal
+from .step import StepCache
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
            "--resume": "--training.resume", "--seed": "--training.seed", "--seeds": "--training.seeds"}
 SWITCHES = [("--print-config", "print the resolved config a run would use (YAML, as config.yaml), then exit")]
 
 
-def train_seeds(given, seeds, data=None):
+def train_seeds(given, seeds, data=None, started=None):
     """Independent runs, one per seed, each in <folder>/seed<N>; under torchrun, this rank's share.
 
     Each seed keeps one checkpoint, written at its end, unless --logging.checkpoint says otherwise:
-    a sweep of hundreds of seeds would otherwise fill the disk with checkpoints nobody resumes.
+    a sweep of hundreds of seeds would otherwise fill the disk with checkpoints nobody resumes. The
+    seeds train with one step, compiled (or captured) once, each loading its fresh state into it.
     """
     rank, world, _ = distributed.launched_world()
     base = given.get("logging", {}).get("folder") or runlog.default_folder()
     given = merge({"logging": {"checkpoint": "last"}}, given, strict=False)
-    summaries = []
+    summaries, steps = [], StepCache()  # the seeds share one compiled step
     for seed in seeds[rank::world]:
         config = merge(given, {"training": {"seed": seed}, "logging": {"folder": os.path.join(base, f"seed{seed}")}},
                        strict=False)
         config["training"].pop("seeds", None)  # each run is one seed
-        summaries.append(training.train(config, data=data, independent=True))
+        summaries.append(training.train(config, data=data, independent=True, steps=steps, started=started))
+        started = None  # the next seed's seconds start when it does
     return summaries
 
 
@@ -62,7 +66,9 @@ def main(argv=None):
             print(format_config(run_config(given)[0]), end="")
             return
         seeds = given.get("training", {}).get("seeds", "")
-        summaries = train_seeds(given, parse_seeds(seeds)) if seeds else [training.train(given)]
+        started = process_start()  # the first run's seconds table counts the interpreter and the imports
+        summaries = (train_seeds(given, parse_seeds(seeds), started=started) if seeds
+                     else [training.train(given, started=started)])
     except KeyboardInterrupt:
         print("\ninterrupted: a run that checkpoints every epoch (the default of single runs) continues from "
               "its last finished one with python -m speedrun.train --resume <run folder>", file=sys.stderr)

@@ -25,7 +25,7 @@ from .recipes import OPTIMIZER_DEFAULTS, recipe_config
 fastargs.config.SingleTable = AsciiTable
 
 
-POLICY_KEYS = ("device", "compile", "compile_mode", "precision", "channels_last")  # how, not what, a run computes
+POLICY_KEYS = ("device", "compile", "compile_mode", "compile_cache", "precision", "channels_last")  # how, not what
 RESUME_MAY_CHANGE = ("logging", "training.resume", *(f"training.{key}" for key in POLICY_KEYS))
 
 

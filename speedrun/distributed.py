@@ -8,7 +8,7 @@ Nothing here breaks a compiled graph: batch norm sums its statistics across rank
 functional collectives, which torch.compile traces like any other op, and DDP wraps the compiled
 net, so DDP's own Python stays outside the graph. Batch-norm buffers are never broadcast: every rank
 updates its running statistics from the same global ones, so they stay equal by construction. A whole
-step compiled as one graph runs without DDP and averages its gradients itself (`averaging`).
+step compiled as one graph runs without DDP and averages its gradients itself (step.averaging).
 """
 import os
 from dataclasses import dataclass
@@ -19,7 +19,6 @@ import torch.distributed._functional_collectives as funcol
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .optim import OptimizerGroup
 
 
 @dataclass
@@ -137,7 +136,7 @@ def wrap(model, dist, compile=None, ddp=True):
     No per-step buffer broadcast (broadcast_buffers=False): the only buffers are batch norm's, equal on
     every rank by construction (GlobalBatchNorm); DDP still broadcasts rank 0's parameters and buffers
     once, when it is built. Without `ddp` (a whole step compiled as one graph, which averages its own
-    gradients: `averaging`), the model with synchronised batch norm and rank 0's state, broadcast once.
+    gradients: step.averaging), the model with synchronised batch norm and rank 0's state, broadcast once.
     """
     if dist.world == 1:
         return model
@@ -148,33 +147,6 @@ def wrap(model, dist, compile=None, ddp=True):
         return model
     ids = [dist.device.index] if dist.device.type == "cuda" else None
     return DistributedDataParallel(compile(model) if compile else model, device_ids=ids, broadcast_buffers=False)
-
-
-def average_gradients(params, world):
-    """Replace each parameter's gradient by its mean over the ranks, in place: one functional all-reduce
-    of all of them, flattened, which a compiled step traces into its graph."""
-    grads = [p.grad for p in params if p.grad is not None]
-    total = funcol.all_reduce(torch.cat([g.reshape(-1) for g in grads]), "sum", torch_dist.group.WORLD)
-    for grad, part in zip(grads, total.split([g.numel() for g in grads])):
-        grad.copy_(part.view_as(grad) / world)
-
-
-class GradientAveraging(OptimizerGroup):
-    """The optimizer of a whole step compiled as one graph under torchrun, where DDP's gradient hooks do
-    not run: its update averages the gradients over the ranks first (see optim.traced_update)."""
-
-    def __init__(self, optimizer, world):
-        super().__init__([optimizer])
-        self.world = world
-
-    def update(self):
-        average_gradients([p for group in self.param_groups for p in group["params"]], self.world)
-        super().update()
-
-
-def averaging(optimizer, dist):
-    """The optimizer a whole step updates through: `optimizer` itself in a single process."""
-    return GradientAveraging(optimizer, dist.world) if dist.world > 1 else optimizer
 
 
 def shard(images, labels, dist):

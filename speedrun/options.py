@@ -6,6 +6,8 @@ same whatever else was imported. A recipe (speedrun/recipes.py) lays its own val
 
 A run reads the sections in RUN_SECTIONS; `leaderboard` belongs to `python -m speedrun.leaderboard`.
 """
+import os
+
 from fastargs import Param, Section
 from fastargs.validation import Checker
 
@@ -90,11 +92,17 @@ Section("training", "the training loop").params(
     compile_mode=Param(Choice(*COMPILE_MODES), "what compiling compiles: the forward (default, max-autotune) or "
                                                "the whole step (whole-step, cudagraph); auto = the fastest "
                                                "measured: cudagraph on CUDA, whole-step elsewhere", default="auto"),
+    compile_cache=Param(str, "folder for torch's compile artifacts, one file per step shape, device and "
+                             "version: a later process loads them instead of compiling again ('' = none)",
+                        default=os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "speedrun", "compile")),
     precision=Param(Choice(*PRECISIONS), "auto = bf16 autocast on CUDA and on CPUs with native bf16, "
                                          "float32 elsewhere", default="auto"),
     channels_last=Param(Boolean(), "channels-last memory format (faster on CUDA and CPUs)", default=True),
     tta=Param(Number(int, 0, 2), "test-time augmentation: 0 none, 1 flip, 2 flip + translate "
                                  "(2 measured)", default=2),
+    tta_when=Param(Choice("last", "every"), "which evaluations use --training.tta: last = the run's last only "
+                                            "(the others without, a sixth of the forward passes at tta 2), "
+                                            "every = all", default="last"),
     eval_batch_size=Param(Number(int, 1, 1 << 16), "evaluation batch size", default=1000),
     late_evals_from=Param(Number(int, 0, 10_000), "from this epoch on, evaluate several times "
                                                   "an epoch (0 = off)", default=0),

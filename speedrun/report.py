@@ -62,18 +62,24 @@ def eval_record(sums, is_main):
 
 
 def summarise(run):
-    """The run's summary (summary.json): results, the config and the values derived from it."""
+    """The run's summary (summary.json): results, where its seconds went, the config and the values
+    derived from it; the seconds are also printed, as one line."""
     t, history = run.cfg["training"], run.history
+    if run.log.folder and run.cfg["logging"]["plots"]:
+        plots.plot_curves(history, run.log.path("curves.png"))
+        run.clock.charge("plots")
     summary = {
         "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
         "train_seconds": round(run.train_seconds, 4), "compile_seconds": round(run.compile_seconds, 4),
         "compiled": run.policy.compile_mode if run.policy.compile else "no",  # after any fall-back
+        "compile_cache": run.compile_cache,
         "epochs": t["epochs"], "steps_per_epoch": run.batcher.steps_per_epoch, "lr_max": run.derived["lr_max"],
         "device": device_name(run.device), "world_size": run.dist.world,
         "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": run.cfg,
         "derived": run.derived, "data": run.data_info, "history": history, "folder": run.log.folder,
+        "seconds": run.clock.table(),
     }
     run.log.write_summary(summary)
-    if run.log.folder and run.cfg["logging"]["plots"]:
-        plots.plot_curves(history, run.log.path("curves.png"))
+    if run.dist.is_main:
+        print(run.clock.line(), file=sys.stderr)
     return summary

@@ -1,5 +1,6 @@
 """What a run keeps in its checkpoints, and how a resumed run takes it back."""
 import sys
+import threading
 
 import torch
 
@@ -15,20 +16,65 @@ def checkpoint_due(options, epoch, epochs):
     return options["checkpoint"] == "last" and last
 
 
+class CheckpointWriter:
+    """Writes checkpoints one at a time, in `background` (a thread) or not. In the background the state
+    is first copied to host memory (the live tensors train on meanwhile) and the file written while the
+    next epoch runs: on a GPU the step does not wait for 100 MB to reach the disk. A write's error is
+    raised by the next `write` or by `wait`, which a run calls before it ends."""
+
+    def __init__(self, background):
+        self.background, self.thread, self.error = background, None, None
+
+    def write(self, folder, state, keep_previous):
+        self.wait()
+        if not self.background:
+            checkpoint.save_checkpoint(folder, state, keep_previous=keep_previous)
+            return
+        snapshot = to_host(state)
+        self.thread = threading.Thread(target=self._save, args=(folder, snapshot, keep_previous),
+                                       name="checkpoint writer")
+        self.thread.start()
+
+    def _save(self, *args):
+        try:
+            checkpoint.save_checkpoint(*args)
+        except BaseException as error:  # handed to the run's thread, which raises it
+            self.error = error
+
+    def wait(self):
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+
+def to_host(value):
+    """`value` (nested dicts and lists of tensors and plain values) with every tensor copied to the CPU."""
+    if torch.is_tensor(value):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: to_host(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_host(item) for item in value)
+    return value
+
+
 def save_state(run, epoch):
     """After `epoch`, the checkpoint the logging options ask for. The loader's order is left out: the
     next epoch draws its own."""
     options = run.cfg["logging"]
     if run.log.folder and checkpoint_due(options, epoch, run.cfg["training"]["epochs"]):
         loader = run.batcher.state_dict()
-        checkpoint.save_checkpoint(run.log.folder, {
+        run.checkpoints.write(run.log.folder, {
             "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "generator": loader["generator"],
             "generator_device": loader["device"],
             "average": run.average.average.state_dict() if run.average.average is not None else {},
             "epoch": epoch + 1, "history": run.history, "config": run.cfg, "derived": run.derived,
             "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},
-            keep_previous=options["checkpoint"] == "every")
+            options["checkpoint"] == "every")
 
 
 def generator_device(state):

@@ -12,16 +12,16 @@ it (the peak LR the range test picks, the peak epoch of a short run) is kept in 
 command line and seed sweeps are in speedrun/cli.py.
 """
 import copy
-import functools
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed, runlog
+from .clock import Clock
 from .config import run_config
 from .data import load_cifar_betons
 from .derive import one_cycle, peak_epoch, peak_lr, run_lr_test
@@ -30,10 +30,11 @@ from .evaluate import evaluate
 from .faults import OutOfMemory, TrainingDiverged, check_finite, check_not_exploded, largest_fitting_batch  # noqa: F401
 from .loader import Loader
 from .model import build_model
-from .optim import WeightAverage, build_optimizer, load_state_in_place, set_lr, step_tensors, traced_update
+from .optim import WeightAverage
 from .report import announce_estimate, data_info, eval_record, summarise, write_start_plots
-from .run_state import restore, save_state
+from .run_state import CheckpointWriter, restore, save_state
 from .schedule import DeviceSchedule
+from .step import compile_step, make_train_step, step_for, step_key
 
 ESTIMATE_AFTER_STEPS = 3  # a CPU run announces its length once this many steps are timed
 
@@ -42,77 +43,11 @@ ESTIMATE_AFTER_STEPS = 3  # a CPU run announces its length once this many steps 
 # the pieces of a run
 
 
-def make_train_step(model, optimizer, label_smoothing, autocast, average=None, whole=False):
-    """One training step: forward, loss, backward, update, then the weight average. Returns (loss,
-    correct) as device tensors.
-
-    `whole` updates through plain tensor ops (optim.traced_update) so that torch.compile captures the
-    step as one graph; otherwise through the optimizer's own, fused, step.
-    """
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    update = (lambda: traced_update(optimizer)) if whole else optimizer.step
-
-    def train_step(inputs, targets):
-        with autocast():
-            logits = model(inputs)
-            loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-        loss.backward()
-        with torch.no_grad():
-            update()
-            for p in params:  # optimizer.zero_grad(set_to_none=True), which torch.compile will not trace
-                p.grad = None
-            if average is not None:
-                average.update()
-        return loss.detach(), (logits.argmax(1) == targets).sum()
-    return train_step
-
-
-def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, average):
-    """The train step as the policy compiles it (the net's forward alone, or the whole step as one
-    graph), after writing its LR from the device `schedule` into the optimizer and the weight average's
-    next weight: device to device, no value baked into a graph. (Traced inside a whole-step graph, the
-    LR's write stopped the optimizer's momentum from updating with torch 2.13, so both stay outside.)"""
-    if policy.whole_step:
-        step = policy.compiled_step(make_train_step(net, optimizer, label_smoothing, policy.autocast, average, True))
-    else:
-        step = make_train_step(policy.compiled(net), optimizer, label_smoothing, policy.autocast, average)
-
-    def scheduled_step(inputs, targets):
-        set_lr(optimizer, schedule.next())
-        average.advance(schedule.position)  # the steps so far, this one included
-        return step(inputs, targets)
-    return scheduled_step
-
-
 def evaluation_steps(epoch, steps, t):
     """Steps (1-based) after which to evaluate in this epoch: the last, more near the end if asked."""
     late = t["late_evals_from"] and epoch + 1 >= t["late_evals_from"]
     count = t["late_evals_per_epoch"] if late else 1
     return sorted({max(1, round(steps * (k + 1) / count)) for k in range(count)})
-
-
-# Inductor's CUDA graphs run a function's first call plainly, record on the second and replay from the
-# third: after 3 steps no compiling, recording or first-replay cost is left for the timed epochs.
-WARMUP_STEPS = 3
-
-
-def warm_up(run):
-    """Compile the train and eval steps on a few batches, then put every state back as it was."""
-    average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
-    # each put back in place (the optimizer's tensors too): a whole step keeps reading the same memory
-    loaders = {run.model: run.model.load_state_dict, average: average.load_state_dict,
-               run.batcher: run.batcher.load_state_dict,
-               run.optimizer: functools.partial(load_state_in_place, run.optimizer)}
-    saved = {holder: copy.deepcopy(holder.state_dict()) for holder in loaders}
-    start = time.perf_counter()
-    for step in range(WARMUP_STEPS):  # an epoch may be shorter than the warm-up
-        run.train_step(*run.batcher(0, step % run.batcher.steps_per_epoch))
-    run.run_eval()
-    synchronize(run.device)
-    seconds = time.perf_counter() - start
-    for holder, load in loaders.items():
-        load(saved[holder])
-    return seconds
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,6 +75,9 @@ class Run:
     start_epoch: int = 0
     train_seconds: float = 0.0
     compile_seconds: float = 0.0
+    clock: Clock = field(default_factory=Clock)
+    compile_cache: str = "none"  # cold, warm (torch's artifacts loaded), reused (an earlier run's step), none
+    checkpoints: CheckpointWriter = None  # in the background on CUDA: the next epoch need not wait for the disk
 
     @property
     def device(self):
@@ -160,8 +98,11 @@ def start(cfg, state, independent):
     return dist, policy
 
 
-def prepare(config, data, independent):
-    """Resolve the config, load the data, build net, optimizer and steps, restore a checkpoint."""
+def prepare(config, data, independent, steps=None, clock=None):
+    """Resolve the config, load the data, build net, optimizer and step (or reuse the one `steps`, a
+    step.StepCache, holds for runs of this shape), restore a checkpoint, warm the step up; each part's
+    seconds charged to `clock`."""
+    clock = clock or Clock()
     cfg, state = run_config(copy.deepcopy(config or {}))
     t = cfg["training"]
     dist, policy = start(cfg, state, independent)
@@ -179,39 +120,34 @@ def prepare(config, data, independent):
         whole = Loader(data, cfg, device, dtype=policy.input_dtype) if dist.world > 1 else batcher
         suggested = run_lr_test(model, whole, cfg, log, lr_test_step) if dist.is_main else 0.0
         return distributed.broadcast_from_main(suggested, dist)
+    clock.charge("startup")
     derived = {"lr_max": peak_lr(cfg, state, pick), "peak_epoch": peak_epoch(cfg)}
+    clock.charge("range_test")
     schedule = one_cycle(cfg, derived, batcher.steps_per_epoch)
-    lrs = schedule.lr_table()
+    lrs, lr_table = schedule.lr_table(), schedule.as_tensor(device)
     log.write_config(cfg)
 
-    optimizer = build_optimizer(model.parameters(), cfg, traceable=policy.whole_step)
-    average = WeightAverage(model, t["ema"])
-    device_schedule = DeviceSchedule(schedule.as_tensor(device))
-    net = distributed.wrap(model, dist, policy.compiled, ddp=not policy.whole_step)
-    step_optimizer = distributed.averaging(optimizer, dist) if policy.whole_step else optimizer
-    train_step = compiled_train_step(policy, net, step_optimizer, t["label_smoothing"], device_schedule, average)
-    eval_net = policy.compiled(average.net())
+    key = step_key(cfg, policy, dist, batcher.num_images, lr_table)
+    step = step_for(steps, key, cfg, policy, dist, model, lr_table, batcher)
     eval_data = distributed.shard(data.test_images, data.test_labels, dist)
 
-    def run_eval():
+    def run_eval(tta=t["tta"]):
         with policy.autocast():
-            sums = evaluate(eval_net, *eval_data, batcher.table, t["eval_batch_size"], t["tta"])
+            sums = evaluate(step.eval_net, *eval_data, batcher.table, t["eval_batch_size"], tta)
         return distributed.all_reduce_sum(sums, dist)
 
-    run = Run(cfg, derived, dist, policy, log, batcher, model, optimizer, average, train_step, run_eval, lrs,
-              device_schedule, data_info=data_info(cfg))
+    run = Run(cfg, derived, dist, policy, log, batcher, step.model, step.optimizer, step.average, step.train_step,
+              run_eval, lrs, step.schedule, data_info=data_info(cfg), clock=clock,
+              checkpoints=CheckpointWriter(background=device.type == "cuda"))
     if state is not None:
         restore(run, state)
-    elif dist.is_main and cfg["logging"]["plots"]:
+    step.pin(policy)
+    clock.charge("startup")
+    if state is None and dist.is_main and cfg["logging"]["plots"]:
         write_start_plots(data, cfg, batcher, lrs, log, device)
-    if policy.whole_step:  # from here on (restores included) these stay where they are: see mark_static
-        policy.mark_static([batcher.out, *step_tensors(optimizer), *average.tensors()])
-    if policy.compile:  # said before and after, so that minutes of compiling are not mistaken for a hang
-        if dist.is_main:
-            print(f"speedrun: compiling ({policy.compile_mode}) on warm-up batches", file=sys.stderr, flush=True)
-        run.compile_seconds = warm_up(run)
-        if dist.is_main:
-            print(f"speedrun: compiled in {run.compile_seconds:.1f} s", file=sys.stderr, flush=True)
+        clock.charge("plots")
+    run.compile_seconds, run.compile_cache = compile_step(run, step, key)
+    clock.charge("compile")
     return run
 
 
@@ -229,11 +165,14 @@ def train_epoch(run, epoch, losses, correct):
     first = 0
     for last in evaluation_steps(epoch, steps, t):
         synchronize(run.device)
+        run.clock.charge("evaluation")  # the last one's tail, and the epoch's start
         started = time.perf_counter()
         run_steps(run, epoch, range(first, last), losses, correct, bar)
         synchronize(run.device)
         run.train_seconds += time.perf_counter() - started
+        run.clock.charge("training")
         record_evaluation(run, epoch, range(first, last), losses, correct, bar)
+        run.clock.charge("evaluation")
         first = last
         run.model.train()
     bar.close()
@@ -264,30 +203,39 @@ def record_evaluation(run, epoch, steps, losses, correct, bar):
                        picked=not run.cfg["lr"]["lr_max"])
     bar.set_description(f"Batch_id={last - 1} Loss={record['train_loss']:.4f} "
                         f"Accuracy={100 * record['train_acc']:.2f}")
-    record.update(eval_record(run.run_eval(), dist.is_main))
+    final = epoch + 1 == t["epochs"] and last == per_epoch
+    record["tta"] = t["tta"] if final or t["tta_when"] == "every" else 0  # test-time augmentation: costly
+    record.update(eval_record(run.run_eval(record["tta"]), dist.is_main))
     previous = run.history[-1]["train_seconds"] if run.history else 0.0
     record["epoch_seconds"] = round(run.train_seconds - previous, 4)
     run.history.append(record)
     run.log.append_metrics(record)
 
 
-def train(config=None, data=None, independent=False):
+def train(config=None, data=None, independent=False, steps=None, started=None):
     """Train one run; `config` is a nested dict of overrides. Returns the summary (also summary.json).
 
-    Under torchrun the processes train one run together, unless `independent` (a seed sweep).
+    Under torchrun the processes train one run together, unless `independent` (a seed sweep). `steps`, a
+    step.StepCache, lends the run the step an earlier run of the same shape compiled, and keeps this one's.
+    `started` (a perf_counter reading; default now) is where the run's seconds table starts: the
+    command line gives its process's start.
     """
-    run = prepare(config, data, independent)
-    t, steps = run.cfg["training"], run.batcher.steps_per_epoch
-    losses = torch.zeros(steps, device=run.device)
-    correct = torch.zeros(steps, device=run.device, dtype=torch.int64)
+    run = prepare(config, data, independent, steps, Clock(started))
+    t, per_epoch = run.cfg["training"], run.batcher.steps_per_epoch
+    losses = torch.zeros(per_epoch, device=run.device)
+    correct = torch.zeros(per_epoch, device=run.device, dtype=torch.int64)
     out_of_memory = False
     try:
         for epoch in range(run.start_epoch, t["epochs"]):
             train_epoch(run, epoch, losses, correct)
             if run.dist.is_main:
                 save_state(run, epoch)
+                run.clock.charge("checkpoints")
     except torch.cuda.OutOfMemoryError:
         out_of_memory = True  # probe outside the handler, once the failed step's memory is released
+    finally:  # a checkpoint being written in the background is finished, whatever stopped the run
+        run.checkpoints.wait()
+        run.clock.charge("checkpoints")
     if out_of_memory:
         run.optimizer.zero_grad(set_to_none=True)
         fits = largest_fitting_batch(run.model, t["batch_size"] // run.dist.world, run.policy) * run.dist.world
@@ -297,11 +245,11 @@ def train(config=None, data=None, independent=False):
     return summarise(run)
 
 
-def main(argv=None):
-    """The command line (speedrun/cli.py)."""
-    from .cli import main as cli_main
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m speedrun.train: the command line is speedrun/cli.py's, which imports this
+    from speedrun.cli import main
     main()
+    # Every file is written and closed: skip the interpreter's teardown of torch, ffcv and the dataset,
+    # which took 1.4 s after a tiny run on a 2-core CPU, outside any run's seconds table and waited for all the same.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -68,3 +68,25 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch
     monkeypatch.setattr(torch, "save", real_save)
     assert checkpoint.load_checkpoint(tmp_path / checkpoint.LATEST, model)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint.LATEST]
+
+
+def test_a_background_writer_saves_the_state_as_it_was_and_raises_its_error_later(tmp_path, monkeypatch):
+    """How a CUDA run checkpoints (the next epoch trains while the file is written), run on the CPU."""
+    from speedrun.run_state import CheckpointWriter
+    weights, history = torch.ones(3), [{"epoch": 1.0}]
+    writer = CheckpointWriter(background=True)
+    writer.write(str(tmp_path), {"model": {"w": weights}, "history": history}, True)
+    weights.add_(1)  # training goes on meanwhile
+    history.append({"epoch": 2.0})
+    writer.wait()
+    state = checkpoint.load_checkpoint(checkpoint.find_checkpoint(str(tmp_path)))
+    assert torch.equal(state["model"]["w"], torch.ones(3)) and state["history"] == [{"epoch": 1.0}]
+
+    def full_disk(*args):
+        raise OSError(28, "no space left")
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", full_disk)
+    writer.write(str(tmp_path), {"model": {"w": weights}}, True)  # returns: the error comes later
+    with pytest.raises(OSError, match="no space left"):
+        writer.wait()
+    writer.wait()  # raised once

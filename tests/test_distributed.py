@@ -142,8 +142,9 @@ def test_a_seed_sweep_rank_makes_its_own_gpu_current(monkeypatch):
 
 def diverge_on_rank_one(*args):
     """Run under torchrun: train with rank 1's recorded loss turned NaN at epoch 2, step 2."""
-    from speedrun import train as train_module
-    real, calls = train_module.make_train_step, {"n": 0}
+    from speedrun import cli
+    from speedrun import step as step_module
+    real, calls = step_module.make_train_step, {"n": 0}
 
     def poisoned(*step_args):
         step = real(*step_args)
@@ -155,8 +156,8 @@ def diverge_on_rank_one(*args):
             return (loss * float("nan") if bad else loss), correct
         return wrapped
 
-    train_module.make_train_step = poisoned
-    train_module.main(list(args))
+    step_module.make_train_step = poisoned
+    cli.main(list(args))
 
 
 def test_divergence_on_one_rank_stops_every_rank_naming_it(tiny_betons, tmp_path):

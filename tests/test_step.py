@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from speedrun import cli
 from speedrun import device as device_module
+from speedrun import step as step_module
 from speedrun import train as train_module
 from speedrun.opcount import OpCounter
 from speedrun.optim import step_tensors
@@ -56,7 +58,7 @@ def compiled_run(betons, folder, monkeypatch, recipe, mode, **training):
     monkeypatch.setattr(device_module, "COMPILE_BACKEND", "aot_eager")
     torch._dynamo.reset()
     counters.clear()
-    real, warm = train_module.warm_up, {}
+    real, warm = step_module.warm_up, {}
 
     def warm_up(run):
         held = [run.batcher.out, *step_tensors(run.optimizer), *run.average.tensors()]
@@ -65,7 +67,7 @@ def compiled_run(betons, folder, monkeypatch, recipe, mode, **training):
         warm["frames"] = counters["frames"]["total"]
         return seconds
 
-    monkeypatch.setattr(train_module, "warm_up", warm_up)
+    monkeypatch.setattr(step_module, "warm_up", warm_up)
     summary = train(step_config(betons, folder, recipe, compile="on", compile_mode=mode, epochs=3, **training))
     summary["marked_static"] = warm["static"]
     return summary, sum(counters["graph_break"].values()), counters["frames"]["total"] - warm["frames"]
@@ -101,3 +103,62 @@ def test_forward_compile_does_not_recompile_after_warm_up(tiny_betons, tmp_path,
 def test_an_epoch_shorter_than_the_warm_up_compiles(tiny_betons, tmp_path, monkeypatch):
     summary, breaks, _ = compiled_run(tiny_betons, tmp_path, monkeypatch, "seed", "default", train_subset=128)
     assert summary["steps_per_epoch"] == 2 and summary["compiled"] == "default" and breaks == 0
+
+
+@pytest.mark.parametrize("compile_mode", ["whole-step", None])
+def test_a_seed_sweep_builds_and_compiles_its_step_once_and_each_seed_trains_as_alone(tiny_betons, tmp_path,
+                                                                                     monkeypatch, compile_mode):
+    """Three seeds in one process: one step built and warmed up (compiled), nothing compiled after it,
+    and each seed's run identical to the same seed run alone with a step of its own (compiled or eager)."""
+    monkeypatch.setattr(device_module, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    counters.clear()
+    compiling = {"compile": "on", "compile_mode": compile_mode} if compile_mode else {}
+    built, warmed = [], []
+    real_build, real_warm_up = step_module.build_step, step_module.warm_up
+    monkeypatch.setattr(step_module, "build_step", lambda *args: built.append(1) or real_build(*args))
+
+    def warm_up(run):
+        seconds = real_warm_up(run)
+        warmed.append(counters["frames"]["total"])
+        return seconds
+
+    monkeypatch.setattr(step_module, "warm_up", warm_up)
+    sweep = cli.train_seeds(step_config(tiny_betons, tmp_path / "sweep", "seed", **compiling), [0, 1, 2])
+    assert len(built) == 1 and len(warmed) == (1 if compile_mode else 0)
+    if compile_mode:
+        assert counters["frames"]["total"] == warmed[0]  # no compilation after the first seed's warm-up
+        assert [summary["compile_seconds"] > 0 for summary in sweep] == [True, False, False]
+    alone = train(step_config(tiny_betons, tmp_path / "alone", "seed", seed=2, **compiling))
+    assert len(built) == 2
+    assert [summary["seed"] for summary in sweep] == [0, 1, 2] and losses(sweep[0]) != losses(sweep[2])
+    assert losses(sweep[2]) == losses(alone)
+    assert sweep[2]["final_test_acc"] == alone["final_test_acc"]
+
+
+def test_compile_cache_files_are_kept_apart_by_step_device_and_versions(monkeypatch, tmp_path):
+    from speedrun import runlog
+    cpu = torch.device("cpu")
+    path = step_module.compile_cache_file(str(tmp_path), "key", cpu)
+    assert path.parent == tmp_path and path == step_module.compile_cache_file(str(tmp_path), "key", cpu)
+    assert step_module.compile_cache_file(str(tmp_path), "other key", cpu) != path
+    assert step_module.compile_cache_file("", "key", cpu) is None
+    real = runlog.versions
+    monkeypatch.setattr(runlog, "versions", lambda: {**real(), "torch": "0.0.1"})
+    assert step_module.compile_cache_file(str(tmp_path), "key", cpu) != path  # another torch never reads it
+
+
+def test_a_corrupt_compile_cache_is_ignored_with_one_line(tiny_betons, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(device_module, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    bad = tmp_path / "cache" / "step.bin"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not torch's artifacts")
+    monkeypatch.setattr(step_module, "compile_cache_file", lambda folder, key, device: bad)
+    summary = train(step_config(tiny_betons, tmp_path / "run", "seed", compile="on", compile_mode="whole-step",
+                                compile_cache=str(bad.parent)))
+    err = capsys.readouterr().err
+    assert err.count(f"speedrun: compile cache {bad} ignored (") == 1 and "compiling anew" in err
+    assert summary["compile_cache"] == "cold" and summary["compiled"] == "whole-step"
+    assert summary["final_test_acc"] > 0
+    assert step_module.load_compile_cache(tmp_path / "missing.bin") == "cold"

@@ -25,13 +25,15 @@ def structure_run(out, *args):
     """
     from torch._dynamo.utils import counters
 
+    from speedrun import cli
     from speedrun import device as device_module
+    from speedrun import step as step_module
     from speedrun import train as train_module
     from speedrun.opcount import OpCounter
 
     device_module.COMPILE_BACKEND = "aot_eager"
     record, runs = {"syncs": {}, "hot_loops": 0}, []
-    real_warm_up, real_run_steps, real_prepare = train_module.warm_up, train_module.run_steps, train_module.prepare
+    real_warm_up, real_run_steps, real_prepare = step_module.warm_up, train_module.run_steps, train_module.prepare
 
     def warm_up(run):
         seconds = real_warm_up(run)
@@ -51,8 +53,8 @@ def structure_run(out, *args):
         runs.append(real_prepare(*prepare_args))
         return runs[-1]
 
-    train_module.warm_up, train_module.run_steps, train_module.prepare = warm_up, run_steps, prepare
-    train_module.main(list(args))
+    step_module.warm_up, train_module.run_steps, train_module.prepare = warm_up, run_steps, prepare
+    cli.main(list(args))
     run, rank = runs[0], os.environ["RANK"]
     record.update(frames=counters["frames"]["total"], breaks=sum(counters["graph_break"].values()),
                   break_reasons=list(counters["graph_break"]), compile_mode=run.policy.compile_mode,
@@ -118,11 +120,12 @@ def averaging_check(out):
     """Run under torchrun: each rank's gradients are its rank + 1 and 10 * (rank + 1); the compiled
     average (fullgraph: no break) must leave their means on every rank."""
     from speedrun import distributed
+    from speedrun.step import average_gradients
     dist = distributed.setup("cpu", 2)
     params = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(5))]
     for scale, p in zip((1, 10), params):
         p.grad = torch.full_like(p, scale * (dist.rank + 1.0))
-    torch.compile(distributed.average_gradients, backend="aot_eager", fullgraph=True)(params, dist.world)
+    torch.compile(average_gradients, backend="aot_eager", fullgraph=True)(params, dist.world)
     torch.save([p.grad for p in params], os.path.join(out, f"grads{dist.rank}.pt"))
     distributed.teardown()
 

@@ -5,13 +5,16 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from speedrun import checkpoint, cli, run_state, runlog
+from speedrun import step as step_module
 from speedrun import train as train_module
 from speedrun.cli import ALIASES
+from speedrun.clock import PARTS
 from speedrun.config import merge, parse_args
 from speedrun.device import device_policy
 from speedrun.loader import continue_stream
@@ -44,9 +47,11 @@ def without_times(records):
 
 def test_cli_end_to_end_writes_every_file_and_loss_falls(tiny_betons, tmp_path):
     folder = tmp_path / "run"
+    started = time.perf_counter()
     result = run_cli("--epochs", "2", "--data.train_dataset", tiny_betons[0], "--data.val_dataset",
                      tiny_betons[1], "--logging.folder", str(folder), "--model.width", "8",
                      "--training.batch_size", "64", "--training.precision", "fp32")
+    wall = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
     for name in RUN_FILES:
         assert (folder / name).stat().st_size > 0, name
@@ -67,6 +72,15 @@ def test_cli_end_to_end_writes_every_file_and_loss_falls(tiny_betons, tmp_path):
     assert "speedrun: training on cpu" in result.stderr and "channels-last" in result.stderr  # the policy
     assert "for the 8 steps of 2 epochs" in result.stderr  # a CPU run's estimate of its length
     assert f"suggests lr_max = {summary['lr_max']:.3g}" in result.stderr
+    # every second of the command accounted for: the parts add up to the total, which is the process's
+    # wall time (from its start, interpreter and imports included, to its summary) within 5%
+    seconds = summary["seconds"]
+    assert sorted(seconds) == sorted([*PARTS, "total"])
+    assert sum(seconds[part] for part in PARTS) == pytest.approx(seconds["total"], abs=0.01)
+    assert seconds["total"] == pytest.approx(wall, rel=0.05)
+    assert seconds["training"] == pytest.approx(summary["train_seconds"], abs=0.01)
+    assert min(seconds[part] for part in ("startup", "range_test", "training", "evaluation", "plots")) > 0
+    assert f"speedrun: seconds: total {seconds['total']:.1f} = startup {seconds['startup']:.1f}" in result.stderr
 
 
 def test_epochs_alias_and_config_file(tmp_path):
@@ -105,7 +119,7 @@ def test_lr_test_diverging_at_the_first_step(tiny_betons, tmp_path):
 
 
 def test_nan_loss_stops_with_epoch_step_and_lr_and_keeps_the_checkpoint(tiny_betons, tmp_path, monkeypatch):
-    real = train_module.make_train_step
+    real = step_module.make_train_step
     calls = {"n": 0}
 
     def poisoned(*args):
@@ -117,7 +131,7 @@ def test_nan_loss_stops_with_epoch_step_and_lr_and_keeps_the_checkpoint(tiny_bet
             return (loss * float("nan") if calls["n"] == 6 else loss), correct  # epoch 2, step 2
         return wrapped
 
-    monkeypatch.setattr(train_module, "make_train_step", poisoned)
+    monkeypatch.setattr(step_module, "make_train_step", poisoned)
     with pytest.raises(TrainingDiverged, match=r"at epoch 2, step 2 \(lr [0-9.e-]+\)"):
         train(tiny_config(tiny_betons, tmp_path))
     state = checkpoint.load_checkpoint(tmp_path / "checkpoint.pt")
@@ -229,7 +243,7 @@ def test_a_folder_holding_a_run_is_refused_unless_overwritten(tiny_betons, tmp_p
     (folder / "metrics.jsonl").write_text('{"epoch": 7.0}\n')
     (folder / checkpoint.PREVIOUS).write_bytes(b"an old run's")
     with pytest.raises(SystemExit) as stopped:
-        train_module.main(["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1],
+        cli.main(["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1],
                            "--logging.folder", str(folder), "--training.device", "cpu", "--training.precision", "fp32"])
     assert stopped.value.code == 1
     [line] = capsys.readouterr().err.strip().splitlines()
@@ -333,7 +347,7 @@ def test_largest_fitting_batch_halves_until_it_fits():
 
 
 def test_out_of_memory_names_the_batch_size_and_what_fits(tiny_betons, tmp_path, monkeypatch):
-    real = train_module.make_train_step
+    real = step_module.make_train_step
 
     def exhausting(*args):
         step = real(*args)
@@ -344,7 +358,7 @@ def test_out_of_memory_names_the_batch_size_and_what_fits(tiny_betons, tmp_path,
             return step(inputs, targets)
         return wrapped
 
-    monkeypatch.setattr(train_module, "make_train_step", exhausting)
+    monkeypatch.setattr(step_module, "make_train_step", exhausting)
     monkeypatch.setattr(train_module, "largest_fitting_batch", lambda model, batch, policy: 16)
     with pytest.raises(train_module.OutOfMemory, match=r"at batch size 64; .* is 16: try --training.batch_size 16"):
         train(tiny_config(tiny_betons, tmp_path))
@@ -375,7 +389,6 @@ def test_train_subset_is_a_fixed_random_sample_not_the_first_images():
 
 def test_ctrl_c_leaves_a_run_that_resumes_to_the_end(tiny_betons, tmp_path):
     import signal
-    import time
     folder = tmp_path / "run"
     args = ["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1], "--model.width", "8",
             "--training.batch_size", "64", "--training.device", "cpu", "--training.precision", "fp32",
@@ -398,3 +411,11 @@ def test_ctrl_c_leaves_a_run_that_resumes_to_the_end(tiny_betons, tmp_path):
     result = run_cli("--resume", str(folder), "--logging.progress", "false")
     assert result.returncode == 0, result.stderr
     assert [m["epoch"] for m in read_metrics(folder)] == [float(e) for e in range(1, 41)]
+
+
+@pytest.mark.parametrize("when, levels", [("last", [0, 0, 0, 2]), ("every", [2, 2, 2, 2])])
+def test_test_time_augmentation_costs_one_evaluation_unless_asked_for_every_one(tiny_betons, tmp_path, when, levels):
+    summary = train(tiny_config(tiny_betons, tmp_path, epochs=3, tta=2, tta_when=when, late_evals_from=3,
+                                late_evals_per_epoch=2))
+    assert [record["tta"] for record in summary["history"]] == levels
+    assert summary["final_test_acc"] == summary["history"][-1]["test_acc"]
