@@ -198,7 +198,7 @@ def mean_curves(summaries):
 
 def step_record_vs_airbench(ctx):
     """The record recipe and airbench's train94 on the same betons, device and process, several seeds
-    each; airbench warmed up once, by a call that stops after its first step. Where airbench cannot run,
+    each; airbench warmed up once, by a whole untimed run. Where airbench cannot run,
     ours runs alone and the reason is kept."""
     probe = run(ctx, "airbench-probe", [ctx.python, "-c", "from speedrun.reference import check_available; "
                                         "check_available('cuda')"], check=False)

@@ -6,11 +6,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STEPS = ("environment", "data", "seed_recipe", "lr_grid", "candidate", "variants", "bench", "correctness", "memory_compile",
+STEPS = ("environment", "data", "command", "seed_recipe", "lr_grid", "candidate", "variants", "bench", "correctness", "memory_compile",
          "record_vs_airbench")
 # Seconds each step may take on one H100; past it the step's processes are killed and it is recorded
 # as failed. The parts' budgets add up to under 9 minutes each and under 25 minutes in all.
-BUDGETS_S = {"environment": 60, "data": 35, "correctness": 180, "bench": 120, "memory_compile": 110,
+BUDGETS_S = {"environment": 60, "data": 35, "command": 200, "correctness": 180, "bench": 120, "memory_compile": 110,
              "variants": 360, "seed_recipe": 190, "lr_grid": 480, "candidate": 150, "record_vs_airbench": 320}
 # One 10-minute command each. `data` starts every part, since a part may meet a fresh machine; it does
 # nothing when the betons are already written.
@@ -22,7 +22,7 @@ PARTS = {"part1": ("environment", "data", "correctness", "bench", "memory_compil
          "part5": ("data", "lr_grid", "candidate"),
          # one visit of about ten minutes, the accuracy evidence first: its budgets add up to more, so
          # it runs under a total (PART_TOTAL_S, or --total-s) and the steps left no time are skipped
-         "visit": ("environment", "data", "seed_recipe", "lr_grid", "candidate", "variants", "bench",
+         "visit": ("environment", "data", "command", "seed_recipe", "lr_grid", "candidate", "variants", "bench",
                    "correctness", "record_vs_airbench")}
 PART_TOTAL_S = {"visit": 505, "part5": 505}  # the campaign's --total-s when it runs this part and none is given
 MIN_STEP_S = 30  # a step left less than this by --total-s is skipped rather than started
@@ -69,13 +69,17 @@ SIZES = {
     "gpu": dict(device="cuda", trainer=["--training.device", "cuda"], pinned=[], compile="on", bench_size="full", kernel_tests="cuda",
                 short_epochs=8, short_lr=0.0034, variant_epochs=4, batch=512, width=64, seed_epochs=24,
                 seeds=5, candidate_seeds=3, record_seeds=10, record_options=[], synthetic_images=None,
+                command_options=[], sweep_seeds=5,
                 lr_grid=(0.25, 0.5, 2, 4, 8), study=tuple(STUDY_CHANGES), variants=tuple(VARIANTS)),
     # the smoke's precision is pinned: `auto` would train in bf16 on a CPU with native bf16 only
     "smoke": dict(device="cpu", trainer=["--training.device", "cpu", "--model.width", "8", "--training.batch_size", "64",
                            "--training.eval_batch_size", "128", *SMOKE_PRECISION], pinned=SMOKE_PRECISION,
                   compile="auto", bench_size="small", kernel_tests="cuda or borders", short_epochs=3,
                   short_lr=0.05, variant_epochs=1, batch=64, width=8, seed_epochs=1, seeds=2, candidate_seeds=2,
-                  record_seeds=2,
+                  record_seeds=2, sweep_seeds=3,
+                  # the default command at the smoke's size (eager, as on a CPU: minutes of compiling spared)
+                  command_options=["--training.device", "cpu", "--model.width", "8", "--training.batch_size", "64",
+                                   "--training.eval_batch_size", "128", *SMOKE_PRECISION],
                   lr_grid=(0.5, 2), study=("sgd", "no-smoothing"),
                   record_options=["--epochs", "1"], synthetic_images=(256, 128),
                   variants=("base", "nchw", "large_batch", "cuda_graphs")),  # one of each kind of command
@@ -93,13 +97,12 @@ TIMED = {
              "backward, optimizer) and the host sync before each evaluation; outside: the compile warm-up, "
              "the LR range test, evaluation, checkpoints, loading the betons. cuDNN autotuning on.",
     "step": "median seconds of an epoch after the first, divided by its steps (the `train` region, per step)",
-    "airbench": "airbench's whole train94 call, the host's clock between two CUDA synchronisations: inside, "
-                "loading its test set (train94 builds its own test loader from the exported file), building its "
-                "net, its whitening init and every step; outside: exporting our betons to airbench's files and "
-                "loading its train set (before each seed), the warm-up call before the first seed (train94 in "
-                "its warm-up mode, which returns after its first step: set-up, cuDNN autotuning and one step, "
-                "not a whole run), the evaluation after each call. cuDNN autotuning on (airbench's own "
-                "setting). Same betons, device and process as our seeds.",
+    "airbench": "airbench's train94, per seed, in two regions on the host's clock between CUDA synchronisations: "
+                "prepare (its net build, optimizer and whitening init) and loop (its epochs); total = prepare + "
+                "loop. Outside: exporting our betons to airbench's files, its test loader (recorded apart as "
+                "setup), the warm-up before the first seed (one whole untimed train94 run, as ours compiles "
+                "before its clock) and the evaluation after each call. cuDNN autotuning on (airbench's own "
+                "setting). Same betons, device and process as our seeds (speedrun/reference.py).",
     "device": "CUDA events around `calls` back-to-back calls after an untimed warm-up (compiling included "
               "there); median of the repeats (benchmarks/bench.py)",
     "compile": "the trainer's warm-up before its clock starts: 3 compiled train steps and an evaluation",

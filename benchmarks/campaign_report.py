@@ -127,7 +127,8 @@ def render(campaign):
                 f"{share[0]:.1%} of {share[1]}" if share else "",
                 pct(fig["accuracy"]) if fig.get("accuracy") is not None else "", step.get("device", campaign["device"]),
                 fig.get("timed") or "", command_number(commands, fig.get("command"))]) + " |")
-    lines += ["", "## What each clock covers", ""] + [f"- **{key}**: {text}" for key, text in TIMED.items()]
+    clocks = campaign.get("timed_regions") or TIMED  # as they were when the campaign ran
+    lines += ["", "## What each clock covers", ""] + [f"- **{key}**: {text}" for key, text in clocks.items()]
     lines += ["", "## Commands (WORK is the campaign's work folder)", ""]
     lines += [f"- c{number}: `{command}`" for command, number in commands.items()]
     rebuilt = [step for step in steps if step.get("reconstructed")]
@@ -172,7 +173,7 @@ def merge_campaigns(campaigns, names=None):
     commands = [{**record, "part": record.get("part") or name} for campaign, name in zip(campaigns, names)
                 for record in command_records(campaign)]
     first = next((c for c in campaigns if environment_of(c)), campaigns[0])
-    return {**first, "commands": commands, "timed_regions": TIMED,
+    return {**first, "commands": commands, "timed_regions": first.get("timed_regions") or TIMED,
             "started": min(c["started"] for c in campaigns), "finished": max(c.get("finished", "") for c in campaigns),
             "steps": sorted(records, key=lambda step: order.get(step["name"], len(STEPS)))}
 

@@ -69,6 +69,7 @@ class Done:
     returncode: int
     output: str
     command: str
+    wall_s: float = None  # from the process's start to its end, on the campaign's clock
 
 
 def display(ctx, argv):
@@ -92,6 +93,7 @@ def start(ctx, label, argv, env=None):
         process = subprocess.Popen([str(word) for word in argv], cwd=ROOT, env={**ctx.env, **(env or {})},
                                    stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     process.label, process.log, process.command = label, log, display(ctx, argv)
+    process.started = time.monotonic()
     return process
 
 
@@ -139,7 +141,7 @@ def finish(ctx, process, check=True, limit_s=None):
     output = process.log.read_text(errors="replace")
     if check and returncode:
         raise StepError(f"{process.label} exited with status {returncode}: {process.command}", tail(output))
-    return Done(returncode, output, process.command)
+    return Done(returncode, output, process.command, time.monotonic() - process.started)
 
 
 def run(ctx, label, argv, env=None, check=True, limit_s=None):

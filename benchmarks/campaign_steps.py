@@ -12,6 +12,7 @@ from campaign_plan import BENCH_STAGES, COMPILE_MODE_OPTION, POLL_S, VARIANT_LIM
 from campaign_report import figure, pct
 from campaign_runner import (Skip, StepError, StepTimeout, fail_if_any, kill, nvidia_smi, run, run_parts, start,
                              tail)
+from speedrun.clock import PARTS  # no torch: the campaign itself never touches the device
 
 
 def data_options(ctx):
@@ -213,6 +214,49 @@ def bench_figure(name, record, command):
     timed = "host" if name == "beton_to_device" else "device"
     return figure(name, ", ".join(parts), value=record["median_s"], timed=timed, command=command,
                   tflops=record.get("tflops"), gbps=record.get("gbps"))
+
+
+def step_command(ctx):
+    """The default command as a user types it, in fresh processes: first with every compile cache empty
+    (cold), then with torch's own caches emptied again but speedrun's compile cache kept (warm); each
+    one's wall time beside its seconds table. Then a seed sweep in one process (warm): how many of its
+    seeds compiled, and each seed's wall time against its training time."""
+    cache, figures, result = ctx.folder / "compile-cache", [], {}
+
+    def command(label, *options):
+        torch_caches = ctx.folder / f"torch-caches-{label}"  # empty: only speedrun's cache carries over
+        env = {"TORCHINDUCTOR_CACHE_DIR": str(torch_caches / "inductor"), "TRITON_CACHE_DIR": str(torch_caches / "triton")}
+        argv = [ctx.python, "-m", "speedrun.train", "--epochs", ctx.size["seed_epochs"], *ctx.size["command_options"],
+                *data_options(ctx), "--training.compile_cache", cache, "--logging.folder", ctx.folder / label,
+                "--logging.progress", "false", *options]
+        done = run(ctx, label, argv, env=env)
+        return done, done.wall_s
+
+    for label in ("cold", "warm"):
+        done, wall = command(label)
+        summary = read_summary(ctx.folder / label)
+        table = summary["seconds"]
+        result[label] = {"wall_s": wall, "seconds": table, "compile_cache": summary["compile_cache"],
+                         "final_test_acc": summary["final_test_acc"]}
+        parts = ", ".join(f"{part} {table[part]:.1f}" for part in PARTS)
+        figures.append(figure(f"default command, {label} compile cache: wall time",
+                              f"{wall:.1f} s (its own table: total {table['total']:.1f} s = {parts}; training "
+                              f"{100 * table['training'] / wall:.0f}% of the wall; cache {summary['compile_cache']})",
+                              value=wall, timed="host", command=done.command, accuracy=summary["final_test_acc"]))
+    seeds = ctx.size["sweep_seeds"]
+    done, wall = command("sweep", "--seeds", f"0-{seeds - 1}")
+    summaries = [read_summary(ctx.folder / "sweep" / f"seed{seed}") for seed in range(seeds)]
+    compiled = sum(summary["compile_cache"] in ("cold", "warm") for summary in summaries)
+    per_seed, training = wall / seeds, statistics.mean(summary["train_seconds"] for summary in summaries)
+    result["sweep"] = {"seeds": seeds, "wall_s": wall, "compiled": compiled,
+                       "caches": [summary["compile_cache"] for summary in summaries],
+                       "seconds": [summary["seconds"] for summary in summaries]}
+    figures.append(figure(f"{seeds}-seed sweep in one process: wall time per seed",
+                          f"{per_seed:.1f} s a seed against {training:.1f} s of training ({per_seed / training:.2f}x); "
+                          f"the step compiled {compiled} time(s)", value=per_seed, timed="host",
+                          command=done.command,
+                          accuracy=statistics.mean(summary["final_test_acc"] for summary in summaries)))
+    return {**result, "figures": figures}
 
 
 def step_memory_compile(ctx):
