@@ -2,20 +2,44 @@
 data and device; the entries appended to the leaderboard file and its table rewritten (the entries,
 their statistics and the table: speedrun/leaderboard_entries.py).
 
+    python -m speedrun.leaderboard --recipe speedrun --seeds 0-9 --reference train94   # a record attempt
     python -m speedrun.leaderboard --seeds 0-4 --reference train94 --epochs 24 --training.late_evals_from 20
 
-Every training option (--training.*, --model.*, ...) passes through to each seed's run.
+Every training option (--training.*, --model.*, ...) passes through to each seed's run. Where the
+reference cannot run here (airbench not installed, no CUDA device), our seeds run alone and the table
+says why (--leaderboard.require_reference true stops before training instead).
+
+The clock is the same on both sides, over three regions:
+  build, untimed, once per process: loading the betons; for us, building the step and compiling (or
+      capturing) it on warm-up batches, all in the sweep's first run; for airbench, its loader and one
+      whole untimed training call (speedrun/reference.py);
+  prepare, charged to each run: for us, the start-up of a run that reuses the step the first run built
+      (its seconds table's 'startup' and 'range_test': the config and run folder, a fresh net's weights
+      and optimizer state loaded into the step, the LR range test when the recipe runs one); the first
+      run's start-up holds the build too, so its prepare is not known and it has no total. For airbench,
+      its net build, optimizer and whitening initialisation;
+  loop, timed: for us, the steps ('train_seconds', without the evaluations between them); for airbench,
+      its epochs.
+The table gives the loop and the total (prepare + loop) of both sides; the statistics and the verdict are
+leaderboard_entries.compare's.
 """
 import os
 import sys
 import tempfile
 
 from speedrun.config import defaults, merge, parse_args, parse_seeds
-from speedrun.leaderboard_entries import append_entry, make_entry, new_session, read_entries, render_markdown
+from speedrun.leaderboard_entries import (append_entry, compare, make_entry, new_session, read_entries,
+                                          render_markdown)
 
 ALIASES = {"--seeds": "--leaderboard.seeds", "--target": "--leaderboard.target",
            "--recipe": "--leaderboard.recipe", "--reference": "--leaderboard.reference",
            "--epochs": "--training.epochs"}
+
+
+# What each region of our runs' clock covers (the module's docstring says more).
+OUR_CLOCK = ("ours: build untimed (the step, compiled on warm-up batches, in the first run); prepare = the "
+             "start-up (and any LR range test) of a run reusing that step, unknown for the first run; "
+             "loop = the steps")
 
 
 def training_overrides(given, recipe):
@@ -60,10 +84,24 @@ def run_ours(overrides, data, seeds, session):
     from speedrun.cli import train_seeds
     parent = overrides.get("logging", {}).get("folder") or os.path.join("runs", f"leaderboard-{session}")
     summaries = train_seeds(merge(overrides, {"logging": {"folder": parent}}, strict=False), seeds, data=data)
-    for summary in summaries:
+    for index, summary in enumerate(summaries):
+        summary["prepare_seconds"] = our_prepare(summary, reused=index > 0)
+        summary["total_seconds"] = (None if summary["prepare_seconds"] is None else
+                                    round(summary["prepare_seconds"] + summary["train_seconds"], 4))
+        total = "" if summary["total_seconds"] is None else f" (total {summary['total_seconds']:.2f} s)"
         print(f"seed {summary['seed']}: test acc {summary['final_test_acc']:.4f} "
-              f"in {summary['train_seconds']:.2f} s", file=sys.stderr)
+              f"in {summary['train_seconds']:.2f} s{total}", file=sys.stderr)
     return summaries
+
+
+def our_prepare(summary, reused):
+    """A run's prepare: its start-up and LR range test seconds when it reused the step an earlier run of
+    the sweep built (every later seed of train_seeds does, unless it compiled a step of its own); None for
+    the run that built it, whose start-up holds the build."""
+    seconds = summary.get("seconds")
+    if not reused or seconds is None or summary.get("compile_cache") in ("cold", "warm"):
+        return None
+    return round(seconds["startup"] + seconds["range_test"], 4)
 
 
 def run_session(options, overrides):
@@ -72,22 +110,27 @@ def run_session(options, overrides):
     names = reference_names(options["reference"])
     session = new_session()
     data = load_data(overrides)
-    if names:  # fail before hours of training, not after
-        from speedrun.reference import check_available
-        check_available(reference_device(data))
+    skipped = reference_skipped(names, data, options["require_reference"])
+    if skipped:
+        names = []
     references = run_references(names, data, seeds) if options["reference_order"] == "before" else {}
     summaries = run_ours(overrides, data, seeds, session)
     if options["reference_order"] == "after":
         references = run_references(names, data, seeds)
 
+    from speedrun.reference import CLOCK
     ours = make_entry(summaries, name=options["recipe"], kind="ours", target=target, session=session,
-                      recipe=options["recipe"])
+                      recipe=options["recipe"], clock=OUR_CLOCK)
     entries = [ours]
     for name, runs in references.items():
         entry = make_entry(runs, name=f"airbench {name}", recipe=name, kind="reference", target=target,
-                           session=session)
+                           session=session, clock=CLOCK)
         entry["data"] = ours["data"]  # the reference trained on the very same in-memory tensors
         entries.append(entry)
+    if references:
+        ours["comparisons"] = {ref["name"]: compare(ours, ref) for ref in entries[1:]}
+    if skipped:
+        ours["reference_skipped"] = skipped
     for entry in entries:
         append_entry(options["file"], entry)
 
@@ -96,6 +139,22 @@ def run_session(options, overrides):
     with open(options["markdown"], "w") as f:
         f.write(table)
     return table
+
+
+def reference_skipped(names, data, required):
+    """{airbench name: why} for references that cannot run here (airbench missing, no CUDA device), said
+    before training; with `required`, the reason is raised instead, so nothing trains."""
+    if not names:
+        return {}
+    from speedrun.reference import check_available
+    try:
+        check_available(reference_device(data))
+    except (ImportError, RuntimeError) as error:
+        if required:
+            raise
+        print(f"speedrun.leaderboard: our seeds run alone, without the reference: {error}", file=sys.stderr)
+        return {f"airbench {name}": str(error) for name in names}
+    return {}
 
 
 def main(argv=None):

@@ -190,6 +190,9 @@ Section("leaderboard", "multi-seed runs appended to the time-to-accuracy leaderb
                     default="none"),
     reference_order=Param(Choice("before", "after"), "run the reference before or after our seeds",
                           default="after"),
+    require_reference=Param(Boolean(), "stop before training when the reference cannot run here (airbench "
+                                       "missing, no CUDA device); false = our seeds run alone, saying why",
+                            default=False),
     file=Param(str, "leaderboard JSON-lines file to append to",
                default="benchmarks/results/leaderboard.jsonl"),
     markdown=Param(str, "where to write the rendered table", default="benchmarks/results/leaderboard.md"),

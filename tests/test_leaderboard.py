@@ -1,13 +1,18 @@
 """Multi-seed statistics, time to target, the leaderboard file, its markdown table and the CLI."""
+import json
 import math
+import statistics
+import sys
 from collections import namedtuple
 
 import pytest
+from scipy import stats as scipy_stats
 
 from speedrun import leaderboard, leaderboard_entries
 from speedrun.config import parse_seeds, resolve_config
-from speedrun.leaderboard_entries import (append_entry, config_hash, make_entry, read_entries,
-                                          render_markdown, seed_stats, summarise_runs, time_to_target)
+from speedrun.leaderboard_entries import (ACCURACY_MARGIN, MIN_SEEDS, append_entry, compare, config_hash,
+                                          make_entry, ratio_interval, read_entries, render_markdown, seed_stats,
+                                          summarise_runs, time_to_target, verdict, welch_interval)
 
 
 def history(*points):
@@ -249,5 +254,207 @@ def test_cli_reference_without_cuda_fails_before_training(monkeypatch, tmp_path,
     calls = []
     monkeypatch.setattr(reference, "import_airbench", lambda: None)
     with pytest.raises(SystemExit):
-        run_cli(monkeypatch, tmp_path, calls, "--reference", "train94")
+        run_cli(monkeypatch, tmp_path, calls, "--reference", "train94", "--leaderboard.require_reference", "true")
     assert calls == [] and "CUDA only" in capsys.readouterr().err
+
+
+def test_cli_reference_that_cannot_run_leaves_ours_alone_saying_why(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "airbench", None)  # not installed
+    calls = []
+    entries, table, _ = run_cli(monkeypatch, tmp_path, calls, "--reference", "train94")
+    assert [seed for _, seed, _, _ in calls] == [0, 1, 2]
+    [ours] = entries
+    assert ours["kind"] == "ours" and "comparisons" not in ours
+    assert "pip install 'speedrun[reference]'" in ours["reference_skipped"]["airbench train94"]
+    assert "airbench train94 not run: the reference trainer needs airbench" in table
+    assert "our seeds run alone, without the reference" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# the statistics: Welch's interval, the time ratio, the verdict
+
+
+def test_welch_interval_by_hand():
+    a, b = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 4.0, 6.0, 8.0, 10.0]  # variances 2.5 and 10, 5 values each
+    se2 = 2.5 / 5 + 10 / 5  # 2.5
+    df = se2 ** 2 / ((2.5 / 5) ** 2 / 4 + (10 / 5) ** 2 / 4)  # Welch–Satterthwaite: 6.25 / 1.0625 = 100/17
+    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(se2)
+    found = welch_interval(a, b)
+    assert found["difference"] == pytest.approx(-3.0) and found["df"] == pytest.approx(100 / 17)
+    assert (found["low"], found["high"]) == pytest.approx((-3.0 - half, -3.0 + half))
+    assert (found["low"], found["high"]) == pytest.approx((-6.8877, 0.8877), abs=1e-4)
+    theirs = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (found["low"], found["high"]) == pytest.approx((theirs.low, theirs.high))
+
+
+def test_welch_interval_without_spread_and_with_too_few_values():
+    assert welch_interval([0.9] * 5, [0.8] * 5) == pytest.approx(
+        {"difference": 0.1, "low": 0.1, "high": 0.1, "df": None})
+    with pytest.raises(ValueError):
+        welch_interval([1.0], [1.0, 2.0])
+
+
+def test_time_ratio_is_of_geometric_means_with_a_log_interval():
+    theirs = [1.0, 1.1, 0.9, 1.05, 0.95]
+    ours = [2 * t for t in theirs]  # every time doubled: the same spread of the logarithms
+    found = ratio_interval(ours, theirs)
+    assert found["ratio"] == pytest.approx(2.0)
+    assert found["low"] < 2.0 < found["high"] and found["low"] * found["high"] == pytest.approx(4.0)
+    logs = welch_interval([math.log(t) for t in ours], [math.log(t) for t in theirs])
+    assert (found["low"], found["high"]) == pytest.approx((math.exp(logs["low"]), math.exp(logs["high"])))
+
+
+def timed_entry(name, kind, accuracies, seconds, totals=None, session="s1"):
+    made = entry(name, kind, accuracies, seconds, session=session)
+    made["total_seconds"] = totals if totals is not None else [None] * len(seconds)
+    return made
+
+
+def comparison_of(low, high, time_low, time_high):
+    return {"accuracy": {"difference": (low + high) / 2, "low": low, "high": high, "df": 9.0},
+            "total": {"ratio": 1.0, "low": time_low, "high": time_high}, "loop": None,
+            "time_basis": "total", "seeds": [10, 10]}
+
+
+@pytest.mark.parametrize("accuracy, time, expected, why", [
+    ((-0.05, 0.30), (0.80, 0.95), "ahead", "as accurate"),  # the margin itself counts as accurate enough
+    ((0.10, 0.30), (0.80, 0.99), "ahead", "faster"),
+    ((-0.30, -0.06), (0.50, 0.60), "behind", "less accurate"),  # faster, but wholly below the margin
+    ((0.10, 0.30), (1.01, 1.20), "behind", "slower"),  # more accurate, but wholly slower
+    ((-0.10, 0.30), (0.80, 0.95), "undecided", "reaches below -0.05"),
+    ((0.10, 0.30), (0.90, 1.00), "undecided", "holds 1"),
+])
+def test_verdict_rule(accuracy, time, expected, why):
+    found, text = verdict(comparison_of(*accuracy, *time))
+    assert found == expected and why in text
+    assert ACCURACY_MARGIN == 0.05 and MIN_SEEDS == 5
+
+
+def test_fewer_than_five_seeds_give_no_interval_and_no_verdict():
+    ours = timed_entry("speedrun", "ours", [0.95, 0.94, 0.95, 0.94], [5.0, 5.1, 5.2, 5.3])
+    ref = timed_entry("airbench train94", "reference", [0.94] * 5, [4.0, 4.1, 4.2, 4.3, 4.4], session="s1")
+    found = compare(ours, ref)
+    assert found["verdict"] is None and "too few seeds" in found["why"] and "4 and 5" in found["why"]
+    assert "low" not in found["accuracy"] and "low" not in found["loop"]
+    assert found["accuracy"]["difference"] == pytest.approx(0.5)
+    table = render_markdown([ours, ref], anchors=False)
+    assert "no verdict: too few seeds for a 95% interval (4 and 5; 5 a side needed)" in table
+
+
+def test_compare_uses_the_total_where_both_sides_recorded_it():
+    ours = timed_entry("speedrun", "ours", [0.950, 0.951, 0.949, 0.952, 0.948], [2.0, 2.1, 1.9, 2.05, 1.95],
+                       totals=[None, 2.3, 2.1, 2.25, 2.15])  # the first seed built the step: no total
+    ref = timed_entry("airbench train94", "reference", [0.940, 0.941, 0.939, 0.942, 0.938],
+                      [4.0, 4.2, 3.8, 4.1, 3.9], totals=[4.5, 4.7, 4.3, 4.6, 4.4])
+    found = compare(ours, ref)
+    assert found["time_basis"] == "loop" and found["total"]["seeds"] == [4, 5]  # 4 totals: too few for one
+    ours["total_seconds"][0] = 2.2
+    found = compare(ours, ref)
+    assert found["time_basis"] == "total" and found["total"]["seeds"] == [5, 5]
+    assert found["total"]["ratio"] == pytest.approx(
+        math.exp(statistics.fmean(map(math.log, ours["total_seconds"])) -
+                 statistics.fmean(map(math.log, ref["total_seconds"]))))
+    assert found["accuracy"]["difference"] == pytest.approx(1.0)
+    assert found["accuracy"]["low"] > 0 and found["total"]["high"] < 1
+    assert found["verdict"] == "ahead"
+
+
+def test_markdown_shows_both_clocks_the_intervals_and_the_verdict():
+    ours = timed_entry("speedrun", "ours", [0.905, 0.904, 0.906, 0.903, 0.907], [4.6, 4.7, 4.8, 4.65, 4.75],
+                       totals=[None, 4.9, 5.0, 4.95, 5.05])
+    ref = timed_entry("airbench train94", "reference", [0.906, 0.907, 0.905, 0.908, 0.904],
+                      [2.0, 2.1, 2.2, 2.05, 2.15], totals=[2.5, 2.6, 2.7, 2.55, 2.65])
+    ours["clock"], ref["clock"] = "ours: the clock of ours", "airbench: the clock of airbench"
+    table = render_markdown([ours, ref], anchors=False)
+    row = next(line for line in table.splitlines() if line.startswith("| speedrun "))
+    assert "| 4.70 s | 4.97 s (4 of 5 seeds) |" in row  # loop, then total (prepare + loop)
+    ref_row = next(line for line in table.splitlines() if line.startswith("| airbench train94 "))
+    assert "| 2.10 s | 2.60 s |" in ref_row
+    found = compare(ours, ref)
+    accuracy, loop = found["accuracy"], found["loop"]
+    line = next(line for line in table.splitlines() if line.startswith("- speedrun against airbench train94"))
+    assert f"accuracy -0.10 points ({accuracy['low']:+.2f} to {accuracy['high']:+.2f}, {accuracy['df']:.1f} df)" in line
+    assert f"loop {loop['ratio']:.2f}× ({loop['low']:.2f}–{loop['high']:.2f}×)" in line
+    assert "(5 and 5 seeds)" not in line and "5 and 5 seeds" in line
+    assert "**behind**: slower: the loop time ratio interval" in line
+    assert "Welch's t" in table and "at or above -0.05 points" in table
+    assert "ours: the clock of ours" in table and "airbench: the clock of airbench" in table
+
+
+# ---------------------------------------------------------------------------------------------------
+# the fair clock: our regions, and the one command of a record attempt
+
+
+def test_our_prepare_is_the_start_up_of_a_run_reusing_the_step():
+    seconds = {"startup": 0.5, "range_test": 0.25, "compile": 0.0, "training": 4.0, "evaluation": 1.0,
+               "checkpoints": 0.0, "plots": 0.0, "total": 5.75}
+    reused = {"seconds": seconds, "compile_cache": "reused", "train_seconds": 4.0}
+    assert leaderboard.our_prepare(reused, reused=True) == 0.75
+    assert leaderboard.our_prepare({**reused, "compile_cache": "none"}, reused=True) == 0.75  # eager: shared too
+    assert leaderboard.our_prepare({**reused, "compile_cache": "cold"}, reused=True) is None  # built its own
+    assert leaderboard.our_prepare(reused, reused=False) is None  # the first run: its start-up holds the build
+    assert leaderboard.our_prepare({"train_seconds": 1.0}, reused=True) is None
+
+
+def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_path):
+    from speedrun import reference
+    calls = []
+
+    def fake_reference(name, data, folder, seed, device, warmup=True):
+        calls.append((name, seed, warmup))
+        made = summary(seed, 0.94 + 0.001 * seed, 5.0 + 0.01 * seed, history((9.9, 5.0, 0.94)),
+                       config={"reference": {"name": name}})
+        return {**made, "prepare_seconds": 0.5, "total_seconds": made["train_seconds"] + 0.5}
+
+    def seconds_of(train):
+        def timed_train(config=None, data=None, **options):
+            result = train(config, data, **options)
+            result["seconds"] = {"startup": 1.0, "range_test": 0.0}
+            result["compile_cache"] = "none"
+            return result
+        return timed_train
+
+    monkeypatch.setattr(reference, "run_reference", fake_reference)
+    monkeypatch.setattr(reference, "check_available", lambda device: None)
+    from speedrun import train as train_module
+    import torch
+    data = FakeData(*[torch.zeros(2, dtype=torch.uint8)] * 4)
+    monkeypatch.setattr(leaderboard, "load_data", lambda overrides: data)
+    original = fake_train(train_module, calls)
+    monkeypatch.setattr(train_module, "train", seconds_of(original))
+    board, table = tmp_path / "board.jsonl", tmp_path / "board.md"
+    leaderboard.main(["--seeds", "0-4", "--reference", "train94", "--leaderboard.file", str(board),
+                      "--leaderboard.markdown", str(table)])
+    ours, ref = read_entries(str(board))
+    assert [call[2] for call in calls if call[0] == "train94"] == [True, False, False, False, False]
+    assert ours["prepare_seconds"] == [None, 1.0, 1.0, 1.0, 1.0]  # the first seed's start-up built the step
+    assert ours["total_seconds"] == [None] + [11.0 + seed for seed in (1, 2, 3, 4)]
+    assert ours["clock"] == leaderboard.OUR_CLOCK and ref["clock"] == reference.CLOCK
+    assert ref["prepare_seconds"] == [0.5] * 5 and ref["total_seconds"] == pytest.approx(
+        [5.5 + 0.01 * seed for seed in range(5)])
+    found = ours["comparisons"]["airbench train94"]
+    assert found == json.loads(json.dumps(compare(ours, ref)))  # the JSON holds what the table shows
+    assert found["time_basis"] == "loop"  # four totals of ours: too few for the total's interval
+    assert found["verdict"] == "behind" and "slower" in found["why"]
+    assert "**behind**" in table.read_text()
+
+
+def test_record_attempt_command_rehearsed_on_the_cpu(tiny_betons, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "airbench", None)  # airbench missing: ours runs alone, saying why
+    board, table = tmp_path / "board.jsonl", tmp_path / "board.md"
+    leaderboard.main(["--recipe", "speedrun", "--seeds", "0-1", "--reference", "train94",
+                      "--training.precision", "fp32", "--training.device", "cpu", "--model.width", "8",
+                      "--epochs", "1", "--training.batch_size", "64", "--training.compile_cache", "",
+                      "--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1],
+                      "--logging.folder", str(tmp_path / "runs"), "--logging.plots", "false",
+                      "--logging.progress", "false", "--logging.checkpoint", "none",
+                      "--leaderboard.file", str(board), "--leaderboard.markdown", str(table)])
+    assert "our seeds run alone, without the reference" in capsys.readouterr().err
+    [ours] = read_entries(str(board))
+    assert ours["recipe"] == "speedrun" and ours["seeds"] == [0, 1] and ours["kind"] == "ours"
+    assert ours["prepare_seconds"][0] is None and ours["prepare_seconds"][1] > 0  # the second reused the step
+    assert ours["total_seconds"][1] == pytest.approx(ours["prepare_seconds"][1] + ours["train_seconds"][1],
+                                                     abs=1e-3)
+    assert "airbench train94" in ours["reference_skipped"]
+    text = table.read_text()
+    assert "| speedrun | ours |" in text and "airbench train94 not run" in text

@@ -91,22 +91,51 @@ def test_airbench_import_leaves_cudnn_settings_alone(monkeypatch):
     assert torch.backends.cudnn.benchmark is False
 
 
-def fake_airbench(monkeypatch, calls):
-    """airbench stand-in that reads files like the real one (relative 'cifar10' test path included)."""
+# Seconds the fake airbench's training call spends in each region, on a fake clock.
+SETUP, NET, WHITENING, LOOP = 1.0, 2.0, 3.0, 4.0
+STEPS = 7  # the fake's steps in a whole run
+
+
+def fake_airbench(monkeypatch, calls, make_net_parameter=True):
+    """airbench stand-in that reads files like the real one (relative 'cifar10' test path included) and,
+    like airbench 0.1.8's training call: test loader, net (`make_net`), whitening (the loader's first
+    normalize), epochs (the second normalize, then the steps); the warm-up mode returns after one step.
+    Each region advances a fake clock by its seconds, which is all `reference` reads."""
     airbench = types.ModuleType("airbench")
     library = types.ModuleType("airbench.lib_airbench94")
+    clock = [100.0]
+    monkeypatch.setattr(reference, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
     class CifarLoader:
         def __init__(self, path, train=True, batch_size=500, aug=None, altflip=False, gpu=0):
             saved = torch.load(os.path.join(path, "train.pt" if train else "test.pt"))
             self.images, self.labels, self.train = saved["images"], saved["labels"], train
+            self.normalize = lambda images: images.float() / 255
 
-    def train94(train_loader=None, run=0, verbose=True, **_):
+    def make_net94():
+        clock[0] += NET
+        return torch.nn.Identity()
+
+    def train(train_loader, run, verbose, make_net):
         test_loader = CifarLoader("cifar10", train=False)  # as airbench does, relative to the cwd
         assert torch.backends.cudnn.benchmark
+        clock[0] += SETUP
+        net = make_net()
+        train_loader.normalize(train_loader.images[:5])  # the whitening layer's initialisation
+        clock[0] += WHITENING
+        train_loader.normalize(train_loader.images)  # the first epoch starts
+        steps = 1 if run == "warmup" and verbose else STEPS
+        clock[0] += LOOP
         calls.append((run, verbose, torch.randint(0, 1000, ()).item(), len(train_loader.images),
-                      len(test_loader.images)))
-        return None if run == "warmup" else torch.nn.Identity()
+                      len(test_loader.images), steps))
+        return None if steps < STEPS else net
+
+    if make_net_parameter:
+        def train94(train_loader=None, run=0, verbose=True, make_net=make_net94):
+            return train(train_loader, run, verbose, make_net)
+    else:
+        def train94(train_loader=None, run=0, verbose=True):
+            return train(train_loader, run, verbose, make_net94)
 
     airbench.CifarLoader = CifarLoader
     airbench.evaluate = lambda net, loader, tta_level=0: 0.95 if tta_level else 0.94
@@ -125,8 +154,8 @@ def test_run_reference_plumbing(data, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     summaries = [run_reference("train94", data, str(tmp_path), seed=seed, device="cpu") for seed in (3, 3)]
     assert os.getcwd() == cwd and torch.backends.cudnn.benchmark is False
-    assert [call[:2] for call in calls] == [("warmup", True), (0, False)] * 2
-    assert all(call[3:] == (12, 6) for call in calls)  # our export, train and test, was what it read
+    assert [call[:2] for call in calls] == [(0, False), (0, False)] * 2  # warm-up, then the timed run
+    assert all(call[3:5] == (12, 6) for call in calls)  # our export, train and test, was what it read
     assert calls[1][2] == calls[3][2]  # seeded: same seed, same random stream
     result = summaries[0]
     assert result["final_test_acc"] == 0.95 and result["test_acc_without_tta"] == 0.94
@@ -137,6 +166,54 @@ def test_run_reference_plumbing(data, tmp_path, monkeypatch):
     calls.clear()  # a later seed of a sweep: no second warm-up
     assert run_reference("train94", data, str(tmp_path), seed=3, device="cpu", warmup=False)["compile_seconds"] == 0
     assert [call[:2] for call in calls] == [(0, False)]
+
+
+def test_warm_up_is_one_whole_untimed_training_call(data, tmp_path, monkeypatch):
+    calls = []
+    fake_airbench(monkeypatch, calls)
+    result = run_reference("train94", data, str(tmp_path), seed=0, device="cpu")
+    warm_up, timed_run = calls
+    assert warm_up[:2] == (0, False) and warm_up[5] == STEPS == timed_run[5]  # as many steps as the timed run
+    assert result["compile_seconds"] >= 0  # the warm-up's own seconds, outside every region below
+    assert (result["prepare_seconds"], result["train_seconds"]) == (NET + WHITENING, LOOP)
+
+
+def test_reference_clock_regions(data, tmp_path, monkeypatch):
+    calls = []
+    fake_airbench(monkeypatch, calls)
+    result = run_reference("train94", data, str(tmp_path), seed=0, device="cpu", warmup=False)
+    assert result["clock_split"] is True
+    assert result["setup_seconds"] == SETUP  # test loader and schedule: charged to neither
+    assert result["prepare_seconds"] == NET + WHITENING  # the fresh net and the whitening: charged
+    assert result["train_seconds"] == LOOP  # the epochs: the loop
+    assert result["total_seconds"] == NET + WHITENING + LOOP
+    made = make_entry([result], name="airbench train94", kind="reference", target=0.94, session="s",
+                      clock=reference.CLOCK)
+    assert made["prepare_seconds"] == [NET + WHITENING] and made["total_seconds"] == [NET + WHITENING + LOOP]
+    assert made["train_seconds"] == [LOOP] and made["clock"].startswith("airbench:")
+
+
+def test_reference_clock_unsplit_counts_the_whole_call(data, tmp_path, monkeypatch):
+    calls = []
+    fake_airbench(monkeypatch, calls, make_net_parameter=False)  # no make_net to mark the net build with
+    result = run_reference("train94", data, str(tmp_path), seed=0, device="cpu", warmup=False)
+    whole = SETUP + NET + WHITENING + LOOP
+    assert result["clock_split"] is False and result["prepare_seconds"] is None
+    assert result["train_seconds"] == result["total_seconds"] == whole
+
+
+def test_marked_call_puts_the_loaders_normalize_back(data, tmp_path, monkeypatch):
+    calls = []
+    fake_airbench(monkeypatch, calls)
+    airbench = sys.modules["airbench"]
+    export_for_airbench(data, str(tmp_path / "cifar10"))
+    loader = airbench.CifarLoader(str(tmp_path / "cifar10"))
+    normalize = loader.normalize
+    with reference.working_directory(str(tmp_path)), reference.cudnn_benchmark(True):
+        _, regions = reference.marked_call(sys.modules["airbench.lib_airbench94"].train94, loader, "cpu")
+    assert loader.normalize is normalize
+    assert regions == {"setup": SETUP, "prepare": NET + WHITENING, "training": LOOP,
+                       "call": SETUP + NET + WHITENING + LOOP}
 
 
 def test_airbench_loader_reads_our_export_identically(data, tmp_path):
