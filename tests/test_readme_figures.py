@@ -257,7 +257,7 @@ def test_the_default_recipes_training_time():
 
 
 def test_the_status_step_times_are_the_variants_runs():
-    found = find(r"compiled forward \(the default on CUDA\) (\d+\.\d\d) ms, eager (\d+\.\d\d) ms, the whole "
+    found = find(r"compiled forward \(then the default on CUDA\) (\d+\.\d\d) ms, eager (\d+\.\d\d) ms, the whole "
                  r"step as one graph (\d+\.\d\d) ms and with CUDA graphs (\d+\.\d\d) ms, (\d+)% of the (\d+) "
                  r"TFLOP/s", readme())
     names = ("base", "eager", "whole_step", "cuda_graphs")

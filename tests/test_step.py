@@ -5,6 +5,8 @@ warmed up, and the whole step compiled as one graph computing what the eager ste
 The compiled runs use torch.compile's aot_eager backend: graph breaks, guards and recompilations are
 decided by dynamo, before any backend, and aot_eager skips inductor's minutes of C++ compilation.
 """
+import re
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -162,3 +164,18 @@ def test_a_corrupt_compile_cache_is_ignored_with_one_line(tiny_betons, tmp_path,
     assert summary["compile_cache"] == "cold" and summary["compiled"] == "whole-step"
     assert summary["final_test_acc"] > 0
     assert step_module.load_compile_cache(tmp_path / "missing.bin") == "cold"
+
+
+def test_a_resumed_run_looks_for_the_compile_cache_file_of_the_run_it_continues(tiny_betons, tmp_path, monkeypatch,
+                                                                               capsys):
+    monkeypatch.setattr(device_module, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    config = step_config(tiny_betons, tmp_path / "run", "seed", compile="on", compile_mode="whole-step",
+                         compile_cache=str(tmp_path / "cache"))
+    config["logging"]["checkpoint"] = "every"
+    train(config)
+    first = re.findall(r"compile cache \w+: (\S+)\)", capsys.readouterr().err)
+    torch._dynamo.reset()
+    train({"training": {"resume": str(tmp_path / "run")}, "logging": {"progress": False}})
+    again = re.findall(r"compile cache \w+: (\S+)\)", capsys.readouterr().err)
+    assert len(first) == len(again) == 1 and again == first and first[0].startswith(str(tmp_path / "cache"))
