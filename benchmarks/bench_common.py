@@ -34,10 +34,14 @@ SIZES = {
 INTERPRETER_BATCH = 4  # the Triton interpreter runs a kernel in numpy: a smoke check, not a speed
 BENCH_LR = 0.01  # any LR times the same; the model stages never train for real
 FIFTY_K = 50_000  # the CIFAR-10 training set
-# A CPU's matrix products at full size: the best of these. 2048-cubed ran at 2.5x the rate of 1024-cubed in
-# bf16 on a 2-core CPU with AMX; a CPU emulating bf16 stops climbing at MATMUL_CALL_LIMIT_S a product.
+# A CPU's matrix products at full size: the best of these. 2048-cubed ran at 1.7x the rate of 1024-cubed in
+# bf16 on a 2-core Xeon with AMX (benchmarks/results/cpu-intel-xeon-2-cores-amx-step-modes-bf16.json); a
+# CPU emulating bf16 stops climbing at MATMUL_CALL_LIMIT_S a product.
 CPU_MATMULS = (512, 1024, 2048)
 MATMUL_CALL_LIMIT_S = 1.0
+# Each timed repeat of a matrix product makes about this many seconds of back-to-back calls (up to the
+# size's `kernel_calls`): a float32 16384-cubed product on a GPU takes a sixth of a second alone.
+MATMUL_REPEAT_S = 0.25
 CPU_CONV_BATCH = 64  # the net's convolutions on a CPU: enough images to reach its rate, seconds in all
 CPU_STEP_REPEATS = 5  # a CPU takes seconds (tens without native bf16) per full-size step
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import CPU_CONV_BATCH, CPU_MATMULS, FIFTY_K, INTERPRETER_BATCH, MATMUL_CALL_LIMIT_S, SIZES, throughput
+from bench_common import (CPU_CONV_BATCH, CPU_MATMULS, FIFTY_K, INTERPRETER_BATCH, MATMUL_CALL_LIMIT_S,
+                          MATMUL_REPEAT_S, SIZES, throughput)
 from speedrun import augment
 from speedrun.data import load_beton
 from speedrun.model import build_model
@@ -18,8 +19,11 @@ from write_beton import write_betons
 
 
 def matmul_tflops(bench, n, dtype, calls):
+    """An n-cubed product's rate, at most `calls` calls a repeat, fewer where they would pass
+    MATMUL_REPEAT_S (one call, timed after a warm-up one, says how long a call takes)."""
     a, b = (torch.randn(n, n, device=bench.device, dtype=dtype) for _ in range(2))
-    timing = bench.measure(lambda: a @ b, calls=calls)
+    once = bench.measure(lambda: a @ b, calls=1, repeats=1)["median_s"]
+    timing = bench.measure(lambda: a @ b, calls=max(1, min(calls, round(MATMUL_REPEAT_S / once))))
     return {**timing, "matmul_size": n, "dtype": str(dtype), "tflops": 2 * n ** 3 / timing["median_s"] / 1e12}
 
 
@@ -74,8 +78,9 @@ def stage_ceilings(bench):
     forward 3x3 convolution of the net's own shapes, and the bandwidth of a device-to-device copy (bytes
     read and written). `tflops`, the peak every FLOP rate is a fraction of, is the best of the matrix
     product and the convolutions in the precision training computes in (the device policy's): one size
-    alone can sit well under what the device reaches (a 1024-cubed bf16 product ran at 0.32 TFLOP/s
-    on a 2-core CPU with AMX, where 2048-cubed ran at 0.78), and a step would then read above 100%."""
+    alone can sit well under what the device reaches (a 1024-cubed bf16 product ran at 0.62 TFLOP/s
+    on a 2-core Xeon with AMX, 2048-cubed at 1.07 and the net's convolutions at 2.62), and a step would
+    then read near or above 100%."""
     on_cuda = bench.device.type == "cuda"
     size = bench.size if on_cuda else SIZES["small"]  # a CPU needs minutes for the GPU sizes
     sizes = size["matmul"] if on_cuda or bench.size is SIZES["small"] else CPU_MATMULS
