@@ -225,16 +225,16 @@ def step_command(ctx):
 
     def command(label, *options):
         torch_caches = ctx.folder / f"torch-caches-{label}"  # empty: only speedrun's cache carries over
-        env = {"TORCHINDUCTOR_CACHE_DIR": str(torch_caches / "inductor"), "TRITON_CACHE_DIR": str(torch_caches / "triton")}
+        env = {"TORCHINDUCTOR_CACHE_DIR": str(torch_caches / "inductor"),
+               "TRITON_CACHE_DIR": str(torch_caches / "triton")}
         argv = [ctx.python, "-m", "speedrun.train", "--epochs", ctx.size["seed_epochs"], *ctx.size["command_options"],
                 *data_options(ctx), "--training.compile_cache", cache, "--logging.folder", ctx.folder / label,
                 "--logging.progress", "false", *options]
-        done = run(ctx, label, argv, env=env)
-        return done, done.wall_s
+        return run(ctx, label, argv, env=env)
 
     for label in ("cold", "warm"):
-        done, wall = command(label)
-        summary = read_summary(ctx.folder / label)
+        done = command(label)
+        wall, summary = done.wall_s, read_summary(ctx.folder / label)
         table = summary["seconds"]
         result[label] = {"wall_s": wall, "seconds": table, "compile_cache": summary["compile_cache"],
                          "final_test_acc": summary["final_test_acc"]}
@@ -244,7 +244,8 @@ def step_command(ctx):
                               f"{100 * table['training'] / wall:.0f}% of the wall; cache {summary['compile_cache']})",
                               value=wall, timed="host", command=done.command, accuracy=summary["final_test_acc"]))
     seeds = ctx.size["sweep_seeds"]
-    done, wall = command("sweep", "--seeds", f"0-{seeds - 1}")
+    done = command("sweep", "--seeds", f"0-{seeds - 1}")
+    wall = done.wall_s
     summaries = [read_summary(ctx.folder / "sweep" / f"seed{seed}") for seed in range(seeds)]
     compiled = sum(summary["compile_cache"] in ("cold", "warm") for summary in summaries)
     per_seed, training = wall / seeds, statistics.mean(summary["train_seconds"] for summary in summaries)

@@ -191,8 +191,8 @@ def compile_step(run, step, key):
 
 
 def step_key(cfg, policy, dist, num_images, lr_table):
-    """What a Step depends on: runs with equal keys can share one (seed, folder and LR values aside)."""
-    training = {k: v for k, v in cfg["training"].items() if k not in ("seed", "seeds", "resume")}
+    """What a Step depends on: runs with equal keys can share one (seed, folders and LR values aside)."""
+    training = {k: v for k, v in cfg["training"].items() if k not in ("seed", "seeds", "resume", "compile_cache")}
     return json.dumps([cfg["model"], training, repr(policy), dist.rank, dist.world, num_images,
                        list(lr_table.shape)], sort_keys=True, default=str)
 
