@@ -32,5 +32,9 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   "$PYTHON" -m pip install -q "torch==$TORCH_VERSION"
 fi
 "$PYTHON" -m pip install -q -e ".[test]"
+# airbench, the reference trainer, without the torchvision it asks for: it imports torchvision for one
+# transform, which speedrun.reference stands in for where no torchvision build matches this torch (a CPU
+# build of torch, here); with it, the tests train airbench on the CPU too.
+"$PYTHON" -m pip install -q --no-deps "airbench==0.1.8"
 # ffcv's own __version__ is stale (1.0.2 says 0.0.3rc1): print the installed distribution's version.
 "$PYTHON" -c "import ffcv, fastargs, torch; from importlib.metadata import version; print('setup: ready, torch', torch.__version__, '| ffcv', version('ffcv'), '| cuda', torch.cuda.is_available())"

@@ -6,7 +6,7 @@ their statistics and the table: speedrun/leaderboard_entries.py).
     python -m speedrun.leaderboard --seeds 0-4 --reference train94 --epochs 24 --training.late_evals_from 20
 
 Every training option (--training.*, --model.*, ...) passes through to each seed's run. Where the
-reference cannot run here (airbench not installed, no CUDA device), our seeds run alone and the table
+reference cannot run here (airbench not installed), our seeds run alone and the table
 says why (--leaderboard.require_reference true stops before training instead).
 
 The clock is the same on both sides, over three regions:
@@ -25,9 +25,8 @@ leaderboard_entries.compare's.
 """
 import os
 import sys
-import tempfile
 
-from speedrun.config import defaults, merge, parse_args, parse_seeds
+from speedrun.config import defaults, merge, parse_args, parse_seeds, resolve_config
 from speedrun.leaderboard_entries import (append_entry, compare, make_entry, new_session, read_entries,
                                           render_markdown)
 
@@ -54,7 +53,6 @@ def training_overrides(given, recipe):
 
 def load_data(overrides):
     """The train/test betons, read once into device memory for every seed (and the reference)."""
-    from speedrun.config import resolve_config
     from speedrun.data import load_cifar_betons
     from speedrun.device import pick_device
     config = resolve_config(overrides)
@@ -67,16 +65,16 @@ def reference_names(choice):
 
 
 def reference_device(data):
-    return data.train_images.device if data.train_images.device.type == "cuda" else "cuda"
+    return data.train_images.device
 
 
-def run_references(names, data, seeds):
-    """Per reference name, the airbench summaries of every seed, on our data and device; each reference
-    is warmed up once, before its first seed."""
+def run_references(names, data, seeds, overrides):
+    """Per reference name, the airbench summaries of every seed, on our data and device, at our width
+    and on each seed's training subset; each reference is warmed up once, before its first seed."""
     from speedrun import reference
-    with tempfile.TemporaryDirectory(prefix="airbench-") as folder:
-        return {name: [reference.run_reference(name, data, folder, seed, reference_device(data), warmup=first)
-                       for first, seed in zip([True] + [False] * len(seeds), seeds)] for name in names}
+    config = resolve_config(overrides)
+    return {name: reference.run_seeds(name, data, seeds, reference_device(data), config["model"]["width"],
+                                      config["training"]["train_subset"]) for name in names}
 
 
 def run_ours(overrides, data, seeds, session):
@@ -113,10 +111,10 @@ def run_session(options, overrides):
     skipped = reference_skipped(names, data, options["require_reference"])
     if skipped:
         names = []
-    references = run_references(names, data, seeds) if options["reference_order"] == "before" else {}
+    references = run_references(names, data, seeds, overrides) if options["reference_order"] == "before" else {}
     summaries = run_ours(overrides, data, seeds, session)
     if options["reference_order"] == "after":
-        references = run_references(names, data, seeds)
+        references = run_references(names, data, seeds, overrides)
 
     from speedrun.reference import CLOCK
     ours = make_entry(summaries, name=options["recipe"], kind="ours", target=target, session=session,
@@ -142,7 +140,7 @@ def run_session(options, overrides):
 
 
 def reference_skipped(names, data, required):
-    """{airbench name: why} for references that cannot run here (airbench missing, no CUDA device), said
+    """{airbench name: why} for references that cannot run here (airbench missing, or a device it cannot train on), said
     before training; with `required`, the reason is raised instead, so nothing trains."""
     if not names:
         return {}

@@ -4,6 +4,14 @@ import torch
 from . import augment
 
 
+def train_subset(images, labels, size, seed):
+    """A fixed random `size` of the images and their labels, drawn by `seed` whatever order the beton
+    holds, kept in beton order (the reference trainer draws the same for the same seed)."""
+    chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    chosen = chosen[:size].sort().values.to(images.device)
+    return images[chosen], labels[chosen]
+
+
 class Loader:
     """`loader(epoch, step)` -> (inputs, targets): this rank's share of the step's global batch,
     normalised into `dtype` (the device policy's input dtype).
@@ -17,10 +25,8 @@ class Loader:
     def __init__(self, data, cfg, device, rank=0, world=1, dtype=torch.float32):
         self.options, t = cfg["augment"], cfg["training"]
         images, labels = data.train_images, data.train_labels
-        if t["train_subset"]:  # a fixed random subset, whatever order the beton holds
-            chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(t["seed"]))
-            chosen = chosen[: t["train_subset"]].sort().values.to(images.device)
-            images, labels = images[chosen], labels[chosen]
+        if t["train_subset"]:
+            images, labels = train_subset(images, labels, t["train_subset"], t["seed"])
         self.batch, self.local = t["batch_size"], t["batch_size"] // world
         if self.batch > len(images):
             raise ValueError(f"batch size {self.batch} exceeds the {len(images)} training images")

@@ -10,6 +10,13 @@ airbench's `train94`/`train96` accept our train loader, but always build their o
 relative path 'cifar10'. `run_reference` therefore exports into `<folder>/cifar10/` and trains with
 `<folder>` as the working directory, so that loader reads our export and nothing is downloaded.
 
+On a CPU (a proxy, to choose what a GPU visit should confirm) airbench runs as written but for its
+few CUDA-only calls, made CPU ones for the call's duration, and its float16, which is float32 there
+(`on_cpu` says why). At a `width` other
+than our full net's 64, its widths are scaled alike (train94's 64/256/256 become 16/64/64 at width 16,
+our record net's own shape there); with `--training.train_subset`, each seed trains on the images our
+run of that seed draws (speedrun.loader.train_subset).
+
 The result is a summary shaped like `speedrun.train.train`'s, so the leaderboard treats both alike,
 'final_test_acc' being airbench's `evaluate` on our test set with the test-time augmentation level
 airbench reports its headline accuracy with (also given without it).
@@ -31,22 +38,28 @@ we hold our test set in memory from the start. 'total_seconds' = prepare + loop.
 split so (another airbench whose training call takes no `make_net`, or normalizes otherwise), the whole
 call is the loop and the total, and 'clock_split' is False.
 """
+import argparse
 import contextlib
 import importlib
 import inspect
+import json
 import os
+import sys
 import time
+import types
 from importlib import metadata
 
 import torch
 
 from speedrun.device import device_name, synchronize, timed
+from speedrun.loader import train_subset
 from speedrun.sources import CIFAR10_CLASSES
 
 # reference name -> airbench module holding that trainer and its hyperparameters `hyp`
 REFERENCES = {"train94": "airbench.lib_airbench94", "train96": "airbench.lib_airbench96"}
 
 INSTALL_HINT = "the reference trainer needs airbench: pip install 'speedrun[reference]'"
+FULL_WIDTH = 64  # our nets' full `model.width`, at which airbench's widths are its own
 
 # What each region of a reference run's clock covers (the module's docstring says how it is found).
 CLOCK = ("airbench: build untimed (its loader and one whole untimed training call as warm-up); prepare = "
@@ -68,11 +81,94 @@ def export_for_airbench(data, folder):
 
 
 def import_airbench():
-    with cudnn_benchmark(torch.backends.cudnn.benchmark):  # airbench turns it on when imported
+    with cudnn_benchmark(torch.backends.cudnn.benchmark), torchvision_for_airbench():  # it sets benchmark on import
         try:
             return importlib.import_module("airbench")
         except ImportError as error:
             raise ImportError(f"{INSTALL_HINT} ({error})") from error
+
+
+class Normalize:
+    """torchvision.transforms.Normalize on a tensor: (x - mean) / std per channel, in x's dtype."""
+
+    def __init__(self, mean, std):
+        self.mean, self.std = mean, std
+
+    def __call__(self, x):
+        mean, std = (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(-1, 1, 1) for v in (self.mean, self.std))
+        return (x - mean) / std
+
+
+@contextlib.contextmanager
+def torchvision_for_airbench():
+    """airbench imports torchvision for `transforms.Normalize` and for downloading CIFAR-10, which our
+    export makes unneeded. Where torchvision does not import (no build of it matches a CPU build of this
+    torch), the import is given a stand-in holding Normalize alone, for its duration: airbench keeps it,
+    and nothing else sees it. Wherever torchvision imports, airbench gets the real one."""
+    try:
+        importlib.import_module("torchvision")
+        importable = True
+    except Exception:  # not installed, or built for another torch (its C++ operators then fail to load)
+        importable = False
+    if importable:
+        yield
+        return
+    stand_in = types.ModuleType("torchvision")
+    stand_in.transforms = types.ModuleType("torchvision.transforms")
+    stand_in.transforms.Normalize = Normalize
+    modules = {"torchvision": stand_in, "torchvision.transforms": stand_in.transforms}
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for name in modules:
+            sys.modules.pop(name, None)
+
+
+class HostEvent:
+    """torch.cuda.Event's timing on the host clock, for airbench on a CPU."""
+
+    def __init__(self, enable_timing=False):
+        self.seconds = None
+
+    def record(self, stream=None):
+        self.seconds = time.perf_counter()
+
+    def elapsed_time(self, end):
+        return 1e3 * (end.seconds - self.seconds)
+
+
+@contextlib.contextmanager
+def on_cpu(airbench):
+    """airbench on the CPU, for the block: its net's `.cuda()` leaves the net where it is, its clock's
+    CUDA events read the host clock and synchronize does nothing, the test loader its training call
+    builds (on GPU 0 unless told) loads to the CPU, and its float16 (`.half()`, of the net and the
+    images) is float32: a float16 convolution's forward and backward took 12x float32's time on a
+    CPU with native bf16 (16 channels, 16x16, batch 256: 2.9 s against 0.23 s), and float32 only
+    removes float16's rounding. Nothing else changes."""
+    def unmoved(self, *args, **kwargs):
+        return self
+
+    def widened(self, *args, **kwargs):
+        return self.float()
+
+    library = sys.modules[airbench.CifarLoader.__module__]
+    loader = airbench.CifarLoader
+    patches = [(torch.Tensor, "cuda", unmoved), (torch.nn.Module, "cuda", unmoved),
+               (torch.Tensor, "half", widened), (torch.nn.Module, "half", widened), (torch.cuda, "Event", HostEvent),
+               (torch.cuda, "synchronize", lambda device=None: None),
+               (library, "CifarLoader", lambda *args, gpu="cpu", **kwargs: loader(*args, gpu=gpu, **kwargs))]
+    saved = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in patches]
+    for owner, name, value in patches:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for owner, name, value in saved:
+            if value is None:
+                delattr(owner, name)  # inherited before (Tensor.cuda is TensorBase's)
+            else:
+                setattr(owner, name, value)
 
 
 @contextlib.contextmanager
@@ -105,26 +201,41 @@ def working_directory(folder):
         os.chdir(previous)
 
 
-def require_cuda(device):
-    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
-        raise RuntimeError(f"airbench trains on CUDA only (device {device!r}); run the reference on a GPU")
-
-
-def on_device(device):
-    """Make `device` the current CUDA device, since airbench allocates on the current one."""
-    return torch.cuda.device(device) if torch.device(device).type == "cuda" else contextlib.nullcontext()
+def on_device(airbench, device):
+    """On CUDA, make `device` the current device, since airbench allocates on the current one; on a CPU,
+    `on_cpu`."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.device(device)
+    if torch.device(device).type == "cpu":
+        return on_cpu(airbench)
+    raise RuntimeError(f"airbench trains on CUDA or, as a proxy, on a CPU, not on {device!r}")
 
 
 def check_available(device):
-    """airbench, once it is known to import and to have a CUDA device to train on."""
+    """airbench, once it is known to import and to have a device it trains on."""
     airbench = import_airbench()
-    require_cuda(device)
+    with on_device(airbench, device):
+        pass
     return airbench
 
 
-def marked_call(train_fn, loader, device):
-    """(net, regions): one airbench training call on `loader`, its regions timed (see the docstring):
-    {'setup', 'prepare', 'training', 'call'} in seconds, 'prepare' None where the call was not split."""
+def scaled_widths(widths, width):
+    """airbench's block widths scaled as our `model.width` scales our nets (width / FULL_WIDTH)."""
+    return {block: max(1, round(channels * width / FULL_WIDTH)) for block, channels in widths.items()}
+
+
+def net_builder(train_fn, widths=None):
+    """The net build of `train_fn`'s call: its own `make_net` (None where it takes none), at `widths`."""
+    make_net = inspect.signature(train_fn).parameters.get("make_net")
+    if make_net is None or not callable(make_net.default):
+        return None
+    return make_net.default if widths is None else (lambda: make_net.default(widths=widths))
+
+
+def marked_call(train_fn, loader, device, build=None):
+    """(net, regions): one airbench training call on `loader` building its net with `build` (its own
+    `make_net` when None), its regions timed (see the docstring): {'setup', 'prepare', 'training',
+    'call'} in seconds, 'prepare' None where the call was not split."""
     marks = {}
 
     def mark(region):
@@ -132,9 +243,9 @@ def marked_call(train_fn, loader, device):
         marks.setdefault(region, time.perf_counter())
 
     options = {}
-    make_net = inspect.signature(train_fn).parameters.get("make_net")
-    if make_net is not None and callable(make_net.default):
-        def marked_make_net(build=make_net.default):
+    build = build or net_builder(train_fn)
+    if build is not None:
+        def marked_make_net():
             mark("prepare")
             return build()
         options["make_net"] = marked_make_net
@@ -160,27 +271,30 @@ def marked_call(train_fn, loader, device):
                  "training": marks["end"] - marks["training"], "call": call}
 
 
-def run_reference(name, data, folder, seed=0, device="cuda", warmup=True):
+def run_reference(name, data, folder, seed=0, device="cuda", warmup=True, width=FULL_WIDTH):
     """Train airbench's `name` ('train94' | 'train96') on our data; a summary like our trainer's.
 
     `warmup` first makes one untimed, whole training call (as many steps as the timed one); once per
     process is enough, so a sweep of seeds warms up before its first only. The timed call's regions are
-    those of the module's docstring.
+    those of the module's docstring. At a `width` other than FULL_WIDTH the net's widths are scaled.
     """
     if name not in REFERENCES:
         raise ValueError(f"unknown reference {name!r}; known: {', '.join(REFERENCES)}")
     airbench, library = check_available(device), importlib.import_module(REFERENCES[name])
     hyp = library.hyp
+    train_fn = getattr(library, name)
+    widths = scaled_widths(hyp["net"]["widths"], width) if width != FULL_WIDTH else None
+    build = net_builder(train_fn, widths)
     export_for_airbench(data, os.path.join(folder, "cifar10"))
-    with working_directory(folder), on_device(device), cudnn_benchmark(True):  # airbench's own setting
+    with working_directory(folder), on_device(airbench, device), cudnn_benchmark(True):  # airbench's own
         loader = airbench.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"],
                                       aug=hyp["aug"], altflip=True, gpu=device)
-        train_fn = getattr(library, name)
         warmup_seconds = 0.0
         if warmup:
-            _, warmup_seconds = timed(lambda: train_fn(train_loader=loader, verbose=False), device)
+            options = {"make_net": build} if build else {}
+            _, warmup_seconds = timed(lambda: train_fn(train_loader=loader, verbose=False, **options), device)
         torch.manual_seed(seed)
-        net, regions = marked_call(train_fn, loader, device)
+        net, regions = marked_call(train_fn, loader, device, build)
         test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000, gpu=device)
         tta_level = hyp["net"]["tta_level"]
         accuracy = airbench.evaluate(net, test_loader, tta_level=tta_level)
@@ -201,6 +315,51 @@ def run_reference(name, data, folder, seed=0, device="cuda", warmup=True):
         "versions": {"airbench": airbench_version(airbench), "torch": torch.__version__,
                      "cuda": torch.version.cuda},
         "seed": seed,
-        "config": {"reference": {"name": name, "hyp": hyp}},
+        "config": {"reference": {"name": name, "hyp": hyp, "width": width, "widths": widths or hyp["net"].get("widths"),
+                                 "train_images": len(data.train_images)}},
         "history": [{"epoch": epochs, "train_seconds": seconds, "test_acc": accuracy}],
     }
+
+
+def seed_data(data, subset, seed):
+    """The training data of a seed: all of it, or the `subset` our run of that seed trains on."""
+    if not subset:
+        return data
+    images, labels = train_subset(data.train_images, data.train_labels, subset, seed)
+    return data._replace(train_images=images, train_labels=labels)
+
+
+def run_seeds(name, data, seeds, device, width=FULL_WIDTH, subset=0):
+    """run_reference over `seeds`, warmed up before the first only, each on its seed's data."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="airbench-") as folder:
+        return [run_reference(name, seed_data(data, subset, seed), folder, seed, device, warmup=index == 0,
+                              width=width) for index, seed in enumerate(seeds)]
+
+
+def main(argv=None):
+    """python -m speedrun.reference --name train94 --seeds 0-4 [run options]: airbench's trainer over the
+    seeds on the data, device, `--model.width` and `--training.train_subset` the run options give, each
+    seed's summary written to <--logging.folder>/seed<N>/summary.json (other run options are ignored)."""
+    from speedrun.config import parse_args, parse_seeds, resolve_config
+    from speedrun.data import load_cifar_betons
+    from speedrun.device import pick_device
+    parser = argparse.ArgumentParser(prog="python -m speedrun.reference", description=__doc__.splitlines()[0])
+    parser.add_argument("--name", choices=sorted(REFERENCES), default="train94")
+    parser.add_argument("--seeds", default="0", help="'0,1,2' or '0-4'")
+    args, rest = parser.parse_known_args(argv)
+    cfg = resolve_config(parse_args(rest, aliases={"--recipe": "--training.recipe"}, explicit_only=True))
+    device = pick_device(cfg["training"]["device"])
+    data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
+    folder = cfg["logging"]["folder"] or os.path.join("runs", f"reference-{args.name}")
+    for summary in run_seeds(args.name, data, parse_seeds(args.seeds), device, cfg["model"]["width"],
+                             cfg["training"]["train_subset"]):
+        os.makedirs(os.path.join(folder, f"seed{summary['seed']}"), exist_ok=True)
+        with open(os.path.join(folder, f"seed{summary['seed']}", "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1, default=str)
+        print(f"{args.name} seed {summary['seed']}: test acc {summary['final_test_acc']:.4f} "
+              f"({summary['test_acc_without_tta']:.4f} without tta) in {summary['train_seconds']:.2f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -211,7 +211,8 @@ def test_cli_reference_before_ours_and_compared(monkeypatch, tmp_path):
     from speedrun import reference
     calls = []
 
-    def fake_reference(name, data, folder, seed, device, warmup=True):
+    def fake_reference(name, data, folder, seed, device, warmup=True, width=64):
+        assert width == 16  # our width: the reference is scaled alike
         calls.append((name, seed, warmup))
         return summary(seed, 0.94, 5.0, history((9.9, 5.0, 0.94)), device="fake-gpu",
                        config={"reference": {"name": name}})
@@ -219,7 +220,7 @@ def test_cli_reference_before_ours_and_compared(monkeypatch, tmp_path):
     monkeypatch.setattr(reference, "run_reference", fake_reference)
     monkeypatch.setattr(reference, "check_available", lambda device: None)
     entries, table, _ = run_cli(monkeypatch, tmp_path, calls, "--leaderboard.reference", "train94",
-                                "--leaderboard.reference_order", "before")
+                                "--leaderboard.reference_order", "before", "--model.width", "16")
     assert [call[:2] for call in calls] == [("train94", 0), ("train94", 1), ("train94", 2),
                                            ("ours", 0), ("ours", 1), ("ours", 2)]
     assert [call[2] for call in calls[:3]] == [True, False, False]  # warmed up once, before the first seed
@@ -249,13 +250,12 @@ def test_cli_rejects_bad_options(monkeypatch, tmp_path, capsys, bad):
     assert stopped.value.code in (1, 2) and "error" in capsys.readouterr().err
 
 
-def test_cli_reference_without_cuda_fails_before_training(monkeypatch, tmp_path, capsys):
-    from speedrun import reference
+def test_cli_reference_required_but_missing_fails_before_training(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "airbench", None)  # not installed
     calls = []
-    monkeypatch.setattr(reference, "import_airbench", lambda: None)
     with pytest.raises(SystemExit):
         run_cli(monkeypatch, tmp_path, calls, "--reference", "train94", "--leaderboard.require_reference", "true")
-    assert calls == [] and "CUDA only" in capsys.readouterr().err
+    assert calls == [] and "pip install 'speedrun[reference]'" in capsys.readouterr().err
 
 
 def test_cli_reference_that_cannot_run_leaves_ours_alone_saying_why(monkeypatch, tmp_path, capsys):
@@ -400,7 +400,7 @@ def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_pat
     from speedrun import reference
     calls = []
 
-    def fake_reference(name, data, folder, seed, device, warmup=True):
+    def fake_reference(name, data, folder, seed, device, warmup=True, width=64):
         calls.append((name, seed, warmup))
         made = summary(seed, 0.94 + 0.001 * seed, 5.0 + 0.01 * seed, history((9.9, 5.0, 0.94)),
                        config={"reference": {"name": name}})

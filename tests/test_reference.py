@@ -70,11 +70,81 @@ def test_unknown_reference_name(data, tmp_path):
         run_reference("train95", data, str(tmp_path))
 
 
-def test_cpu_device_is_refused(data, tmp_path, monkeypatch):
+def test_a_device_airbench_cannot_train_on_is_refused(data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "airbench", types.ModuleType("airbench"))
     monkeypatch.setitem(sys.modules, "airbench.lib_airbench94", types.ModuleType("airbench.lib_airbench94"))
-    with pytest.raises(RuntimeError, match="CUDA only"):
-        run_reference("train94", data, str(tmp_path), device="cpu")
+    with pytest.raises(RuntimeError, match="CUDA or, as a proxy, on a CPU"):
+        run_reference("train94", data, str(tmp_path), device="meta")
+
+
+def test_on_cpu_makes_airbenchs_cuda_calls_cpu_ones_for_the_block_only(monkeypatch):
+    library = types.ModuleType("fake_airbench_utils")
+    made = []
+
+    class CifarLoader:
+        def __init__(self, path, train=True, gpu=0):
+            made.append(gpu)
+
+    CifarLoader.__module__ = library.__name__
+    library.CifarLoader = CifarLoader
+    monkeypatch.setitem(sys.modules, library.__name__, library)
+    airbench = types.SimpleNamespace(CifarLoader=CifarLoader)
+    tensor, module = torch.zeros(2), torch.nn.Linear(1, 1)
+    event_class, synchronize = torch.cuda.Event, torch.cuda.synchronize
+    module_methods = (torch.nn.Module.cuda, torch.nn.Module.half)
+    with reference.on_cpu(airbench):
+        assert tensor.cuda() is tensor and module.cuda() is module and module.half().cuda() is module
+        assert tensor.half().dtype == module.weight.dtype == torch.float32  # float16 is float32 on a CPU
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        end.record()
+        assert start.elapsed_time(end) >= 0
+        library.CifarLoader("cifar10", train=False)  # the training call's own test loader: no device given
+        library.CifarLoader("cifar10", gpu="cpu")
+    assert made == ["cpu", "cpu"]
+    assert "cuda" not in vars(torch.Tensor) and "half" not in vars(torch.Tensor)  # inherited again
+    assert (torch.nn.Module.cuda, torch.nn.Module.half) == module_methods
+    assert tensor.half().dtype == torch.float16 and module.half().weight.dtype == torch.float16
+    assert library.CifarLoader is CifarLoader
+    assert (torch.cuda.Event, torch.cuda.synchronize) == (event_class, synchronize)
+
+
+def test_airbench_gets_a_normalize_where_torchvision_does_not_import(monkeypatch):
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    seen = {}
+
+    def importing(name):
+        if name == "torchvision":
+            raise ImportError("no torchvision")
+        seen["Normalize"] = sys.modules["torchvision"].transforms.Normalize  # as airbench's import finds it
+        return types.ModuleType(name)
+
+    monkeypatch.setattr(reference.importlib, "import_module", importing)  # torchvision fails to import
+    reference.import_airbench()
+    assert "torchvision" not in sys.modules and "torchvision.transforms" not in sys.modules  # for the import only
+    images = torch.rand(3, 3, 4, 4).half()
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    normalized = seen["Normalize"](mean, std)(images)
+    expected = (images - torch.tensor(mean).half().view(-1, 1, 1)) / torch.tensor(std).half().view(-1, 1, 1)
+    assert normalized.dtype == torch.float16 and torch.equal(normalized, expected)
+
+
+def test_airbench_widths_scale_as_our_width():
+    widths = {"block1": 64, "block2": 256, "block3": 256}
+    assert reference.scaled_widths(widths, 16) == {"block1": 16, "block2": 64, "block3": 64}
+    assert reference.scaled_widths(widths, 64) == widths and reference.scaled_widths(widths, 1)["block1"] == 1
+
+
+def test_each_seed_trains_on_the_subset_our_run_of_it_draws(data):
+    from speedrun.loader import train_subset
+    assert reference.seed_data(data, 0, 3) is data
+    for seed in (0, 1):
+        chosen = reference.seed_data(data, 5, seed)
+        images, labels = train_subset(data.train_images, data.train_labels, 5, seed)
+        assert torch.equal(chosen.train_images, images) and torch.equal(chosen.train_labels, labels)
+        assert chosen.test_images is data.test_images
+    assert not torch.equal(reference.seed_data(data, 5, 0).train_images, reference.seed_data(data, 5, 1).train_images)
 
 
 def test_airbench_import_leaves_cudnn_settings_alone(monkeypatch):
@@ -96,14 +166,14 @@ SETUP, NET, WHITENING, LOOP = 1.0, 2.0, 3.0, 4.0
 STEPS = 7  # the fake's steps in a whole run
 
 
-def fake_airbench(monkeypatch, calls, make_net_parameter=True):
+def fake_airbench(monkeypatch, calls, make_net_parameter=True, built=None):
     """airbench stand-in that reads files like the real one (relative 'cifar10' test path included) and,
     like airbench 0.1.8's training call: test loader, net (`make_net`), whitening (the loader's first
     normalize), epochs (the second normalize, then the steps); the warm-up mode returns after one step.
     Each region advances a fake clock by its seconds, which is all `reference` reads."""
     airbench = types.ModuleType("airbench")
     library = types.ModuleType("airbench.lib_airbench94")
-    clock = [100.0]
+    clock, built = [100.0], [] if built is None else built
     monkeypatch.setattr(reference, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
     class CifarLoader:
@@ -112,8 +182,9 @@ def fake_airbench(monkeypatch, calls, make_net_parameter=True):
             self.images, self.labels, self.train = saved["images"], saved["labels"], train
             self.normalize = lambda images: images.float() / 255
 
-    def make_net94():
+    def make_net94(widths=None):
         clock[0] += NET
+        built.append(widths)
         return torch.nn.Identity()
 
     def train(train_loader, run, verbose, make_net):
@@ -130,6 +201,7 @@ def fake_airbench(monkeypatch, calls, make_net_parameter=True):
                       len(test_loader.images), steps))
         return None if steps < STEPS else net
 
+    CifarLoader.__module__ = __name__  # where on_cpu finds the loader the training call builds
     if make_net_parameter:
         def train94(train_loader=None, run=0, verbose=True, make_net=make_net94):
             return train(train_loader, run, verbose, make_net)
@@ -144,7 +216,6 @@ def fake_airbench(monkeypatch, calls, make_net_parameter=True):
                    "net": {"tta_level": 2}}
     monkeypatch.setitem(sys.modules, "airbench", airbench)
     monkeypatch.setitem(sys.modules, "airbench.lib_airbench94", library)
-    monkeypatch.setattr(reference, "require_cuda", lambda device: None)
 
 
 def test_run_reference_plumbing(data, tmp_path, monkeypatch):
@@ -166,6 +237,19 @@ def test_run_reference_plumbing(data, tmp_path, monkeypatch):
     calls.clear()  # a later seed of a sweep: no second warm-up
     assert run_reference("train94", data, str(tmp_path), seed=3, device="cpu", warmup=False)["compile_seconds"] == 0
     assert [call[:2] for call in calls] == [(0, False)]
+
+
+def test_a_narrower_reference_builds_its_net_at_scaled_widths_warm_up_included(data, tmp_path, monkeypatch):
+    calls, built = [], []
+    fake_airbench(monkeypatch, calls, built=built)
+    sys.modules["airbench.lib_airbench94"].hyp["net"]["widths"] = {"block1": 64, "block2": 256, "block3": 256}
+    result = run_reference("train94", data, str(tmp_path), seed=0, device="cpu", width=16)
+    assert built == [{"block1": 16, "block2": 64, "block3": 64}] * 2  # the warm-up's net, then the timed one's
+    assert result["config"]["reference"]["widths"] == built[0] and result["config"]["reference"]["width"] == 16
+    assert result["prepare_seconds"] == NET + WHITENING  # the scaled build is still the marked one
+    built.clear()
+    run_reference("train94", data, str(tmp_path), seed=0, device="cpu", warmup=False)
+    assert built == [None]  # full width: airbench's own make_net, as it is
 
 
 def test_warm_up_is_one_whole_untimed_training_call(data, tmp_path, monkeypatch):
@@ -216,9 +300,16 @@ def test_marked_call_puts_the_loaders_normalize_back(data, tmp_path, monkeypatch
                        "call": SETUP + NET + WHITENING + LOOP}
 
 
+def real_airbench():
+    """airbench itself (through import_airbench, as a run imports it), or the test is skipped."""
+    try:
+        return reference.import_airbench()
+    except ImportError:
+        pytest.skip("airbench not installed (optional: pip install 'speedrun[reference]')")
+
+
 def test_airbench_loader_reads_our_export_identically(data, tmp_path):
-    airbench = pytest.importorskip(
-        "airbench", reason="airbench not installed (optional: pip install 'speedrun[reference]')")
+    airbench = real_airbench()
     folder = export_for_airbench(data, str(tmp_path))
     for train, images, labels in [(True, data.train_images, data.train_labels),
                                   (False, data.test_images, data.test_labels)]:
@@ -226,3 +317,20 @@ def test_airbench_loader_reads_our_export_identically(data, tmp_path):
         expected = (images.half() / 255).permute(0, 3, 1, 2)  # airbench's own uint8 -> NCHW half
         assert torch.equal(loader.images, expected)
         assert torch.equal(loader.labels, labels) and loader.classes == CIFAR10_CLASSES
+
+
+def test_airbench_trains_on_the_cpu_at_a_scaled_width_and_leaves_torch_as_it_was(tmp_path):
+    """airbench's own train94, on 1,024 random images (one batch an epoch) at width 4, on the CPU."""
+    real_airbench()
+    generator = torch.Generator().manual_seed(0)
+    data = Data(torch.randint(0, 256, (1024, 32, 32, 3), dtype=torch.uint8, generator=generator),
+                torch.randint(0, 10, (1024,), generator=generator),
+                torch.randint(0, 256, (50, 32, 32, 3), dtype=torch.uint8, generator=generator),
+                torch.randint(0, 10, (50,), generator=generator))
+    cuda_calls = (torch.nn.Module.cuda, torch.cuda.synchronize, torch.cuda.Event)
+    summary = run_reference("train94", data, str(tmp_path), seed=0, device="cpu", warmup=False, width=4)
+    assert 0 <= summary["final_test_acc"] <= 1 and 0 <= summary["test_acc_without_tta"] <= 1
+    assert summary["clock_split"] and summary["prepare_seconds"] > 0 and summary["train_seconds"] > 0
+    assert summary["config"]["reference"]["widths"] == {"block1": 4, "block2": 16, "block3": 16}
+    assert (torch.nn.Module.cuda, torch.cuda.synchronize, torch.cuda.Event) == cuda_calls
+    assert "cuda" not in vars(torch.Tensor) and torch.zeros(1).half().dtype == torch.float16
