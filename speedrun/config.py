@@ -147,11 +147,11 @@ def resume_config(folder, overrides):
     differ = config_differences(state["config"], overrides)
     if differ:
         raise ValueError(f"{folder} was run with another config; differing keys:\n  " + "\n  ".join(differ))
-    fallback = defaults(["training"])["training"]  # for options newer than the checkpoint
+    saved = merge(defaults(RUN_SECTIONS), state["config"], strict=False)  # options newer than the checkpoint: defaults
     given = overrides.get("training", {})
-    policy = {key: given.get(key, state["config"]["training"].get(key, fallback[key])) for key in POLICY_KEYS}
-    config = merge(state["config"], {"logging": {**overrides.get("logging", {}), "folder": folder},
-                                     "training": {**policy, "resume": folder}}, strict=False)
+    policy = {key: given.get(key, saved["training"][key]) for key in POLICY_KEYS}
+    config = merge(saved, {"logging": {**overrides.get("logging", {}), "folder": folder},
+                           "training": {**policy, "resume": folder}}, strict=False)
     return config, state
 
 

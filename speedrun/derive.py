@@ -64,10 +64,12 @@ def run_lr_test(model, batcher, cfg, log, make_step):
 
     # The sweep reads how the loss answers the step size; weight decay acts over thousands of steps and
     # is left out, so that the pick does not depend on it (decoupled decay at the sweep's top LRs,
-    # lr x weight_decay near 1, would wipe the weights out and fake a divergence).
+    # lr x weight_decay near 1, would wipe the weights out and fake a divergence). Each param group's LR is
+    # the swept one times its scale, as in the run (a group trained for its first epochs only is trained
+    # throughout the sweep).
     sweep_cfg = {**cfg, "training": {**t, "weight_decay": 0.0}}
     result = lr_range_test(
-        model, lambda params, lr: build_optimizer(params, sweep_cfg, lr),
+        model, lambda net, lr: build_optimizer(net, sweep_cfg, lr),
         lambda i: batcher(-1 - i // per_epoch, i % per_epoch),  # negative epochs: not the training ones
         None, lr_start=test["lr_start"], lr_end=test["lr_end"], num_steps=steps,
         smoothing=test["smoothing"], diverge_factor=test["diverge_factor"], step_fn=step_fn, rule=test["rule"],

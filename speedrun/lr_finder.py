@@ -171,7 +171,8 @@ def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_
                   progress=False):
     """Sweep lr_i = lr_start * (lr_end / lr_start) ** (i / (num_steps - 1)) on a deepcopy of `model`.
 
-    make_optimizer(params, lr) -> a fresh optimizer; next_batch(i) -> (inputs, targets) for step i;
+    make_optimizer(model, lr) -> a fresh optimizer over `model`, the sweep's copy (its parameters, or
+    their groups by role); next_batch(i) -> (inputs, targets) for step i;
     step_fn(model, optimizer, inputs, targets) -> loss replaces the default zero_grad/forward/backward/
     step (e.g. for autocast); loss_fn is then unused. `num_steps` has no default: the caller passes it,
     typically one epoch's worth of batches (see `num_test_steps`). Pass the plain module, not a
@@ -191,7 +192,7 @@ def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_
         raise ValueError(f"need 0 <= smoothing < 1 and diverge_factor > 1, "
                          f"got {smoothing}, {diverge_factor}")
     probe = copy.deepcopy(model).train()
-    optimizer = make_optimizer(probe.parameters(), lr_start)
+    optimizer = make_optimizer(probe, lr_start)
     step_fn = step_fn or _default_step(loss_fn)
     lrs, losses, smoothed = [], [], []
     average, best, stopped_early = 0.0, math.inf, False

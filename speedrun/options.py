@@ -84,6 +84,18 @@ Section("training", "the training loop").params(
                                             "half trains (not the conv filters). Default per optimizer: Adam "
                                             "0.2 (measured), SGD and Muon 5e-4 (speedrun/recipes.py)", default=0.2),
     label_smoothing=Param(Number(float, 0, 1), "cross-entropy label smoothing", default=0.1),
+    bias_lr_scale=Param(Number(float, 1e-6, 1e6), "LR x this for the batch-norm biases and the record net's "
+                                                 "whitening bias, their weight decay / this (the same decay a "
+                                                 "step); 1 = off (airbench94 scales its BatchNorm biases' LR by "
+                                                 "64)", default=1.0),
+    head_lr_scale=Param(Number(float, 1e-6, 1e6), "LR x this for the linear head; 1 = off", default=1.0),
+    whiten_bias_epochs=Param(Number(int, 0, 10_000), "record net: train the whitening conv's bias in the first "
+                                                     "N epochs only, frozen after (0 = the whole run; airbench94: "
+                                                     "3)", default=0),
+    lookahead=Param(Number(int, 0, 10_000), "lookahead period K: every K steps, after the update, a slow copy s "
+                                            "of the weights w moves toward them, s += (1 - d)(w - s) with d = "
+                                            "0.95**K x (step / total steps)**3, and w is set to s, as it is at "
+                                            "the last step (0 = off; airbench94: 5)", default=0),
     ema=Param(Number(float, 0, 1), "decay of an exponential moving average of weights evaluated "
                                    "instead of the weights (0 = off; 0.99 measured)", default=0.99),
     seed=Param(Number(int, 0, 2**63 - 1), "seed of every random draw", default=0),

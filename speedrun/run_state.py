@@ -72,6 +72,7 @@ def save_state(run, epoch):
             "optimizer": run.optimizer.state_dict(), "generator": loader["generator"],
             "generator_device": loader["device"],
             "average": run.average.average.state_dict() if run.average.average is not None else {},
+            "lookahead": run.lookahead.state_dict(),
             "epoch": epoch + 1, "history": run.history, "config": run.cfg, "derived": run.derived,
             "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},
             options["checkpoint"] == "every")
@@ -90,11 +91,12 @@ def loader_state(state):
 
 
 def restore(run, state):
-    """Put the checkpoint `state` back into `run`: weights, optimizer, average, loader, history."""
+    """Put the checkpoint `state` back into `run`: weights, optimizer, average, lookahead, loader, history."""
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     if run.average.average is not None:
         run.average.average.load_state_dict(state["average"])
+    run.lookahead.load_state_dict(state.get("lookahead", {}))  # none in a checkpoint from before lookahead
     run.start_epoch, run.history = state["epoch"], state["history"]
     note = run.batcher.load_state_dict(loader_state(state))
     if note and run.dist.is_main:

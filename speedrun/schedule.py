@@ -11,9 +11,11 @@ Linear from lr_min up to lr_max over the first `peak_epoch` epochs (5 of 24: pct
 linear down to end_lr. `step` counts batches: step i is the LR used for the i-th batch (from 0), and
 step `total_steps` is the end point, so the table has total_steps + 1 entries.
 
-The training loop keeps the whole table on the device (`DeviceSchedule`, from `as_tensor`) with a
-step counter beside it: each train step reads its entry there and copies it into the optimizer's LR
-tensors, so the host passes no value and a compiled or CUDA-graph step never sees a new Python float.
+The training loop keeps the whole table on the device (`DeviceSchedule`) with a step counter beside
+it: each train step reads its entry there and copies it into the optimizer's LR tensors, so the host
+passes no value and a compiled or CUDA-graph step never sees a new Python float. A run's table has a
+column per param group (optim.group_lr_table: this schedule times each group's scale); `as_tensor` is
+the one-column form.
 """
 import torch
 
@@ -74,9 +76,9 @@ class OneCycle:
 
 
 class DeviceSchedule:
-    """An LR table on the device and a device step counter: `next()` is the current step's LR (a 0-d
-    tensor) and advances the counter, with no host sync; `seek(step)` sets the counter, from the host,
-    at an epoch's start."""
+    """An LR table on the device and a device step counter: `next()` is the current step's row of the
+    table (each param group's LR, [groups], or a 0-d LR for all of a table [steps + 1]) and advances the
+    counter, with no host sync; `seek(step)` sets the counter, from the host, at an epoch's start."""
 
     def __init__(self, table):
         self.table = table
@@ -86,6 +88,6 @@ class DeviceSchedule:
         self.position.fill_(step)
 
     def next(self):
-        lr = self.table.index_select(0, self.position).view(())  # no indexing by a host int: no sync
+        lr = self.table.index_select(0, self.position).squeeze(0)  # no indexing by a host int: no sync
         self.position.add_(1)
         return lr

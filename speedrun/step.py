@@ -1,7 +1,8 @@
 """The train step, in one place: built, compiled or captured, warmed up, and reused across seeds.
 
-A step is the forward, loss, backward, optimizer update and weight average over a run's net, optimizer
-and LR table on the device, compiled as the device policy says (speedrun/device.py):
+A step is the forward, loss, backward, optimizer update, lookahead and weight average over a run's net,
+optimizer and LR table on the device (every param group's LR at every step, optim.group_lr_table),
+compiled as the device policy says (speedrun/device.py):
 
     step = build_step(cfg, policy, dist, model, lr_table, batch_buffer)   # once
     warm_up(run)                      # compile or capture on a few batches, then put every state back
@@ -27,8 +28,8 @@ import torch.nn.functional as F
 from . import atomic, distributed, runlog
 from . import device as devices
 from .device import device_name, say, synchronize
-from .optim import (OptimizerGroup, WeightAverage, build_optimizer, load_state_in_place, set_lr, step_tensors,
-                    traced_update)
+from .optim import (Lookahead, OptimizerGroup, WeightAverage, build_optimizer, load_state_in_place, set_lr,
+                    step_tensors, traced_update)
 from .schedule import DeviceSchedule
 
 # Inductor's CUDA graphs run a function's first call plainly, record on the second and replay from the
@@ -36,9 +37,9 @@ from .schedule import DeviceSchedule
 WARMUP_STEPS = 3
 
 
-def make_train_step(model, optimizer, label_smoothing, autocast, average=None, whole=False):
-    """One training step: forward, loss, backward, update, then the weight average. Returns (loss,
-    correct) as device tensors.
+def make_train_step(model, optimizer, label_smoothing, autocast, average=None, whole=False, lookahead=None):
+    """One training step: forward, loss, backward, update, then lookahead and the weight average (of the
+    weights lookahead leaves). Returns (loss, correct) as device tensors.
 
     `whole` updates through plain tensor ops (optim.traced_update) so that torch.compile captures the
     step as one graph; otherwise through the optimizer's own, fused, step.
@@ -55,25 +56,32 @@ def make_train_step(model, optimizer, label_smoothing, autocast, average=None, w
             update()
             for p in params:  # optimizer.zero_grad(set_to_none=True), which torch.compile will not trace
                 p.grad = None
+            if lookahead is not None:
+                lookahead.update()
             if average is not None:
                 average.update()
         return loss.detach(), (logits.argmax(1) == targets).sum()
     return train_step
 
 
-def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, average):
+def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, average, lookahead=None):
     """The train step as the policy compiles it (the net's forward alone, or the whole step as one
-    graph), after writing its LR from the device `schedule` into the optimizer and the weight average's
-    next weight: device to device, no value baked into a graph. (Traced inside a whole-step graph, the
-    LR's write stopped the optimizer's momentum from updating with torch 2.13, so both stay outside.)"""
+    graph), after writing its LRs from the device `schedule` into the optimizer and the weights of the
+    weight average and lookahead: device to device, no value baked into a graph. (Traced inside a
+    whole-step graph, the LR's write stopped the optimizer's momentum from updating with torch 2.13, so
+    these stay outside.)"""
     if policy.whole_step:
-        step = policy.compiled_step(make_train_step(net, optimizer, label_smoothing, policy.autocast, average, True))
+        step = policy.compiled_step(make_train_step(net, optimizer, label_smoothing, policy.autocast, average, True,
+                                                    lookahead))
     else:
-        step = make_train_step(policy.compiled(net), optimizer, label_smoothing, policy.autocast, average)
+        step = make_train_step(policy.compiled(net), optimizer, label_smoothing, policy.autocast, average, False,
+                               lookahead)
 
     def scheduled_step(inputs, targets):
         set_lr(optimizer, schedule.next())
         average.advance(schedule.position)  # the steps so far, this one included
+        if lookahead is not None:
+            lookahead.advance(schedule.position)
         return step(inputs, targets)
     return scheduled_step
 
@@ -107,11 +115,12 @@ def averaging(optimizer, dist):
 
 @dataclass
 class Step:
-    """What a run trains with: the net, its optimizer and weight average, the LR table on the device, the
-    batch buffer the loader writes into, and the (compiled) train and eval nets over them."""
+    """What a run trains with: the net, its optimizer, weight average and lookahead, the LR table on the
+    device, the batch buffer the loader writes into, and the (compiled) train and eval nets over them."""
     model: torch.nn.Module
     optimizer: object
     average: WeightAverage
+    lookahead: Lookahead
     schedule: DeviceSchedule
     batch_buffer: torch.Tensor
     train_step: object
@@ -123,31 +132,35 @@ class Step:
         """Before the first call of a whole step (after any restore, which may put new state tensors in
         place): the tensors it reads or updates in place stay where they are (see Policy.mark_static)."""
         if policy.whole_step:
-            policy.mark_static([self.batch_buffer, *step_tensors(self.optimizer), *self.average.tensors()])
+            policy.mark_static([self.batch_buffer, *step_tensors(self.optimizer), *self.average.tensors(),
+                                *self.lookahead.tensors()])
 
 
 def build_step(cfg, policy, dist, model, lr_table, batch_buffer):
     """The Step of a run of `cfg` on `model` (prepared for the device), compiled as `policy` says."""
     t = cfg["training"]
-    optimizer = build_optimizer(model.parameters(), cfg, traceable=policy.whole_step)
+    optimizer = build_optimizer(model, cfg, traceable=policy.whole_step)
     average = WeightAverage(model, t["ema"])
+    lookahead = Lookahead(model, t["lookahead"], total_steps=len(lr_table) - 1)
     schedule = DeviceSchedule(lr_table)
     net = distributed.wrap(model, dist, policy.compiled, ddp=not policy.whole_step)
     step_optimizer = averaging(optimizer, dist) if policy.whole_step else optimizer
-    train_step = compiled_train_step(policy, net, step_optimizer, t["label_smoothing"], schedule, average)
-    return Step(model, optimizer, average, schedule, batch_buffer, train_step, policy.compiled(average.net()),
-                copy.deepcopy(optimizer.state_dict()))
+    train_step = compiled_train_step(policy, net, step_optimizer, t["label_smoothing"], schedule, average,
+                                     lookahead)
+    return Step(model, optimizer, average, lookahead, schedule, batch_buffer, train_step,
+                policy.compiled(average.net()), copy.deepcopy(optimizer.state_dict()))
 
 
 def reuse(step, model, lr_table):
     """Make a built Step start a new run: `model`'s fresh weights, a fresh optimizer state, the weight
-    average back to the weights and the run's LR table, each copied into the tensors the step was
-    compiled or captured on."""
+    average and lookahead's slow copy back to the weights and the run's LR table, each copied into the
+    tensors the step was compiled or captured on."""
     state = model.state_dict()
     step.model.load_state_dict(state)
     load_state_in_place(step.optimizer, step.fresh_optimizer)
     if step.average.average is not None:
         step.average.average.load_state_dict(state)
+    step.lookahead.load_state_dict(state)
     step.schedule.table.copy_(lr_table)
     step.schedule.seek(0)
     return step
@@ -248,7 +261,7 @@ def warm_up(run):
     average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
     # each put back in place (the optimizer's tensors too): a whole step keeps reading the same memory
     loaders = {run.model: run.model.load_state_dict, average: average.load_state_dict,
-               run.batcher: run.batcher.load_state_dict,
+               run.lookahead: run.lookahead.load_state_dict, run.batcher: run.batcher.load_state_dict,
                run.optimizer: functools.partial(load_state_in_place, run.optimizer)}
     saved = {holder: copy.deepcopy(holder.state_dict()) for holder in loaders}
     start = time.perf_counter()

@@ -30,7 +30,7 @@ from .evaluate import evaluate
 from .faults import OutOfMemory, TrainingDiverged, check_finite, check_not_exploded, largest_fitting_batch  # noqa: F401
 from .loader import Loader
 from .model import build_model
-from .optim import WeightAverage
+from .optim import Lookahead, WeightAverage, group_lr_table, param_groups
 from .report import announce_estimate, data_info, eval_record, summarise, write_start_plots
 from .run_state import CheckpointWriter, restore, save_state
 from .schedule import DeviceSchedule
@@ -66,6 +66,7 @@ class Run:
     model: torch.nn.Module
     optimizer: object
     average: WeightAverage
+    lookahead: Lookahead
     train_step: object
     run_eval: object
     lrs: list
@@ -124,7 +125,8 @@ def prepare(config, data, independent, steps=None, clock=None):
     derived = {"lr_max": peak_lr(cfg, state, pick), "peak_epoch": peak_epoch(cfg)}
     clock.charge("range_test")
     schedule = one_cycle(cfg, derived, batcher.steps_per_epoch)
-    lrs, lr_table = schedule.lr_table(), schedule.as_tensor(device)
+    lrs = schedule.lr_table()
+    lr_table = group_lr_table(lrs, param_groups(model, cfg), batcher.steps_per_epoch, device)
     log.write_config(cfg)
 
     key = step_key(cfg, policy, dist, batcher.num_images, lr_table)
@@ -136,8 +138,8 @@ def prepare(config, data, independent, steps=None, clock=None):
             sums = evaluate(step.eval_net, *eval_data, batcher.table, t["eval_batch_size"], tta)
         return distributed.all_reduce_sum(sums, dist)
 
-    run = Run(cfg, derived, dist, policy, log, batcher, step.model, step.optimizer, step.average, step.train_step,
-              run_eval, lrs, step.schedule, data_info=data_info(cfg), clock=clock,
+    run = Run(cfg, derived, dist, policy, log, batcher, step.model, step.optimizer, step.average, step.lookahead,
+              step.train_step, run_eval, lrs, step.schedule, data_info=data_info(cfg), clock=clock,
               checkpoints=CheckpointWriter(background=device.type == "cuda"))
     if state is not None:
         restore(run, state)

@@ -30,8 +30,8 @@ def half_mse(outputs, targets):
     return 0.5 * ((outputs - targets) ** 2).mean()
 
 
-def sgd(params, lr):
-    return torch.optim.SGD(params, lr=lr)
+def sgd(model, lr):
+    return torch.optim.SGD(model.parameters(), lr=lr)
 
 
 def linear_model(dim=10):
@@ -78,8 +78,8 @@ def test_tensor_lr_and_custom_step_fn():
         optimizer.step()
         return loss.detach()
 
-    def make_optimizer(params, lr):
-        return torch.optim.SGD(params, lr=torch.tensor(lr, dtype=torch.float64))
+    def make_optimizer(model, lr):
+        return torch.optim.SGD(model.parameters(), lr=torch.tensor(lr, dtype=torch.float64))
 
     result = lr_range_test(linear_model(), make_optimizer, regression_batches(1.0), None,
                            lr_start=1e-3, lr_end=1e-1, num_steps=3, step_fn=step_fn)

@@ -12,6 +12,7 @@ from speedrun.model import build_model
 from speedrun.muon import (Batch, Muon, batches, matrix_shape, newton_schulz, newton_schulz_batched,
                            orthogonalise_)
 from speedrun.opcount import OpCounter
+from speedrun.optim import group_lr_table, param_groups
 from speedrun.step import build_step
 
 A, B, C = 3.4445, -4.7750, 2.0315
@@ -312,12 +313,13 @@ def test_update_compiles_as_one_graph_and_computes_the_eager_update():
 # airbench 0.1.8's train94 step at batch 4 dispatches 204 operations, counted with this same counter
 # (speedrun.opcount.OpCounter) around one step after a warm-up step.
 AIRBENCH_TRAIN94_STEP_OPS = 204
-# The record step dispatches no more: 194 in all (221 with Muon batched by matrix shape, 475 with one
+# The record step dispatches no more: 195 in all (221 with Muon batched by matrix shape, 475 with one
 # filter at a time). Muon's update is 67 of them: the record net's 6 filters have 4 matrix shapes but 2
 # short sides, so 2 batched iterations of 5 steps, 3 matmuls each (30), with per batch a zeroed buffer,
 # a second buffer and 2 transposes (8), each filter's place in the input and in the output buffer (an
 # unbind per batch, a slice per padded filter and a view per filter: 20), and 9 foreach operations.
-# The other 127: forward, backward, the SGD half, the LR schedule and the step wrappers.
+# The other 128: forward, backward, the SGD half, the LR schedule (its row split among the param groups:
+# one more than the single LR it read before per-group LRs) and the step wrappers.
 RECORD_MUON_OPS = 67
 
 
@@ -331,7 +333,8 @@ def test_the_eager_record_step_dispatches_few_operations():
     model = policy.prepare(build_model(cfg, images))
     inputs = normalize(images[:4], normalize_table(CIFAR10_MEAN, CIFAR10_STD))
     targets = torch.arange(4)
-    step = build_step(cfg, policy, Dist(device=torch.device("cpu")), model, torch.full((8,), 0.1), inputs)
+    lr_table = group_lr_table([0.1] * 8, param_groups(model, cfg), steps_per_epoch=4)  # a run's: a column a group
+    step = build_step(cfg, policy, Dist(device=torch.device("cpu")), model, lr_table, inputs)
     muon = step.optimizer.optimizers[0]
     assert isinstance(muon, Muon) and len(muon.param_groups[0]["params"]) == 6
     short_sides = {min(matrix_shape(p)) for p in muon.param_groups[0]["params"]}
