@@ -217,12 +217,26 @@ def step_record_vs_airbench(ctx):
     if reason:
         figures.append(figure("airbench train94", f"skipped: {reason}"))
     ours = next(entry for entry in entries if entry["kind"] == "ours")
-    ratios = {entry["name"]: statistics.fmean(ours["train_seconds"]) / statistics.fmean(entry["train_seconds"])
-              for entry in entries if entry["kind"] == "reference"}
-    figures += [figure(f"record recipe time / {name}", f"{ratio:.2f}x", value=ratio, command=done.command)
-                for name, ratio in ratios.items()]
-    return {"entries": entries, "reference_skipped": reason, "time_ratios": ratios, "figures": figures,
+    comparisons = ours.get("comparisons", {})
+    figures += [comparison_figure(name, comparison, done.command) for name, comparison in comparisons.items()]
+    return {"entries": entries, "reference_skipped": reason, "comparisons": comparisons, "figures": figures,
             **({"note": f"airbench skipped: {reason}"} if reason else {})}
+
+
+def comparison_figure(name, comparison, command):
+    """The leaderboard's own comparison of the record recipe with a reference: the time ratio on its
+    basis (total where both sides have one), the accuracy difference, each with its 95% interval where
+    the seeds allow one, and the verdict."""
+    basis, accuracy = comparison["time_basis"], comparison["accuracy"]
+    time = comparison[basis]
+    text = (f"{basis} time {time['ratio']:.2f}x{interval(time, '{:.2f}x')}; accuracy "
+            f"{accuracy['difference']:+.2f} points{interval(accuracy, '{:+.2f}')}; "
+            f"verdict: {comparison['verdict'] or 'none'} ({comparison['why']})")
+    return figure(f"record recipe against {name}", text, value=time["ratio"], command=command)
+
+
+def interval(estimate, form):
+    return f" (95% interval {form.format(estimate['low'])} to {form.format(estimate['high'])})" if "low" in estimate else ""
 
 
 def entry_figure(entry, command):

@@ -332,3 +332,18 @@ def test_smoke_campaign_runs_every_step_on_the_cpu_and_reports_them(tmp_path):
     section = readme.read_text().split(campaign.README_MARKERS[0])[1].split(campaign.README_MARKERS[1])[0]
     assert all(f"| {name} | **passed** |" in section for name in campaign.STEPS)
     assert (tmp_path / "merged" / campaign.ARCHIVE).exists()
+
+
+def test_record_step_reports_the_leaderboards_comparison_with_its_intervals_and_verdict():
+    from campaign_accuracy import comparison_figure
+    from speedrun.leaderboard_entries import compare
+    ours = {"name": "speedrun", "accuracies": [0.910, 0.911, 0.912, 0.910, 0.911], "train_seconds": [2.0] * 4 + [2.1],
+            "total_seconds": [2.2] * 5}
+    airbench = {"name": "airbench train94", "accuracies": [0.905, 0.904, 0.906, 0.903, 0.905],
+                "train_seconds": [2.1, 2.2, 2.1, 2.2, 2.1], "total_seconds": [2.5, 2.6, 2.5, 2.6, 2.5]}
+    made = comparison_figure("airbench train94", compare(ours, airbench), "the command")
+    assert made["name"] == "record recipe against airbench train94" and made["command"] == "the command"
+    assert made["text"].startswith("total time 0.8") and "(95% interval" in made["text"]
+    assert "verdict: ahead" in made["text"] and made["value"] == pytest.approx(2.2 / (2.5 ** 3 * 2.6 ** 2) ** 0.2)
+    few = comparison_figure("airbench train94", compare({**ours, "accuracies": ours["accuracies"][:2]}, airbench), "c")
+    assert "verdict: none (too few seeds" in few["text"]

@@ -6,6 +6,7 @@ import sys
 from collections import namedtuple
 
 import pytest
+import torch
 from scipy import stats as scipy_stats
 
 from speedrun import leaderboard, leaderboard_entries
@@ -458,3 +459,35 @@ def test_record_attempt_command_rehearsed_on_the_cpu(tiny_betons, tmp_path, monk
     assert "airbench train94" in ours["reference_skipped"]
     text = table.read_text()
     assert "| speedrun | ours |" in text and "airbench train94 not run" in text
+
+
+def test_record_attempt_with_airbench_rehearsed_on_the_cpu(tiny_betons, tmp_path, monkeypatch):
+    """The record attempt's command with airbench's train94 beside it, both on the CPU at width 4, on
+    1,024 random images in memory (airbench's batch): both entries and their comparison are written."""
+    from speedrun import reference
+    from speedrun.data import CifarData
+    try:
+        reference.import_airbench()
+    except ImportError:
+        pytest.skip("airbench not installed (optional: pip install 'speedrun[reference]')")
+    generator = torch.Generator().manual_seed(0)
+    data = CifarData(torch.randint(0, 256, (1024, 32, 32, 3), dtype=torch.uint8, generator=generator),
+                     torch.randint(0, 10, (1024,), generator=generator),
+                     torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8, generator=generator),
+                     torch.randint(0, 10, (64,), generator=generator))
+    monkeypatch.setattr(leaderboard, "load_data", lambda overrides: data)
+    board, table = tmp_path / "board.jsonl", tmp_path / "board.md"
+    leaderboard.main(["--recipe", "speedrun", "--seeds", "0-1", "--reference", "train94",
+                      "--leaderboard.require_reference", "true", "--training.precision", "fp32",
+                      "--training.device", "cpu", "--model.width", "4", "--epochs", "1", "--training.batch_size", "256",
+                      "--training.compile_cache", "", "--data.train_dataset", tiny_betons[0],
+                      "--data.val_dataset", tiny_betons[1], "--logging.folder", str(tmp_path / "runs"),
+                      "--logging.plots", "false", "--logging.progress", "false", "--logging.checkpoint", "none",
+                      "--leaderboard.file", str(board), "--leaderboard.markdown", str(table)])
+    ours, ref = read_entries(str(board))
+    assert (ours["kind"], ref["kind"], ref["name"]) == ("ours", "reference", "airbench train94")
+    assert ref["seeds"] == [0, 1] and all(0 <= a <= 1 for a in ref["accuracies"])
+    assert all(seconds > 0 for seconds in ref["prepare_seconds"] + ref["train_seconds"])
+    comparison = ours["comparisons"]["airbench train94"]
+    assert comparison["verdict"] is None and "too few seeds" in comparison["why"]  # 2 seeds: no interval
+    assert "airbench train94" in table.read_text()
