@@ -112,6 +112,9 @@ Section("training", "the training loop").params(
     channels_last=Param(Boolean(), "channels-last memory format (faster on CUDA and CPUs)", default=True),
     tta=Param(Number(int, 0, 2), "test-time augmentation: 0 none, 1 flip, 2 flip + translate "
                                  "(2 measured)", default=2),
+    tta_below=Param(Number(float, 0, 1), "test-time augmentation only for the images whose plain top "
+                                         "probability is below this (1 = every image; below 1, one host sync "
+                                         "a batch)", default=1.0),
     tta_when=Param(Choice("last", "every"), "which evaluations use --training.tta: last = the run's last only "
                                             "(the others without, a sixth of the forward passes at tta 2), "
                                             "every = all", default="last"),
@@ -198,12 +201,13 @@ Section("leaderboard", "multi-seed runs appended to the time-to-accuracy leaderb
                  default=0.94),
     recipe=Param(Choice(*RECIPES), "our recipe to run (speedrun/recipes.py)", default="seed"),
     reference=Param(Choice("none", "train94", "train96", "both"),
-                    "airbench reference trained on the same data and device, for a side-by-side ratio",
+                    "airbench reference trained on the same data and device, for a side-by-side ratio (on "
+                    "a CPU, a proxy: at --model.width and on each seed's --training.train_subset)",
                     default="none"),
     reference_order=Param(Choice("before", "after"), "run the reference before or after our seeds",
                           default="after"),
     require_reference=Param(Boolean(), "stop before training when the reference cannot run here (airbench "
-                                       "missing, no CUDA device); false = our seeds run alone, saying why",
+                                       "missing, or a device it cannot train on); false = our seeds run alone, saying why",
                             default=False),
     file=Param(str, "leaderboard JSON-lines file to append to",
                default="benchmarks/results/leaderboard.jsonl"),

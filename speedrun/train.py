@@ -135,7 +135,7 @@ def prepare(config, data, independent, steps=None, clock=None):
 
     def run_eval(tta=t["tta"]):
         with policy.autocast():
-            sums = evaluate(step.eval_net, *eval_data, batcher.table, t["eval_batch_size"], tta)
+            sums = evaluate(step.eval_net, *eval_data, batcher.table, t["eval_batch_size"], tta, t["tta_below"])
         return distributed.all_reduce_sum(sums, dist)
 
     run = Run(cfg, derived, dist, policy, log, batcher, step.model, step.optimizer, step.average, step.lookahead,

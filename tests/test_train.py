@@ -419,3 +419,13 @@ def test_test_time_augmentation_costs_one_evaluation_unless_asked_for_every_one(
                                 late_evals_per_epoch=2))
     assert [record["tta"] for record in summary["history"]] == levels
     assert summary["final_test_acc"] == summary["history"][-1]["test_acc"]
+
+
+def test_selective_test_time_augmentation_in_a_run(tiny_betons, tmp_path):
+    """--training.tta_below 0: no image is unsure enough, so the last evaluation is the plain one."""
+    runs = {name: train(tiny_config(tiny_betons, tmp_path / name, epochs=2, **options))
+            for name, options in {"plain": {"tta": 0}, "none_below": {"tta": 2, "tta_below": 0.0},
+                                  "all": {"tta": 2}}.items()}
+    assert runs["none_below"]["final_test_acc"] == runs["plain"]["final_test_acc"]
+    assert runs["none_below"]["history"][-1]["test_loss"] == runs["plain"]["history"][-1]["test_loss"]
+    assert runs["all"]["history"][-1]["test_loss"] != runs["plain"]["history"][-1]["test_loss"]
