@@ -3,13 +3,19 @@ up to the whole. A command's first run starts with its process (interpreter and 
 later run of the same process (a seed sweep's next seed) when it is called.
 
     clock = Clock(process_start())
-    ...                                  # load the data, build the net
-    clock.charge("startup")              # the seconds since the last charge go to start-up
+    ...                                  # imports, the data loaded
+    clock.charge("build")                # the seconds since the last charge go to the build
+    ...                                  # the run's config, folder and fresh net
+    clock.charge("startup")
+
+'build' is what a process does once for all its runs (the interpreter and imports, the data read into
+memory, the step built), so that a seed sweep's later runs have none of it; 'startup' and 'range_test'
+are each run's own preparation; 'compile' the step's warm-up (compiling or capturing).
 """
 import os
 import time
 
-PARTS = ("startup", "range_test", "compile", "training", "evaluation", "checkpoints", "plots")
+PARTS = ("build", "startup", "range_test", "compile", "training", "evaluation", "checkpoints", "plots")
 LABELS = {"range_test": "range test"}
 
 

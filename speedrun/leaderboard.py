@@ -13,11 +13,11 @@ The clock is the same on both sides, over three regions:
   build, untimed, once per process: loading the betons; for us, building the step and compiling (or
       capturing) it on warm-up batches, all in the sweep's first run; for airbench, its loader and one
       whole untimed training call (speedrun/reference.py);
-  prepare, charged to each run: for us, the start-up of a run that reuses the step the first run built
-      (its seconds table's 'startup' and 'range_test': the config and run folder, a fresh net's weights
-      and optimizer state loaded into the step, the LR range test when the recipe runs one); the first
-      run's start-up holds the build too, so its prepare is not known and it has no total. For airbench,
-      its net build, optimizer and whitening initialisation;
+  prepare, charged to each run: for us, its seconds table's 'startup' and 'range_test' (the config and
+      run folder, a fresh net's weights and whitening, its optimizer state loaded into the step, the LR
+      range test when the recipe runs one), the first run's build ('build': imports, the step) and
+      compiling ('compile') left out. For airbench, its net build, optimizer and whitening
+      initialisation;
   loop, timed: for us, the steps ('train_seconds', without the evaluations between them); for airbench,
       its epochs.
 The table gives the loop and the total (prepare + loop) of both sides; the statistics and the verdict are
@@ -36,9 +36,8 @@ ALIASES = {"--seeds": "--leaderboard.seeds", "--target": "--leaderboard.target",
 
 
 # What each region of our runs' clock covers (the module's docstring says more).
-OUR_CLOCK = ("ours: build untimed (the step, compiled on warm-up batches, in the first run); prepare = the "
-             "start-up (and any LR range test) of a run reusing that step, unknown for the first run; "
-             "loop = the steps")
+OUR_CLOCK = ("ours: build untimed (the step, compiled on warm-up batches, in the first run); prepare = each "
+             "run's start-up (a fresh net, its state loaded into the step) and any LR range test; loop = the steps")
 
 
 def training_overrides(given, recipe):
@@ -82,8 +81,8 @@ def run_ours(overrides, data, seeds, session):
     from speedrun.cli import train_seeds
     parent = overrides.get("logging", {}).get("folder") or os.path.join("runs", f"leaderboard-{session}")
     summaries = train_seeds(merge(overrides, {"logging": {"folder": parent}}, strict=False), seeds, data=data)
-    for index, summary in enumerate(summaries):
-        summary["prepare_seconds"] = our_prepare(summary, reused=index > 0)
+    for summary in summaries:
+        summary["prepare_seconds"] = our_prepare(summary)
         summary["total_seconds"] = (None if summary["prepare_seconds"] is None else
                                     round(summary["prepare_seconds"] + summary["train_seconds"], 4))
         total = "" if summary["total_seconds"] is None else f" (total {summary['total_seconds']:.2f} s)"
@@ -92,14 +91,11 @@ def run_ours(overrides, data, seeds, session):
     return summaries
 
 
-def our_prepare(summary, reused):
-    """A run's prepare: its start-up and LR range test seconds when it reused the step an earlier run of
-    the sweep built (every later seed of train_seeds does, unless it compiled a step of its own); None for
-    the run that built it, whose start-up holds the build."""
+def our_prepare(summary):
+    """A run's prepare: its start-up and LR range test seconds (the build and compiling, done once for a
+    sweep by its first run, are charged apart); None for a summary without a seconds table."""
     seconds = summary.get("seconds")
-    if not reused or seconds is None or summary.get("compile_cache") in ("cold", "warm"):
-        return None
-    return round(seconds["startup"] + seconds["range_test"], 4)
+    return None if seconds is None else round(seconds["startup"] + seconds["range_test"], 4)
 
 
 def run_session(options, overrides):

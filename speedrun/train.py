@@ -104,12 +104,15 @@ def prepare(config, data, independent, steps=None, clock=None):
     step.StepCache, holds for runs of this shape), restore a checkpoint, warm the step up; each part's
     seconds charged to `clock`."""
     clock = clock or Clock()
+    clock.charge("build")  # a process's first run: the interpreter, imports and any data loaded for all runs
     cfg, state = run_config(copy.deepcopy(config or {}))
     t = cfg["training"]
     dist, policy = start(cfg, state, independent)
     device = policy.device
     if data is None:
+        clock.charge("startup")
         data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
+        clock.charge("build")
     log = runlog.RunLog(cfg["logging"]["folder"] if dist.is_main else None)
     batcher = Loader(data, cfg, device, dist.rank, dist.world, dtype=policy.input_dtype)
     model = policy.prepare(build_model(cfg, data.train_images))
@@ -130,7 +133,11 @@ def prepare(config, data, independent, steps=None, clock=None):
     log.write_config(cfg)
 
     key = step_key(cfg, policy, dist, batcher.num_images, lr_table)
+    built = steps is None or steps.get(key) is None
+    clock.charge("startup")
     step = step_for(steps, key, cfg, policy, dist, model, lr_table, batcher)
+    if built:
+        clock.charge("build")
     eval_data = distributed.shard(data.test_images, data.test_labels, dist)
 
     def run_eval(tta=t["tta"]):

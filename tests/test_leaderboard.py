@@ -344,7 +344,7 @@ def test_fewer_than_five_seeds_give_no_interval_and_no_verdict():
 
 def test_compare_uses_the_total_where_both_sides_recorded_it():
     ours = timed_entry("speedrun", "ours", [0.950, 0.951, 0.949, 0.952, 0.948], [2.0, 2.1, 1.9, 2.05, 1.95],
-                       totals=[None, 2.3, 2.1, 2.25, 2.15])  # the first seed built the step: no total
+                       totals=[None, 2.3, 2.1, 2.25, 2.15])  # an entry with a seed of unknown total
     ref = timed_entry("airbench train94", "reference", [0.940, 0.941, 0.939, 0.942, 0.938],
                       [4.0, 4.2, 3.8, 4.1, 3.9], totals=[4.5, 4.7, 4.3, 4.6, 4.4])
     found = compare(ours, ref)
@@ -386,15 +386,12 @@ def test_markdown_shows_both_clocks_the_intervals_and_the_verdict():
 # the fair clock: our regions, and the one command of a record attempt
 
 
-def test_our_prepare_is_the_start_up_of_a_run_reusing_the_step():
-    seconds = {"startup": 0.5, "range_test": 0.25, "compile": 0.0, "training": 4.0, "evaluation": 1.0,
-               "checkpoints": 0.0, "plots": 0.0, "total": 5.75}
-    reused = {"seconds": seconds, "compile_cache": "reused", "train_seconds": 4.0}
-    assert leaderboard.our_prepare(reused, reused=True) == 0.75
-    assert leaderboard.our_prepare({**reused, "compile_cache": "none"}, reused=True) == 0.75  # eager: shared too
-    assert leaderboard.our_prepare({**reused, "compile_cache": "cold"}, reused=True) is None  # built its own
-    assert leaderboard.our_prepare(reused, reused=False) is None  # the first run: its start-up holds the build
-    assert leaderboard.our_prepare({"train_seconds": 1.0}, reused=True) is None
+def test_our_prepare_is_each_runs_start_up_and_range_test_without_the_build():
+    seconds = {"build": 9.0, "startup": 0.5, "range_test": 0.25, "compile": 30.0, "training": 4.0,
+               "evaluation": 1.0, "checkpoints": 0.0, "plots": 0.0, "total": 44.75}
+    for cache in ("cold", "warm", "reused", "none"):  # the first run's build and compiling are left out
+        assert leaderboard.our_prepare({"seconds": seconds, "compile_cache": cache, "train_seconds": 4.0}) == 0.75
+    assert leaderboard.our_prepare({"train_seconds": 1.0}) is None
 
 
 def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_path):
@@ -428,14 +425,14 @@ def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_pat
                       "--leaderboard.markdown", str(table)])
     ours, ref = read_entries(str(board))
     assert [call[2] for call in calls if call[0] == "train94"] == [True, False, False, False, False]
-    assert ours["prepare_seconds"] == [None, 1.0, 1.0, 1.0, 1.0]  # the first seed's start-up built the step
-    assert ours["total_seconds"] == [None] + [11.0 + seed for seed in (1, 2, 3, 4)]
+    assert ours["prepare_seconds"] == [1.0] * 5  # the first seed's too: its build is charged apart
+    assert ours["total_seconds"] == [11.0 + seed for seed in range(5)]
     assert ours["clock"] == leaderboard.OUR_CLOCK and ref["clock"] == reference.CLOCK
     assert ref["prepare_seconds"] == [0.5] * 5 and ref["total_seconds"] == pytest.approx(
         [5.5 + 0.01 * seed for seed in range(5)])
     found = ours["comparisons"]["airbench train94"]
     assert found == json.loads(json.dumps(compare(ours, ref)))  # the JSON holds what the table shows
-    assert found["time_basis"] == "loop"  # four totals of ours: too few for the total's interval
+    assert found["time_basis"] == "total"  # five totals a side: the total's interval decides
     assert found["verdict"] == "behind" and "slower" in found["why"]
     assert "**behind**" in table.read_text()
 
@@ -453,9 +450,9 @@ def test_record_attempt_command_rehearsed_on_the_cpu(tiny_betons, tmp_path, monk
     assert "our seeds run alone, without the reference" in capsys.readouterr().err
     [ours] = read_entries(str(board))
     assert ours["recipe"] == "speedrun" and ours["seeds"] == [0, 1] and ours["kind"] == "ours"
-    assert ours["prepare_seconds"][0] is None and ours["prepare_seconds"][1] > 0  # the second reused the step
-    assert ours["total_seconds"][1] == pytest.approx(ours["prepare_seconds"][1] + ours["train_seconds"][1],
-                                                     abs=1e-3)
+    assert all(seconds > 0 for seconds in ours["prepare_seconds"])  # the first run's too: its build apart
+    for prepare, loop, total in zip(ours["prepare_seconds"], ours["train_seconds"], ours["total_seconds"]):
+        assert total == pytest.approx(prepare + loop, abs=1e-3)
     assert "airbench train94" in ours["reference_skipped"]
     text = table.read_text()
     assert "| speedrun | ours |" in text and "airbench train94 not run" in text
