@@ -348,12 +348,17 @@ def main(argv=None):
     parser.add_argument("--name", choices=sorted(REFERENCES), default="train94")
     parser.add_argument("--seeds", default="0", help="'0,1,2' or '0-4'")
     args, rest = parser.parse_known_args(argv)
-    cfg = resolve_config(parse_args(rest, aliases={"--recipe": "--training.recipe"}, explicit_only=True))
-    device = pick_device(cfg["training"]["device"])
-    data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
-    folder = cfg["logging"]["folder"] or os.path.join("runs", f"reference-{args.name}")
-    for summary in run_seeds(args.name, data, parse_seeds(args.seeds), device, cfg["model"]["width"],
-                             cfg["training"]["train_subset"]):
+    try:
+        cfg = resolve_config(parse_args(rest, aliases={"--recipe": "--training.recipe"}, explicit_only=True))
+        device = pick_device(cfg["training"]["device"])
+        data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
+        folder = cfg["logging"]["folder"] or os.path.join("runs", f"reference-{args.name}")
+        summaries = run_seeds(args.name, data, parse_seeds(args.seeds), device, cfg["model"]["width"],
+                              cfg["training"]["train_subset"])
+    except (ValueError, RuntimeError, OSError, ImportError) as error:  # a bad beton is a ValueError
+        print(f"speedrun.reference: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    for summary in summaries:
         os.makedirs(os.path.join(folder, f"seed{summary['seed']}"), exist_ok=True)
         with open(os.path.join(folder, f"seed{summary['seed']}", "summary.json"), "w") as f:
             json.dump(summary, f, indent=1, default=str)

@@ -1,4 +1,5 @@
 """The airbench adapter: the export it reads, the install hint, and run_reference's plumbing."""
+import json
 import os
 import sys
 import types
@@ -334,3 +335,22 @@ def test_airbench_trains_on_the_cpu_at_a_scaled_width_and_leaves_torch_as_it_was
     assert summary["config"]["reference"]["widths"] == {"block1": 4, "block2": 16, "block3": 16}
     assert (torch.nn.Module.cuda, torch.cuda.synchronize, torch.cuda.Event) == cuda_calls
     assert "cuda" not in vars(torch.Tensor) and torch.zeros(1).half().dtype == torch.float16
+
+
+def test_reference_command_writes_each_seeds_summary(data, tmp_path, monkeypatch, capsys):
+    calls = []
+    fake_airbench(monkeypatch, calls)
+    monkeypatch.setattr("speedrun.data.load_cifar_betons", lambda train, test, device: data)
+    reference.main(["--name", "train94", "--seeds", "0-1", "--training.device", "cpu",
+                    "--logging.folder", str(tmp_path / "runs")])
+    for seed in (0, 1):
+        saved = json.loads((tmp_path / "runs" / f"seed{seed}" / "summary.json").read_text())
+        assert saved["seed"] == seed and saved["final_test_acc"] == 0.95 and saved["test_acc_without_tta"] == 0.94
+    assert [call[:2] for call in calls] == [(0, False)] * 3  # one warm-up, then the two seeds
+    assert "train94 seed 1: test acc 0.9500 (0.9400 without tta)" in capsys.readouterr().out
+
+
+def test_reference_command_says_what_is_wrong(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        reference.main(["--name", "train94", "--data.train_dataset", str(tmp_path / "missing.beton")])
+    assert "speedrun.reference: error: beton" in capsys.readouterr().err
