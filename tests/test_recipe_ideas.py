@@ -204,12 +204,9 @@ def test_with_every_idea_on_the_whole_step_is_one_graph_and_computes_the_eager_l
     assert whole["final_test_acc"] == pytest.approx(eager["final_test_acc"], abs=0.15)
 
 
-def test_a_run_with_every_idea_on_resumes_exactly(tiny_betons, tmp_path, monkeypatch):
-    def config(name):
-        # lookahead due at steps 3, 6, 9 and 12: at the cut (step 8) the slow copy is not the weights
-        return step_config(tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0,
-                           **{**IDEAS, "lookahead": 3})
-
+def whole_and_cut(tmp_path, monkeypatch, config):
+    """A 3-epoch run whole, and the same run cut after its second epoch's checkpoint (in tmp_path/cut):
+    `config(name)` is the run's config for the folder tmp_path/name. Returns the whole run's summary."""
     def checkpointing(name):
         cfg = config(name)
         cfg["logging"]["checkpoint"] = "every"
@@ -220,6 +217,13 @@ def test_a_run_with_every_idea_on_resumes_exactly(tiny_betons, tmp_path, monkeyp
         interrupt_after_epochs(patch, 2)
         with pytest.raises(KeyboardInterrupt):
             train(checkpointing("cut"))
+    return whole
+
+
+def test_a_run_with_every_idea_on_resumes_exactly(tiny_betons, tmp_path, monkeypatch):
+    # lookahead due at steps 3, 6, 9 and 12: at the cut (step 8) the slow copy is not the weights
+    whole = whole_and_cut(tmp_path, monkeypatch, lambda name: step_config(
+        tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0, **{**IDEAS, "lookahead": 3}))
     resumed = train({"training": {"resume": str(tmp_path / "cut")}, "logging": {"progress": False}})
     assert without_times(resumed["history"]) == without_times(whole["history"])
     assert resumed["final_test_acc"] == whole["final_test_acc"]
@@ -237,16 +241,8 @@ def test_a_seed_sweep_with_every_idea_on_starts_each_seed_afresh(tiny_betons, tm
 
 def test_a_checkpoint_from_before_the_options_resumes_as_it_would_have(tiny_betons, tmp_path, monkeypatch):
     """A checkpoint written before these options: none in its config, no lookahead state, no group scales."""
-    def config(name):
-        cfg = step_config(tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0)
-        cfg["logging"]["checkpoint"] = "every"
-        return cfg
-
-    whole = train(config("whole"))
-    with monkeypatch.context() as patch:
-        interrupt_after_epochs(patch, 2)
-        with pytest.raises(KeyboardInterrupt):
-            train(config("cut"))
+    whole = whole_and_cut(tmp_path, monkeypatch, lambda name: step_config(
+        tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0))
     path = tmp_path / "cut" / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
     for option in IDEAS:
