@@ -158,9 +158,11 @@ class Policy:
         return _compile(module, "max-autotune-no-cudagraphs" if self.compile_mode == "max-autotune" else None)
 
     def compiled_step(self, step):
-        """The whole train step compiled as one graph; autograd ops are traced into it."""
+        """The whole train step compiled as one graph; autograd ops are traced into it. Static shapes: the
+        steps of a resolution curriculum, one per image side, share their code, and dynamo would make the
+        side a symbol from the second one on; static, each side is a graph of its own."""
         torch._dynamo.config.trace_autograd_ops = True
-        return _compile(step, "reduce-overhead" if self.compile_mode == "cudagraph" else None)
+        return _compile(step, "reduce-overhead" if self.compile_mode == "cudagraph" else None, dynamic=False)
 
     def mark_static(self, tensors):
         """Tell torch.compile that `tensors` (a whole step's inputs and the state it updates in place)
@@ -186,11 +188,11 @@ def _is_compiled(module):
     return isinstance(module, torch._dynamo.eval_frame.OptimizedModule)
 
 
-def _compile(fn, mode):
+def _compile(fn, mode, dynamic=None):
     """torch.compile with the backend of this module; a mode only where the backend takes one."""
     if COMPILE_BACKEND != "inductor":
         mode = None
-    return torch.compile(fn, backend=COMPILE_BACKEND, mode=mode)
+    return torch.compile(fn, backend=COMPILE_BACKEND, mode=mode, dynamic=dynamic)
 
 
 def choose_precision(device, precision="auto", flags=None):

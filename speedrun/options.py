@@ -16,6 +16,7 @@ from .derive import PICK_FACTORS
 from .device import COMPILE_CHOICES, COMPILE_MODES, PRECISIONS
 from .lr_finder import RULES
 from .recipes import RECIPES
+from .resolution import SMALLEST, parse_sides
 
 
 class Choice(Checker):
@@ -65,6 +66,17 @@ class Boolean(Checker):
 
     def help(self):
         return "true or false"
+
+
+class Sides(Checker):
+    """A resolution curriculum's image sides, as resolution.parse_sides reads them."""
+
+    def check(self, value):
+        parse_sides(str(value))
+        return str(value)
+
+    def help(self):
+        return f"image sides in [{SMALLEST}, {IMAGE_SIZE}] separated by commas, the last {IMAGE_SIZE}, or ''"
 
 
 RUN_SECTIONS = ("training", "logging", "data", "model", "augment", "lr", "lr_test")
@@ -123,6 +135,12 @@ Section("training", "the training loop").params(
                                                   "an epoch (0 = off)", default=0),
     late_evals_per_epoch=Param(Number(int, 1, 100), "evaluations per epoch from late_evals_from", default=1),
     train_subset=Param(Number(int, 0, 10**9), "train on a fixed random N of the images (0 = all)", default=0),
+    resolutions=Param(Sides(), "resolution curriculum, e.g. 24,28,32: image sides, each an equal share of the "
+                               "epochs in order (epoch e of E, from 0, at sides[e x len(sides) // E]), the "
+                               "augmented batch downscaled to it (bilinear, antialiased) before the forward pass; "
+                               f"each in [{SMALLEST}, {IMAGE_SIZE}], the last {IMAGE_SIZE} (the test images'), no "
+                               "more sides than epochs; needs a net that pools globally (--model.arch record). "
+                               f"'' = off: every epoch at {IMAGE_SIZE}", default=""),
     resume=Param(str, "continue the run in this folder from its last checkpoint", default=""),
     seeds=Param(str, "independent runs for these seeds ('0,1,2' or '0-4'), spread over the torchrun "
                      "processes, each in <folder>/seed<N>", default=""),

@@ -6,7 +6,7 @@ compiled as the device policy says (speedrun/device.py):
 
     step = build_step(cfg, policy, dist, model, lr_table, batch_buffer)   # once
     warm_up(run)                      # compile or capture on a few batches, then put every state back
-    loss, correct = step.train_step(inputs, targets)
+    loss, correct = step.train_step(inputs, targets, side)   # the epoch's image side (speedrun/resolution.py)
 
 Seeds in one process (`--seeds`, speedrun.leaderboard) share one step through a `StepCache`: a run of
 the same shape loads its fresh state in place into the tensors the step was compiled or captured on
@@ -27,9 +27,11 @@ import torch.nn.functional as F
 
 from . import atomic, distributed, runlog
 from . import device as devices
+from .augment import IMAGE_SIZE
 from .device import device_name, say, synchronize
 from .optim import (Lookahead, OptimizerGroup, WeightAverage, build_optimizer, load_state_in_place, set_lr,
                     step_tensors, traced_update)
+from .resolution import downscale, parse_sides
 from .schedule import DeviceSchedule
 
 # Inductor's CUDA graphs run a function's first call plainly, record on the second and replay from the
@@ -37,17 +39,21 @@ from .schedule import DeviceSchedule
 WARMUP_STEPS = 3
 
 
-def make_train_step(model, optimizer, label_smoothing, autocast, average=None, whole=False, lookahead=None):
+def make_train_step(model, optimizer, label_smoothing, autocast, average=None, whole=False, lookahead=None,
+                    side=IMAGE_SIZE):
     """One training step: forward, loss, backward, update, then lookahead and the weight average (of the
     weights lookahead leaves). Returns (loss, correct) as device tensors.
 
     `whole` updates through plain tensor ops (optim.traced_update) so that torch.compile captures the
-    step as one graph; otherwise through the optimizer's own, fused, step.
+    step as one graph; otherwise through the optimizer's own, fused, step. Below 32, `side` downscales
+    the batch first (a resolution curriculum's early epochs).
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     update = (lambda: traced_update(optimizer)) if whole else optimizer.step
 
     def train_step(inputs, targets):
+        if side != IMAGE_SIZE:
+            inputs = downscale(inputs, side)
         with autocast():
             logits = model(inputs)
             loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
@@ -64,25 +70,28 @@ def make_train_step(model, optimizer, label_smoothing, autocast, average=None, w
     return train_step
 
 
-def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, average, lookahead=None):
+def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, average, lookahead=None,
+                        sides=(IMAGE_SIZE,)):
     """The train step as the policy compiles it (the net's forward alone, or the whole step as one
     graph), after writing its LRs from the device `schedule` into the optimizer and the weights of the
     weight average and lookahead: device to device, no value baked into a graph. (Traced inside a
     whole-step graph, the LR's write stopped the optimizer's momentum from updating with torch 2.13, so
-    these stay outside.)"""
-    if policy.whole_step:
-        step = policy.compiled_step(make_train_step(net, optimizer, label_smoothing, policy.autocast, average, True,
-                                                    lookahead))
-    else:
-        step = make_train_step(policy.compiled(net), optimizer, label_smoothing, policy.autocast, average, False,
-                               lookahead)
+    these stay outside.)
 
-    def scheduled_step(inputs, targets):
+    One step for each image side in `sides`, called as step(inputs, targets, side): a whole step is then
+    a graph per side, and the host picks the epoch's one by a dict lookup, no device value read."""
+    whole = policy.whole_step
+    forward = net if whole else policy.compiled(net)
+    compiled = policy.compiled_step if whole else (lambda step: step)
+    steps = {side: compiled(make_train_step(forward, optimizer, label_smoothing, policy.autocast, average, whole,
+                                            lookahead, side)) for side in sides}
+
+    def scheduled_step(inputs, targets, side=IMAGE_SIZE):
         set_lr(optimizer, schedule.next())
         average.advance(schedule.position)  # the steps so far, this one included
         if lookahead is not None:
             lookahead.advance(schedule.position)
-        return step(inputs, targets)
+        return steps[side](inputs, targets)
     return scheduled_step
 
 
@@ -146,7 +155,7 @@ def build_step(cfg, policy, dist, model, lr_table, batch_buffer):
     net = distributed.wrap(model, dist, policy.compiled, ddp=not policy.whole_step)
     step_optimizer = averaging(optimizer, dist) if policy.whole_step else optimizer
     train_step = compiled_train_step(policy, net, step_optimizer, t["label_smoothing"], schedule, average,
-                                     lookahead)
+                                     lookahead, parse_sides(t["resolutions"]))
     return Step(model, optimizer, average, lookahead, schedule, batch_buffer, train_step,
                 policy.compiled(average.net()), copy.deepcopy(optimizer.state_dict()))
 
@@ -257,7 +266,8 @@ def save_compile_cache(path):
 
 
 def warm_up(run):
-    """Compile the train and eval steps on a few batches, then put every state back as it was."""
+    """Compile the train and eval steps on a few batches, at each of the run's image sides (a graph
+    each: none is left to compile in the timed epochs), then put every state back as it was."""
     average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
     # each put back in place (the optimizer's tensors too): a whole step keeps reading the same memory
     loaders = {run.model: run.model.load_state_dict, average: average.load_state_dict,
@@ -265,8 +275,10 @@ def warm_up(run):
                run.optimizer: functools.partial(load_state_in_place, run.optimizer)}
     saved = {holder: copy.deepcopy(holder.state_dict()) for holder in loaders}
     start = time.perf_counter()
-    for step in range(WARMUP_STEPS):  # an epoch may be shorter than the warm-up
-        run.train_step(*run.batcher(0, step % run.batcher.steps_per_epoch))
+    for side in run.sides:
+        run.schedule.seek(0)  # each side on the LR table's first rows: a short run's holds few
+        for step in range(WARMUP_STEPS):  # an epoch may be shorter than the warm-up
+            run.train_step(*run.batcher(0, step % run.batcher.steps_per_epoch), side)
     run.run_eval()
     synchronize(run.device)
     seconds = time.perf_counter() - start

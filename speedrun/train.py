@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import distributed, runlog
+from .augment import IMAGE_SIZE
 from .clock import Clock
 from .config import run_config
 from .data import load_cifar_betons
@@ -32,6 +33,7 @@ from .loader import Loader
 from .model import build_model
 from .optim import Lookahead, WeightAverage, group_lr_table, param_groups
 from .report import announce_estimate, data_info, eval_record, summarise, write_start_plots
+from .resolution import curriculum, side_for_epoch
 from .run_state import CheckpointWriter, restore, save_state
 from .schedule import DeviceSchedule
 from .step import compile_step, make_train_step, step_for, step_key
@@ -71,6 +73,7 @@ class Run:
     run_eval: object
     lrs: list
     schedule: DeviceSchedule
+    sides: tuple = (IMAGE_SIZE,)  # the image sides of its epochs (speedrun/resolution.py)
     history: list = field(default_factory=list)
     data_info: dict = field(default_factory=dict)
     start_epoch: int = 0
@@ -83,6 +86,10 @@ class Run:
     @property
     def device(self):
         return self.policy.device
+
+    def side(self, epoch):
+        """The image side `epoch` trains at."""
+        return side_for_epoch(self.sides, epoch, self.cfg["training"]["epochs"])
 
 
 def start(cfg, state, independent):
@@ -107,6 +114,7 @@ def prepare(config, data, independent, steps=None, clock=None):
     clock.charge("build")  # a process's first run: the interpreter, imports and any data loaded for all runs
     cfg, state = run_config(copy.deepcopy(config or {}))
     t = cfg["training"]
+    sides = curriculum(cfg)  # a bad one stops the run before its folder or data
     dist, policy = start(cfg, state, independent)
     device = policy.device
     if data is None:
@@ -117,6 +125,8 @@ def prepare(config, data, independent, steps=None, clock=None):
     batcher = Loader(data, cfg, device, dist.rank, dist.world, dtype=policy.input_dtype)
     model = policy.prepare(build_model(cfg, data.train_images))
 
+    # The range test sweeps at 32 pixels whatever --training.resolutions says: it picks one peak LR for
+    # every side of the run, and 32 is the side the run ends at and is evaluated at.
     def lr_test_step(net, optimizer):
         return make_train_step(net, optimizer, t["label_smoothing"], policy.autocast)
 
@@ -146,7 +156,7 @@ def prepare(config, data, independent, steps=None, clock=None):
         return distributed.all_reduce_sum(sums, dist)
 
     run = Run(cfg, derived, dist, policy, log, batcher, step.model, step.optimizer, step.average, step.lookahead,
-              step.train_step, run_eval, lrs, step.schedule, data_info=data_info(cfg), clock=clock,
+              step.train_step, run_eval, lrs, step.schedule, sides, data_info=data_info(cfg), clock=clock,
               checkpoints=CheckpointWriter(background=device.type == "cuda"))
     if state is not None:
         restore(run, state)
@@ -189,9 +199,9 @@ def train_epoch(run, epoch, losses, correct):
 
 def run_steps(run, epoch, steps, losses, correct, bar):
     """The hot loop: batch, step, and losses kept on the device; nothing here waits for the device."""
-    started = time.perf_counter()
+    started, side = time.perf_counter(), run.side(epoch)
     for step in steps:
-        losses[step], correct[step] = run.train_step(*run.batcher(epoch, step))
+        losses[step], correct[step] = run.train_step(*run.batcher(epoch, step), side)
         bar.update()
         if step + 1 == ESTIMATE_AFTER_STEPS and epoch == run.start_epoch and run.device.type == "cpu":
             announce_estimate(run, (time.perf_counter() - started) / (step + 1 - steps.start))
