@@ -50,7 +50,8 @@ def arm_command(args, arm, options, seeds):
     common = [*PROXY, *data, "--training.precision", args.precision, "--logging.folder", os.path.join(args.out, arm)]
     if options in REFERENCES:
         return [sys.executable, "-m", "speedrun.reference", "--name", options, "--seeds", seeds, *common]
-    return [sys.executable, "-m", "speedrun.train", *common, "--seeds", seeds,
+    # only seeds without a summary run: a folder without one holds an interrupted run, which starts anew
+    return [sys.executable, "-m", "speedrun.train", *common, "--seeds", seeds, "--logging.overwrite", "true",
             "--logging.checkpoint", args.checkpoint, *shlex.split(options)]
 
 
