@@ -313,13 +313,13 @@ def test_update_compiles_as_one_graph_and_computes_the_eager_update():
 # airbench 0.1.8's train94 step at batch 4 dispatches 204 operations, counted with this same counter
 # (speedrun.opcount.OpCounter) around one step after a warm-up step.
 AIRBENCH_TRAIN94_STEP_OPS = 204
-# The record step dispatches no more: 195 in all (221 with Muon batched by matrix shape, 475 with one
+# The record step dispatches no more: 197 in all (221 with Muon batched by matrix shape, 475 with one
 # filter at a time). Muon's update is 67 of them: the record net's 6 filters have 4 matrix shapes but 2
 # short sides, so 2 batched iterations of 5 steps, 3 matmuls each (30), with per batch a zeroed buffer,
 # a second buffer and 2 transposes (8), each filter's place in the input and in the output buffer (an
 # unbind per batch, a slice per padded filter and a view per filter: 20), and 9 foreach operations.
-# The other 128: forward, backward, the SGD half, the LR schedule (its row split among the param groups:
-# one more than the single LR it read before per-group LRs) and the step wrappers.
+# The other 130: forward, backward, the SGD half (two param groups: the biases' LR at 64x, the head's at
+# 8x), the LR schedule (its row split among the three param groups) and the step wrappers.
 RECORD_MUON_OPS = 67
 
 

@@ -16,6 +16,7 @@ from speedrun.optim import Lookahead, build_optimizer, group_lr_table, param_gro
 from speedrun.train import train
 
 IDEAS = {"bias_lr_scale": 4.0, "head_lr_scale": 2.0, "whiten_bias_epochs": 1, "lookahead": 2}
+OFF = {"bias_lr_scale": 1.0, "head_lr_scale": 1.0}  # the record recipe sets both: these tests turn them off
 BIASES = ["layers.0.norm1.bias", "layers.0.norm2.bias", "layers.1.norm1.bias", "layers.1.norm2.bias",
           "layers.2.norm1.bias", "layers.2.norm2.bias"]
 FILTERS = [f"layers.{i}.conv{j}.weight" for i in range(3) for j in (1, 2)]
@@ -35,8 +36,14 @@ def described(net, cfg):
 
 
 def test_without_the_options_the_record_net_keeps_its_two_groups():
-    net, cfg = record_net()
+    net, cfg = record_net(**OFF)
     assert described(net, cfg) == [(FILTERS, 1.0, 0.0, 0), (["whiten.bias", *BIASES, "head.weight"], 1.0, 5e-4, 0)]
+
+
+def test_the_record_recipe_trains_its_biases_at_64x_and_its_head_at_8x():
+    net, cfg = record_net()
+    assert described(net, cfg) == [(FILTERS, 1.0, 0.0, 0), (["whiten.bias", *BIASES], 64.0, 5e-4 / 64, 0),
+                                   (["head.weight"], 8.0, 5e-4, 0)]
 
 
 def test_biases_and_head_get_their_own_groups_with_the_decay_a_step_kept():
@@ -68,7 +75,7 @@ def test_the_lr_table_scales_each_group_and_stops_the_whitening_bias_after_its_e
 
 
 def test_adam_and_sgd_take_the_groups_too_and_the_resnet_has_no_whitening_bias():
-    net, cfg = record_net(optimizer="adam", bias_lr_scale=8.0)
+    net, cfg = record_net(optimizer="adam", bias_lr_scale=8.0, head_lr_scale=1.0)
     names = described(net, cfg)
     decay = cfg["training"]["weight_decay"]  # decoupled: lr x weight_decay a step, kept as well
     assert [(scale, weight_decay) for _, scale, weight_decay, _ in names] == [(8.0, decay / 8), (1.0, decay)]
@@ -241,8 +248,8 @@ def test_a_seed_sweep_with_every_idea_on_starts_each_seed_afresh(tiny_betons, tm
 
 def test_a_checkpoint_from_before_the_options_resumes_as_it_would_have(tiny_betons, tmp_path, monkeypatch):
     """A checkpoint written before these options: none in its config, no lookahead state, no group scales."""
-    whole = whole_and_cut(tmp_path, monkeypatch, lambda name: step_config(
-        tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0))
+    whole = whole_and_cut(tmp_path, monkeypatch, lambda name: step_config(  # as the recipe was before them
+        tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0, **OFF))
     path = tmp_path / "cut" / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
     for option in IDEAS:
@@ -259,14 +266,13 @@ def test_a_checkpoint_from_before_the_options_resumes_as_it_would_have(tiny_beto
 def test_with_the_options_off_a_run_computes_what_it_did_before_to_the_bit(tiny_betons, tmp_path, monkeypatch):
     """Before the options, a run's LR table had one column, written into every param group; the record
     optimizer had one SGD group. Now: one column a group, and groups split only where an option is set."""
-    default = train(step_config(tiny_betons, tmp_path / "default", "speedrun", epochs=3))
+    default = train(step_config(tiny_betons, tmp_path / "default", "speedrun", epochs=3, **OFF))
     # the whitening bias in a group of its own, trained to the end: the same numbers from two SGD groups
-    split = train(step_config(tiny_betons, tmp_path / "split", "speedrun", epochs=3, bias_lr_scale=1.0,
-                              head_lr_scale=1.0, whiten_bias_epochs=3))
+    split = train(step_config(tiny_betons, tmp_path / "split", "speedrun", epochs=3, **OFF, whiten_bias_epochs=3))
     with monkeypatch.context() as patch:  # the one-column table of before
         patch.setattr(train_module, "group_lr_table",
                       lambda lrs, groups, steps_per_epoch, device: torch.tensor(lrs, device=device))
-        before = train(step_config(tiny_betons, tmp_path / "before", "speedrun", epochs=3))
+        before = train(step_config(tiny_betons, tmp_path / "before", "speedrun", epochs=3, **OFF))
     for run in (split, before):
         assert without_times(run["history"]) == without_times(default["history"])
         assert run["final_test_acc"] == default["final_test_acc"]
