@@ -480,3 +480,26 @@ def test_this_file_imports_no_torch():
     code = ("import sys; sys.path.insert(0, 'tests'); import test_readme_figures; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+PROXY_IDEAS = RESULTS / "cpu-intel-xeon-2-cores-amx-proxy-record-ideas"
+PROXY_EFFECT = re.compile(r"`([\w.-]+)`(?::| \|) ([+-]\d+\.\d+) points \(95% interval ([+-]\d+\.\d+) to ([+-]\d+\.\d+)\)")
+
+
+def test_the_record_recipe_table_is_the_proxys_arms():
+    """Every effect the record-recipe table quotes for a proxy arm is that arm's in proxy.json."""
+    arms = json.loads((PROXY_IDEAS / "proxy.json").read_text())["arms"]
+    section = readme().split("What has been tried on the record recipe")[1].split("### Speed on a CPU")[0]
+    quoted = PROXY_EFFECT.findall(section)
+    assert len(quoted) >= 12 and len({name for name, *_ in quoted}) == len(quoted)
+    for name, difference, low, high in quoted:
+        measured = arms[name]["minus_base"]
+        assert [float(difference), float(low), float(high)] == [
+            round(measured[key], 2) for key in ("difference", "low", "high")], name
+    flat = " ".join(section.split())
+    base, airbench = arms["base"]["stats"], arms["airbench-train94"]
+    assert f"{100 * base['mean']:.2f} ± {100 * base['std']:.2f}%" in flat
+    behind = airbench["minus_base"]
+    assert (f"{100 * airbench['stats']['mean']:.2f} ± {100 * airbench['stats']['std']:.2f}% without test-time "
+            f"augmentation, {-behind['difference']:.2f} points below") in flat
+    assert f"(95% interval {behind['low']:.2f} to {behind['high']:.2f}; arm `airbench-train94`)" in flat
