@@ -5,7 +5,7 @@ with them on, that a checkpoint keeps them, and that a run with them off compute
 import pytest
 import torch
 from test_step import compiled_run, losses, step_config
-from test_train import interrupt_after_epochs, without_times
+from test_train import whole_and_cut, without_times
 
 from speedrun import cli
 from speedrun import step as step_module
@@ -209,22 +209,6 @@ def test_with_every_idea_on_the_whole_step_is_one_graph_and_computes_the_eager_l
     assert losses(whole)[0] == pytest.approx(losses(eager)[0], rel=4e-3)  # test_step.py's tolerances
     assert losses(whole) == pytest.approx(losses(eager), rel=0.1)
     assert whole["final_test_acc"] == pytest.approx(eager["final_test_acc"], abs=0.15)
-
-
-def whole_and_cut(tmp_path, monkeypatch, config):
-    """A 3-epoch run whole, and the same run cut after its second epoch's checkpoint (in tmp_path/cut):
-    `config(name)` is the run's config for the folder tmp_path/name. Returns the whole run's summary."""
-    def checkpointing(name):
-        cfg = config(name)
-        cfg["logging"]["checkpoint"] = "every"
-        return cfg
-
-    whole = train(checkpointing("whole"))
-    with monkeypatch.context() as patch:
-        interrupt_after_epochs(patch, 2)
-        with pytest.raises(KeyboardInterrupt):
-            train(checkpointing("cut"))
-    return whole
 
 
 def test_a_run_with_every_idea_on_resumes_exactly(tiny_betons, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 from test_step import compiled_run, losses, step_config
-from test_train import interrupt_after_epochs, without_times
+from test_train import whole_and_cut, without_times
 from torch._dynamo.utils import counters
 
 from speedrun import cli
@@ -205,17 +205,8 @@ def test_the_compiled_forward_compiles_nothing_after_the_warm_up_either(tiny_bet
 
 
 def test_a_run_resumed_mid_curriculum_trains_as_the_uninterrupted_one(tiny_betons, tmp_path, monkeypatch):
-    def config(name):
-        cfg = step_config(tiny_betons, tmp_path / name, "speedrun", epochs=4, late_evals_from=0,
-                          resolutions="16,24,32")  # epochs at 16, 16, 24, 32
-        cfg["logging"]["checkpoint"] = "every"
-        return cfg
-
-    whole = train(config("whole"))
-    with monkeypatch.context() as patch:
-        interrupt_after_epochs(patch, 2)
-        with pytest.raises(KeyboardInterrupt):
-            train(config("cut"))
+    whole = whole_and_cut(tmp_path, monkeypatch, lambda name: step_config(
+        tiny_betons, tmp_path / name, "speedrun", epochs=4, late_evals_from=0, resolutions="16,24,32"))  # 16, 16, 24, 32
     real, sides = train_module.run_steps, []
 
     def run_steps(run, epoch, *args):

@@ -155,6 +155,22 @@ def interrupt_after_epochs(monkeypatch, epochs):
     monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_maybe_interrupt)
 
 
+def whole_and_cut(tmp_path, monkeypatch, config):
+    """A run whole, and the same run cut after its second epoch's checkpoint (in tmp_path/cut):
+    `config(name)` is the run's config for the folder tmp_path/name. Returns the whole run's summary."""
+    def checkpointing(name):
+        cfg = config(name)
+        cfg["logging"]["checkpoint"] = "every"
+        return cfg
+
+    whole = train(checkpointing("whole"))
+    with monkeypatch.context() as patch:
+        interrupt_after_epochs(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(checkpointing("cut"))
+    return whole
+
+
 def test_resume_after_interrupt_matches_an_uninterrupted_run_exactly(tiny_betons, tmp_path, monkeypatch):
     whole = train(tiny_config(tiny_betons, tmp_path / "whole", epochs=3))
     with monkeypatch.context() as patch:
