@@ -205,6 +205,8 @@ def on_device(airbench, device):
     """On CUDA, make `device` the current device, since airbench allocates on the current one; on a CPU,
     `on_cpu`."""
     if torch.device(device).type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"airbench cannot train on {device!r}: torch sees no CUDA device")
         return torch.cuda.device(device)
     if torch.device(device).type == "cpu":
         return on_cpu(airbench)

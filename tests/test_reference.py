@@ -76,6 +76,9 @@ def test_a_device_airbench_cannot_train_on_is_refused(data, tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "airbench.lib_airbench94", types.ModuleType("airbench.lib_airbench94"))
     with pytest.raises(RuntimeError, match="CUDA or, as a proxy, on a CPU"):
         run_reference("train94", data, str(tmp_path), device="meta")
+    if not torch.cuda.is_available():  # the campaign's probe asks for CUDA: it says why in one line
+        with pytest.raises(RuntimeError, match="airbench cannot train on 'cuda': torch sees no CUDA device"):
+            reference.check_available("cuda")
 
 
 def test_on_cpu_makes_airbenchs_cuda_calls_cpu_ones_for_the_block_only(monkeypatch):
