@@ -288,7 +288,8 @@ class WeightAverage:
 def floating_tensors(copied, model):
     """([copied's], [model's]) floating-point weights and buffers, in state_dict order: what a copy of
     the weights follows (an integer buffer, batch norm's batch count, is left as it is)."""
-    pairs = [(c, m) for c, m in zip(copied.state_dict().values(), model.state_dict().values()) if c.is_floating_point()]
+    pairs = [(c, m) for c, m in zip(copied.state_dict(keep_vars=True).values(), model.state_dict(keep_vars=True).values())
+             if c.is_floating_point()]
     return [c for c, _ in pairs], [m for _, m in pairs]
 
 
