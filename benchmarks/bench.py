@@ -7,7 +7,7 @@
 
 Every stage is warmed up, then timed over several repeats (CUDA events on a GPU, perf_counter on the
 CPU); the JSON keeps the median and the minimum. The model stages call the trainer's own functions
-(build_model, build_optimizer, Loader, make_train_step) with its settings: channels-last, bf16
+(build_model, Loader, build_step, and the Step's pin) with its settings: channels-last, bf16
 autocast and torch.compile on CUDA, eager float32 on the CPU. They run on random images held on the
 device, since speed does not depend on pixel values; only beton_to_device and the training run read
 betons. Trainer options (--model.width 32, --training.batch_size 1024, --recipe speedrun) apply to

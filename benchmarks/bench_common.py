@@ -1,5 +1,6 @@
 """What the benchmark's stages share: problem sizes, the timer, the run's settings and the workload
-the model stages time (the trainer's own net, optimizer, batcher and train step on random images)."""
+the model stages time (the trainer's own net, batcher and Step, built by speedrun.step.build_step, on random
+images)."""
 import itertools
 import statistics
 import sys
@@ -13,12 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # speedrun and wri
 from speedrun.config import merge, resolve_config  # noqa: E402
 from speedrun.data import CifarData  # noqa: E402
 from speedrun.device import policy_from_config, timed  # noqa: E402
+from speedrun.distributed import Dist  # noqa: E402
 from speedrun.loader import Loader  # noqa: E402
 from speedrun.model import build_model  # noqa: E402
-from speedrun.optim import WeightAverage, build_optimizer, set_lr  # noqa: E402
-from speedrun.schedule import DeviceSchedule  # noqa: E402
+from speedrun.optim import group_lr_table, param_groups, set_lr  # noqa: E402
 from speedrun.summary import forward_flops  # noqa: E402
-from speedrun.step import compiled_train_step  # noqa: E402
+from speedrun.step import build_step  # noqa: E402
 
 # Problem sizes and repeat counts. `calls` back-to-back calls make one timed repeat, so that launch
 # overhead is spread over enough work; tiny kernels get more of them.
@@ -33,6 +34,10 @@ SIZES = {
 }
 INTERPRETER_BATCH = 4  # the Triton interpreter runs a kernel in numpy: a smoke check, not a speed
 BENCH_LR = 0.01  # any LR times the same; the model stages never train for real
+# Rows of a workload's LR table: its step reads one a call (schedule.DeviceSchedule) and a call past the
+# end fails (an IndexError on a CPU, a device assert on CUDA). The busiest workload, the shared one at
+# full size, takes about 420 calls (train_step, memory and versus_plain): this leaves a wide margin.
+BENCH_STEPS = 1 << 16
 FIFTY_K = 50_000  # the CIFAR-10 training set
 # A CPU's matrix products at full size: the best of these. 2048-cubed ran at 1.7x the rate of 1024-cubed in
 # bf16 on a 2-core Xeon with AMX (benchmarks/results/cpu-intel-xeon-2-cores-amx-step-modes-bf16.json); a
@@ -123,27 +128,30 @@ def random_data(n_train, n_test, device, seed=0):
 
 
 class Workload:
-    """The model, optimizer, batcher and train step, built the way train.py builds them, under `policy`."""
+    """The trainer's Step under `policy`, built and pinned as train.prepare builds it (speedrun.step.build_step:
+    the optimizer, weight average and lookahead the config asks for, compiled as the policy says), with its
+    model and batcher, on random images and a constant LR of BENCH_LR: a figure of its step is the trainer's."""
 
     def __init__(self, bench, policy):
         cfg, device = bench.cfg, bench.device
-        self.policy, self.autocast = policy, policy.autocast
+        self.autocast = policy.autocast
         self.label_smoothing = cfg["training"]["label_smoothing"]
         self.data = random_data(bench.size["train_images"], bench.size["test_images"], device)
         self.batcher = Loader(self.data, cfg, device, dtype=policy.input_dtype)
-        self.model = policy.prepare(build_model(cfg, self.data.train_images))
-        self.flops_per_image = forward_flops(self.model)
-        self.net = policy.compiled(self.model)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg, traceable=policy.whole_step)
-        set_lr(self.optimizer, BENCH_LR)
-        # the step train.py runs under this policy: forward compiled, or the whole step as one graph
-        schedule = DeviceSchedule(torch.full((1 << 20,), BENCH_LR, device=device))
-        self.train_step = compiled_train_step(policy, self.model, self.optimizer, self.label_smoothing, schedule,
-                                              WeightAverage(self.model, cfg["training"]["ema"]))
+        model = policy.prepare(build_model(cfg, self.data.train_images))
+        self.flops_per_image = forward_flops(model)
+        lr_table = group_lr_table([BENCH_LR] * BENCH_STEPS, param_groups(model, cfg), self.batcher.steps_per_epoch,
+                                  device)
+        self.step = build_step(cfg, policy, Dist(device=device), model, lr_table, self.batcher.out)
+        # Before the first call, as train.prepare does: a whole step's graph then keeps the batch buffer and
+        # the state it updates where they are (under CUDA graphs it would otherwise be skipped).
+        self.step.pin(policy)
+        self.model, self.optimizer = self.step.model, self.step.optimizer
+        set_lr(self.optimizer, lr_table[0])  # optimizer_step updates before any step has written an LR
+        self.net = policy.compiled(self.model)  # the forward alone, for the stages that time parts of the step
         self.inputs, self.targets = self.batcher(0, 0)
         self.batch_size = len(self.targets)
         self._steps = itertools.count()
-        self._eval_net = None
 
     def loss_backward(self):
         """Forward, loss and backward of the current batch; gradients accumulate."""
@@ -151,11 +159,6 @@ class Workload:
             loss = F.cross_entropy(self.net(self.inputs), self.targets, label_smoothing=self.label_smoothing)
         loss.backward()
 
-    def step(self):
-        """One training step as the loop runs it: draw and augment a batch, then train on it."""
-        return self.train_step(*self.batcher(0, next(self._steps) % self.batcher.steps_per_epoch))
-
-    def eval_net(self):
-        if self._eval_net is None:  # compiled apart from the training net, as train.py does
-            self._eval_net = self.policy.compiled(self.model)
-        return self._eval_net
+    def loop_step(self):
+        """One training step as the loop runs it: draw and augment a batch, then the Step trains on it."""
+        return self.step.train_step(*self.batcher(0, next(self._steps) % self.batcher.steps_per_epoch))

@@ -46,9 +46,10 @@ def stage_optimizer_step(bench):
 
 
 def stage_train_step(bench):
-    """The whole step: indices, augmentation, forward, backward, optimizer; FLOPs = 3 x forward."""
+    """The whole step as the loop runs it: indices and augmentation, then the trainer's Step (forward, backward,
+    optimizer, weight average and lookahead as the config asks); FLOPs = 3 x forward."""
     w = bench.workload()
-    record = throughput(bench.measure(w.step, warmup=3), w.batch_size, 3 * w.flops_per_image)
+    record = throughput(bench.measure(w.loop_step, warmup=3), w.batch_size, 3 * w.flops_per_image)
     return {**record, "batch_size": w.batch_size, "forward_gflops_per_image": w.flops_per_image / 1e9}
 
 
@@ -64,7 +65,7 @@ def stage_versus_plain(bench):
     for name, (policy, threads) in variants.items():
         w = bench.workload() if name == "ours" else Workload(bench, policy)
         with torch_threads(threads):
-            timing = bench.measure(w.step, warmup=1, calls=1, repeats=bench.size["step_repeats"]
+            timing = bench.measure(w.loop_step, warmup=1, calls=1, repeats=bench.size["step_repeats"]
                                    if bench.device.type == "cuda" else CPU_STEP_REPEATS)
             results[name] = {**throughput(timing, w.batch_size, 3 * w.flops_per_image),
                              "policy": policy.describe(), "threads": torch.get_num_threads()}
@@ -87,12 +88,12 @@ def stage_step_modes(bench):
                                channels_last=bench.policy.channels_last,
                                compile_mode="default" if mode == "eager" else mode)
         workloads[mode] = w = Workload(bench, policy)
-        records[mode] = {"warmup_s": timed(lambda: [w.step() for _ in range(WARMUP_STEPS)], bench.device)[1],
+        records[mode] = {"warmup_s": timed(lambda: [w.loop_step() for _ in range(WARMUP_STEPS)], bench.device)[1],
                          "policy": policy.describe(), "times": []}
     repeats = bench.size["step_repeats"] if bench.device.type == "cuda" else CPU_STEP_REPEATS
     for _ in range(repeats):
         for mode, w in workloads.items():
-            records[mode]["times"].append(timed(w.step, bench.device)[1])
+            records[mode]["times"].append(timed(w.loop_step, bench.device)[1])
     for mode, record in records.items():
         timing = {"median_s": statistics.median(record["times"]), "min_s": min(record["times"]), "repeats": repeats,
                   "calls_per_repeat": 1}
@@ -107,10 +108,11 @@ SEED_STEP_FLOPS = 2.28e9 * 512  # the seed net's forward and backward, per image
 
 
 def stage_host_overhead(bench):
-    """Host time per train step with a net whose arithmetic is negligible (width 1, batch 8): the floor
-    no step time goes under, eager, with the forward compiled, and as a whole-step graph (the compiled
-    ones where the policy compiles: --training.compile on measures them on a CPU). Beside it, the
-    operations an eager step dispatches and the seed net's step time at the measured peak."""
+    """Host time per train step (the trainer's Step) with a net whose arithmetic is negligible (width 1,
+    batch 8, no weight average): the floor no step time goes under, eager, with the forward compiled, and
+    as a whole-step graph (the compiled ones where the policy compiles: --training.compile on measures
+    them on a CPU). Beside it, the operations an eager step dispatches and the seed net's step time at the
+    measured peak."""
     tiny = copy.copy(bench)
     tiny.cfg = merge(bench.cfg, {"model": {"width": 1}, "training": {"batch_size": 8, "ema": 0.0}})
     modes = ["eager"] + (["default", "whole-step"] if bench.compiling else [])
@@ -119,7 +121,7 @@ def stage_host_overhead(bench):
         policy = device_policy(bench.device, "fp32", "off" if mode == "eager" else "on",
                                compile_mode="default" if mode == "eager" else mode)
         w = Workload(tiny, policy)
-        step = w.train_step
+        step = w.step.train_step
         timing = bench.measure(lambda: step(w.inputs, w.targets), warmup=3, calls=20, repeats=5)
         variants[mode] = {**timing, "policy": policy.describe()}
         if mode == "eager":
@@ -139,7 +141,7 @@ def stage_memory(bench):
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     resident = torch.cuda.memory_allocated(device) if on_cuda else None
-    timing = bench.measure(w.step)
+    timing = bench.measure(w.loop_step)
     peak = torch.cuda.max_memory_allocated(device) if on_cuda else None
     return {**timing, "peak_memory_bytes": peak, "resident_bytes": resident,
             "peak_memory_gib": peak / 2 ** 30 if peak is not None else None}
@@ -148,7 +150,7 @@ def stage_memory(bench):
 def stage_eval(bench):
     w, t = bench.workload(), bench.cfg["training"]
     images, labels = w.data.test_images, w.data.test_labels
-    net = w.eval_net()
+    net = w.step.eval_net  # compiled apart from the training net, as the trainer evaluates
 
     def run():
         with w.autocast():

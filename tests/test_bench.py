@@ -1,7 +1,8 @@
 """The benchmark command: a small smoke run writes every key and times every stage; bad input is refused.
 
-Each case runs in a subprocess: the command registers its own config section, which should not leak
-into the other tests' configs. No assertion is about speed.
+Each case of the command runs in a subprocess: the command registers its own config section, which
+should not leak into the other tests' configs. The model stages' workload is tested in this process. No
+assertion is about speed.
 """
 import json
 import os
@@ -9,6 +10,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
+
+import speedrun.device
+from speedrun.optim import step_tensors
+from speedrun.step import Step
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench.py"
@@ -88,3 +96,52 @@ def test_the_benchmark_prints_its_stacks_on_the_signal(tmp_path):
                     "print('registered', faulthandler.unregister(STACKS_SIGNAL))")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-1] == "registered True"
+
+
+# ----------------------------------------------------------------------------------------------
+# The model stages' workload, in this process: only bench.py registers a config section, and these
+# import bench_common alone.
+
+
+def bench_workload(monkeypatch, tmp_path, training, policy=None):
+    """(bench_common, a Workload of a small Bench on the CPU in float32 with `training` options, under
+    `policy` or else the Bench's own, the Steps that build_step made for it)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_common
+    built, real = [], bench_common.build_step
+    monkeypatch.setattr(bench_common, "build_step", lambda *args: built.append(real(*args)) or built[-1])
+    given = {"training": {"precision": "fp32", "device": "cpu", **training}}
+    bench = bench_common.Bench(given, "small", torch.device("cpu"), tmp_path)
+    return bench_common, bench_common.Workload(bench, policy or bench.policy), built
+
+
+def test_the_workload_times_the_step_build_step_made(monkeypatch, tmp_path):
+    """Its step is the trainer's Step, built once by build_step with the model, optimizer and weight average
+    it is timed with, over a constant LR table of the trainer's shape: a column a param group (the biases'
+    at 64x here), a row a call."""
+    common, w, built = bench_workload(monkeypatch, tmp_path, {"bias_lr_scale": 64.0})
+    assert built == [w.step] and isinstance(w.step, Step)
+    assert w.model is w.step.model and w.optimizer is w.step.optimizer
+    assert w.step.batch_buffer is w.batcher.out and w.step.average.average is not None  # ema 0.99 by default
+    scales = torch.tensor([group["lr_scale"] for group in w.optimizer.param_groups])
+    assert w.step.schedule.table.shape == (common.BENCH_STEPS, 2)
+    assert torch.allclose(w.step.schedule.table, (common.BENCH_LR * scales).expand(common.BENCH_STEPS, 2))
+    w.loop_step()
+    assert w.step.schedule.position.item() == 1  # the Step's own train_step ran, and read the table's first row
+    lrs = [group["lr"].item() for group in w.optimizer.param_groups]
+    assert lrs == pytest.approx((common.BENCH_LR * scales).tolist())
+
+
+def test_a_whole_step_workload_is_pinned_before_its_first_call(monkeypatch, tmp_path):
+    """As in a run, the tensors a whole-step graph updates in place (the optimizer's state and LRs, the
+    weight average's and lookahead's, the batch buffer) are static addresses before the step is first
+    called: under CUDA graphs, a step that mutates an unmarked input runs without its graph."""
+    monkeypatch.setattr(speedrun.device, "COMPILE_BACKEND", "aot_eager")  # compiles in seconds
+    torch._dynamo.reset()
+    policy = speedrun.device.device_policy(torch.device("cpu"), "fp32", "on", compile_mode="whole-step")
+    _, w, _ = bench_workload(monkeypatch, tmp_path, {"lookahead": 5}, policy)
+    pinned = [w.batcher.out, *step_tensors(w.optimizer), *w.step.average.tensors(), *w.step.lookahead.tensors()]
+    assert w.step.average.tensors() and w.step.lookahead.tensors() and w.inputs is w.batcher.out
+    assert all(hasattr(tensor, "_dynamo_static_input_type") for tensor in pinned)
+    loss, _ = w.loop_step()
+    assert torch.isfinite(loss)
