@@ -21,6 +21,20 @@ def shift(images, dy, dx):
     return padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
 
 
+def layout(x):
+    """The memory format `x` is laid out in: channels-last or plain contiguous."""
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+def memory_format_of(net):
+    """The memory format of the net's first spatial filter (channels-last after policy.prepare): its inputs
+    are given it, so that a compiled net sees one layout and compiles one graph for them."""
+    for p in net.parameters():
+        if p.dim() == 4 and p.shape[-1] * p.shape[-2] > 1:
+            return layout(p)
+    return torch.contiguous_format
+
+
 def check_level(level):
     if level not in (0, 1, 2):
         raise ValueError(f"tta level must be 0, 1 or 2, got {level}")
@@ -39,13 +53,19 @@ def tta_logits(net, inputs, level=2, plain=None):
     up-left (reflect padding): the untranslated view is the most typical, so it counts most.
 
     `plain`, when given, is net(inputs) already computed, and stands in for that view's forward pass.
+    Every view reaches the net in the layout and dtype of `inputs`: a shifted view is a strided slice,
+    padded in float32 under a CPU's autocast, and a compiled net would compile a graph for each.
     """
     check_level(level)
     if level == 0:
         return net(inputs) if plain is None else plain
+    memory_format = layout(inputs)
+
+    def forward(view):
+        return net(view.to(dtype=inputs.dtype, memory_format=memory_format))
 
     def mirrored_mean(x, unflipped=None):
-        return 0.5 * ((net(x) if unflipped is None else unflipped) + net(x.flip(-1)))
+        return 0.5 * ((forward(x) if unflipped is None else unflipped) + forward(x.flip(-1)))
 
     logits = mirrored_mean(inputs, plain)
     if level == 2:
@@ -97,8 +117,10 @@ def evaluate_selective(net, images, labels, table, batch_size=1000, tta=2, below
     was_training = net.training
     net.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=images.device)
+    memory_format = memory_format_of(net)
     for start in range(0, len(images), batch_size):
-        inputs, targets = normalize(images[start:start + batch_size], table), labels[start:start + batch_size]
+        inputs = normalize(images[start:start + batch_size], table).contiguous(memory_format=memory_format)
+        targets = labels[start:start + batch_size]
         logits, augmented = selective_tta_logits(net, inputs, tta, below)
         logits = logits.float()
         totals[0] += F.cross_entropy(logits, targets, reduction="sum")
