@@ -207,10 +207,22 @@ def load_state_in_place(optimizer, saved):
         for key, value in group_saved.items():
             if key == "params":
                 continue
-            if torch.is_tensor(group[key]):
+            if torch.is_tensor(group[key]) and torch.is_tensor(value):
                 group[key].copy_(value)
+            elif torch.is_tensor(group[key]):  # the LR, a float in a checkpoint from before LR tensors
+                group[key].fill_(value)
             else:
                 group[key] = value
+
+
+def load_optimizer_state(optimizer, saved):
+    """Load a checkpoint's optimizer state in place (load_state_in_place), so that a step compiled over
+    the optimizer keeps its tensors; a state of another layout (a checkpoint from before the state was
+    allocated up front) the way torch loads it, into new tensors (a whole step is pinned after)."""
+    try:
+        load_state_in_place(optimizer, saved)
+    except (ValueError, KeyError):
+        optimizer.load_state_dict(saved)
 
 
 def step_tensors(optimizer):

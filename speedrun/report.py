@@ -8,6 +8,7 @@ import torch
 from tqdm import tqdm
 
 from . import augment, plots, runlog
+from .compile_watch import frames_compiled, mode_that_ran
 from .device import device_name
 from .sources import CIFAR10_CLASSES
 
@@ -61,6 +62,12 @@ def eval_record(sums, is_main):
     return {"test_loss": loss_sum / count, "test_acc": right / count}
 
 
+def compile_counters(run):
+    """What compiling the run's step did (its warm-up's counters: CUDA-graph skips and their reasons,
+    graphs, graph breaks) and the frames dynamo compiled after it: recompiles, in the timed epochs."""
+    return {**run.compile_report, "recompiles": frames_compiled() - run.frames_before_training}
+
+
 def summarise(run):
     """The run's summary (summary.json): results, where its seconds went, the config and the values
     derived from it; the seconds are also printed, as one line."""
@@ -71,7 +78,8 @@ def summarise(run):
     summary = {
         "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
         "train_seconds": round(run.train_seconds, 4), "compile_seconds": round(run.compile_seconds, 4),
-        "compiled": run.policy.compile_mode if run.policy.compile else "no",  # after any fall-back
+        "compiled": mode_that_ran(run.policy, run.compile_report),  # after any fall-back, and any skip
+        "compile_counters": compile_counters(run),
         "compile_cache": run.compile_cache,
         "epochs": t["epochs"], "steps_per_epoch": run.batcher.steps_per_epoch, "lr_max": run.derived["lr_max"],
         "device": device_name(run.device), "world_size": run.dist.world,

@@ -5,6 +5,7 @@ import threading
 import torch
 
 from . import checkpoint
+from .optim import load_optimizer_state
 from .sources import CIFAR10_CLASSES
 
 
@@ -93,7 +94,7 @@ def loader_state(state):
 def restore(run, state):
     """Put the checkpoint `state` back into `run`: weights, optimizer, average, lookahead, loader, history."""
     run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(run.optimizer, state["optimizer"])  # in place: the LR tensors a step reads stay its own
     if run.average.average is not None:
         run.average.average.load_state_dict(state["average"])
     run.lookahead.load_state_dict(state.get("lookahead", {}))  # none in a checkpoint from before lookahead

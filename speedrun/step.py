@@ -12,12 +12,14 @@ Seeds in one process (`--seeds`, speedrun.leaderboard) share one step through a 
 the same shape loads its fresh state in place into the tensors the step was compiled or captured on
 (`reuse`) instead of building and compiling another, so a sweep compiles once.
 """
+import contextlib
 import copy
 import functools
 import hashlib
 import json
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from . import atomic, distributed, runlog
 from . import device as devices
 from .augment import IMAGE_SIZE
+from .compile_watch import NOTHING_COMPILED, CompileWatch, mode_that_ran
 from .device import device_name, say, synchronize
 from .optim import (Lookahead, OptimizerGroup, WeightAverage, build_optimizer, load_state_in_place, set_lr,
                     step_tensors, traced_update)
@@ -136,6 +139,7 @@ class Step:
     eval_net: torch.nn.Module
     fresh_optimizer: dict  # the optimizer's state before its first update, for `reuse`
     warm: bool = False  # compiled (or captured) already: a reusing run skips the warm-up
+    compile_report: dict = field(default_factory=lambda: dict(NOTHING_COMPILED))  # its warm-up's (compile_watch)
 
     def pin(self, policy):
         """Before the first call of a whole step (after any restore, which may put new state tensors in
@@ -203,10 +207,16 @@ def compile_step(run, step, key):
     cache = compile_cache_file(run.cfg["training"]["compile_cache"], key, policy.device)
     state = load_compile_cache(cache, tell)
     say(tell, f"speedrun: compiling ({policy.compile_mode}) on warm-up batches")
+    watch = CompileWatch()
     seconds = warm_up(run)
+    step.compile_report = watch.stop()
     step.warm = True
+    skipped = step.compile_report["cudagraph_skip_reasons"] or ["no reason logged"]
+    if mode_that_ran(policy, step.compile_report) != policy.compile_mode:
+        say(tell, f"speedrun: inductor skipped CUDA graphs ({skipped[0]}): the step runs as "
+                  f"{mode_that_ran(policy, step.compile_report)}, without them")
     if state == "cold" and tell:
-        save_compile_cache(cache)
+        save_compile_cache(cache, tell)
     kept = f": {cache}" if cache else ", none kept (--training.compile_cache)"
     say(tell, f"speedrun: compiled in {seconds:.1f} s (compile cache {state}{kept})")
     return seconds, state
@@ -248,21 +258,44 @@ def load_compile_cache(path, tell=True):
     if path is None or not path.exists():
         return "cold"
     try:
-        if torch.compiler.load_cache_artifacts(path.read_bytes()) is None:
-            raise ValueError("no artifacts in it")
+        with quiet(CACHE_LOGGER):  # torch logs a traceback of its own for a file it cannot read
+            loaded = torch.compiler.load_cache_artifacts(path.read_bytes())
+        if loaded is None:
+            raise ValueError("torch could not read any artifacts from it")
         return "warm"
     except Exception as error:  # whatever torch raises on a bad file, the run must not die of its cache
         say(tell, f"speedrun: compile cache {path} ignored ({type(error).__name__}: {error}); compiling anew")
         return "cold"
 
 
-def save_compile_cache(path):
-    """Write the artifacts this process compiled to `path` (whole or not at all), if torch made any."""
-    artifacts = torch.compiler.save_cache_artifacts()
-    if path is not None and artifacts:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic.replacing(path) as temporary:
-            temporary.write_bytes(artifacts[0])
+CACHE_LOGGER = "torch.compiler._cache"
+
+
+@contextlib.contextmanager
+def quiet(logger_name):
+    """Nothing below ERROR from the logger `logger_name` inside the block."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def save_compile_cache(path, tell=True):
+    """Write the artifacts this process compiled to `path` (whole or not at all), if torch made any. A
+    failure to save them (torch's or the disk's) is said in one line: the run, compiled, goes on."""
+    if path is None:
+        return
+    try:
+        artifacts = torch.compiler.save_cache_artifacts()
+        if artifacts:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic.replacing(path) as temporary:
+                temporary.write_bytes(artifacts[0])
+    except Exception as error:  # the cache only saves time: losing it must not lose the run
+        say(tell, f"speedrun: compile cache not saved to {path} ({type(error).__name__}: {error})")
 
 
 def warm_up(run):
@@ -276,8 +309,8 @@ def warm_up(run):
     saved = {holder: copy.deepcopy(holder.state_dict()) for holder in loaders}
     start = time.perf_counter()
     for side in run.sides:
-        run.schedule.seek(0)  # each side on the LR table's first rows: a short run's holds few
-        for step in range(WARMUP_STEPS):  # an epoch may be shorter than the warm-up
+        for step in range(WARMUP_STEPS):  # a run may be shorter than the warm-up: its epoch, and its LR table
+            run.schedule.seek(0)  # every warm-up step on the table's first row, which every run has
             run.train_step(*run.batcher(0, step % run.batcher.steps_per_epoch), side)
     run.run_eval()
     synchronize(run.device)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from . import distributed, runlog
 from .augment import IMAGE_SIZE
 from .clock import Clock
+from .compile_watch import frames_compiled
 from .config import run_config
 from .data import load_cifar_betons
 from .derive import one_cycle, peak_epoch, peak_lr, run_lr_test
@@ -81,6 +82,8 @@ class Run:
     compile_seconds: float = 0.0
     clock: Clock = field(default_factory=Clock)
     compile_cache: str = "none"  # cold, warm (torch's artifacts loaded), reused (an earlier run's step), none
+    compile_report: dict = field(default_factory=dict)  # what compiling the step did (compile_watch)
+    frames_before_training: int = 0  # dynamo's compiled frames once warm: any more are recompiles
     checkpoints: CheckpointWriter = None  # in the background on CUDA: the next epoch need not wait for the disk
 
     @property
@@ -166,6 +169,7 @@ def prepare(config, data, independent, steps=None, clock=None):
         write_start_plots(data, cfg, batcher, lrs, log, device)
         clock.charge("plots")
     run.compile_seconds, run.compile_cache = compile_step(run, step, key)
+    run.compile_report, run.frames_before_training = step.compile_report, frames_compiled()
     clock.charge("compile")
     return run
 

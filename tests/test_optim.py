@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from speedrun.config import defaults, merge
-from speedrun.optim import WeightAverage, build_optimizer, load_state_in_place, set_lr, step_tensors, traced_update
+from speedrun.optim import (WeightAverage, build_optimizer, load_optimizer_state, load_state_in_place, set_lr,
+                           step_tensors, traced_update)
 
 
 def small_net():
@@ -97,3 +98,26 @@ def test_no_average_is_the_weights_themselves():
     average.advance(torch.tensor([1]))
     average.update()
     assert average.net() is net and average.tensors() == []
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "muon"])
+def test_a_checkpoint_loads_into_the_tensors_a_step_reads(optimizer):
+    """Resuming copies the saved state and LRs into the optimizer's own tensors (a compiled step keeps
+    reading them), also from a checkpoint whose LRs are floats; one of another layout loads as torch does."""
+    net, opt = configured(optimizer)
+    take_step(net, opt, opt.step, lr=0.03)
+    saved = copy.deepcopy(opt.state_dict())
+    net, fresh = configured(optimizer)
+    held = [id(tensor) for tensor in step_tensors(fresh)]
+    load_optimizer_state(fresh, saved)
+    assert [id(tensor) for tensor in step_tensors(fresh)] == held
+    assert all(torch.equal(a, b) for a, b in zip(step_tensors(fresh), step_tensors(opt)))
+    for group in saved.get("optimizers", [saved])[-1]["param_groups"]:
+        group["lr"] = 0.5  # a checkpoint from before LR tensors
+    load_optimizer_state(fresh, saved)
+    assert [id(tensor) for tensor in step_tensors(fresh)] == held
+    assert float(fresh.param_groups[-1]["lr"]) == 0.5
+    if optimizer == "sgd":
+        torch_layout = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)  # no state yet: another layout
+        load_optimizer_state(fresh, torch_layout.state_dict())
+        assert fresh.state == {} or not any(fresh.state.values())

@@ -5,6 +5,9 @@ warmed up, and the whole step compiled as one graph computing what the eager ste
 The compiled runs use torch.compile's aot_eager backend: graph breaks, guards and recompilations are
 decided by dynamo, before any backend, and aot_eager skips inductor's minutes of C++ compilation.
 """
+import dataclasses
+import logging
+import math
 import re
 
 import pytest
@@ -70,7 +73,8 @@ def compiled_run(betons, folder, monkeypatch, recipe, mode, **training):
         return seconds
 
     monkeypatch.setattr(step_module, "warm_up", warm_up)
-    summary = train(step_config(betons, folder, recipe, compile="on", compile_mode=mode, epochs=3, **training))
+    summary = train(step_config(betons, folder, recipe, **{"compile": "on", "compile_mode": mode, "epochs": 3,
+                                                           **training}))
     summary["marked_static"] = warm["static"]
     return summary, sum(counters["graph_break"].values()), counters["frames"]["total"] - warm["frames"]
 
@@ -179,3 +183,101 @@ def test_a_resumed_run_looks_for_the_compile_cache_file_of_the_run_it_continues(
     train({"training": {"resume": str(tmp_path / "run")}, "logging": {"progress": False}})
     again = re.findall(r"compile cache \w+: (\S+)\)", capsys.readouterr().err)
     assert len(first) == len(again) == 1 and again == first and first[0].startswith(str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_a_compiled_run_shorter_than_the_warm_up_trains(tiny_betons, tmp_path, monkeypatch, steps):
+    """One epoch of 1 or 2 steps compiled whole: the warm-up's 3 steps read the LR table's first row, which
+    every run has (a 1-step run's table holds 2 rows)."""
+    summary, breaks, compiled_after_warm_up = compiled_run(tiny_betons, tmp_path, monkeypatch, "seed", "whole-step",
+                                                           epochs=1, batch_size=256 // steps, late_evals_from=0)
+    assert summary["steps_per_epoch"] == steps and summary["compiled"] == "whole-step"
+    assert breaks == 0 and compiled_after_warm_up == 0
+    assert summary["history"][-1]["train_loss"] > 0
+
+
+def test_the_summary_says_what_compiling_did(tiny_betons, tmp_path, monkeypatch):
+    summary, _, _ = compiled_run(tiny_betons, tmp_path, monkeypatch, "seed", "whole-step", tta=2)
+    counted = summary["compile_counters"]
+    # the step's graph and the eval net's, one for every test-time augmentation view and the plain pass
+    assert counted == {"cudagraph_skips": 0, "cudagraph_skip_reasons": [], "graph_breaks": 0, "graphs": 2,
+                       "recompiles": 0}
+    assert summary["compiled"] == "whole-step"
+    eager = train(step_config(tiny_betons, tmp_path / "eager", "seed"))
+    assert eager["compiled"] == "no" and eager["compile_counters"]["graphs"] == 0
+
+
+def test_a_cuda_graph_skip_is_reported_as_the_mode_that_ran(tiny_betons, tmp_path, monkeypatch, capsys):
+    """CUDA graphs asked for, and inductor skipping them the way it does on a GPU (its counter bumped,
+    its reason logged): the run says it ran whole-step, once, with torch's reason, and counts the skip."""
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+    reason = "skipping cudagraphs due to mutated inputs (3 instances)"
+    real_policy, real_warm_up = train_module.policy_from_config, step_module.warm_up
+    monkeypatch.setattr(train_module, "policy_from_config",
+                        lambda *args, **kwargs: dataclasses.replace(real_policy(*args, **kwargs),
+                                                                    compile_mode="cudagraph"))
+
+    def warm_up(run):
+        seconds = real_warm_up(run)
+        log_cudagraph_skip_and_bump_counter(reason)
+        return seconds
+
+    monkeypatch.setattr(step_module, "warm_up", warm_up)
+    summary, _, _ = compiled_run(tiny_betons, tmp_path, monkeypatch, "seed", "whole-step")
+    assert summary["compiled"] == "whole-step"
+    assert summary["compile_counters"]["cudagraph_skips"] == 1
+    assert summary["compile_counters"]["cudagraph_skip_reasons"] == [reason]
+    assert capsys.readouterr().err.count(f"inductor skipped CUDA graphs ({reason})") == 1
+
+
+def test_a_compile_cache_that_cannot_be_saved_costs_the_run_nothing(monkeypatch, tmp_path, capsys):
+    def failing():
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", failing)
+    step_module.save_compile_cache(tmp_path / "step.bin")
+    assert capsys.readouterr().err.count("compile cache not saved") == 1
+    assert not (tmp_path / "step.bin").exists()
+
+
+def test_a_corrupt_compile_cache_logs_no_traceback_of_torch(tmp_path, capsys):
+    """torch's own logger reports an unreadable file with a traceback; the run's one line replaces it."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger(step_module.CACHE_LOGGER)
+    logger.addHandler(handler)
+    try:
+        bad = tmp_path / "step.bin"
+        bad.write_bytes(b"not torch's artifacts")
+        assert step_module.load_compile_cache(bad) == "cold"
+        assert records == [] and capsys.readouterr().err.count("ignored") == 1
+        torch.compiler.load_cache_artifacts(bad.read_bytes())  # what the run keeps quiet
+        assert records and records[0].exc_info
+    finally:
+        logger.removeHandler(handler)
+
+
+# Each recipe and each option that changes the step's state, compiled whole through inductor in bf16 as on
+# a GPU (C++ kernels here, Triton there), Muon's bf16 Newton-Schulz included: (recipe, options, image sides).
+INDUCTOR_CASES = {"seed": ("seed", {"tta": 2}, 1),
+                  "speedrun": ("speedrun", {"tta": 2}, 1),
+                  "lookahead": ("seed", {"lookahead": 2, "tta": 1}, 1),
+                  "curriculum": ("speedrun", {"resolutions": "24,32", "epochs": 2, "tta": 0}, 2)}
+
+
+@pytest.mark.parametrize("case", INDUCTOR_CASES)
+def test_every_recipe_compiles_whole_through_inductor_in_bf16(tiny_betons, tmp_path, case):
+    """A graph for each image side's step and one for evaluation, at any test-time augmentation level
+    (every view in the net's memory format), all in the warm-up: nothing compiles after it."""
+    recipe, options, sides = INDUCTOR_CASES[case]
+    torch._dynamo.reset()
+    config = step_config(tiny_betons, tmp_path, recipe, **{"compile": "on", "compile_mode": "whole-step",
+                                                           "precision": "bf16", "epochs": 1, "batch_size": 128,
+                                                           "eval_batch_size": 128, "compile_cache": "",
+                                                           "late_evals_from": 0, **options})
+    summary = train(config)
+    assert summary["compiled"] == "whole-step"
+    assert summary["compile_counters"] == {"cudagraph_skips": 0, "cudagraph_skip_reasons": [], "graph_breaks": 0,
+                                           "graphs": sides + 1, "recompiles": 0}
+    assert all(math.isfinite(record["train_loss"]) for record in summary["history"])
