@@ -27,8 +27,8 @@ from pathlib import Path
 import campaign_accuracy
 import campaign_steps
 # the names a reader of the campaign looks for, in one namespace with the command line's
-from campaign_plan import (ARCHIVE, BUDGETS_S, CORE_PARTS, PART_TOTAL_S, PARTS, README_MARKERS, ROOT, STEPS,  # noqa: F401
-                           TAIL_LINES, TIMED, VARIANTS, select_steps)
+from campaign_plan import (ARCHIVE, BUDGETS_S, CORE_PARTS, MIN_STEP_S, PART_TOTAL_S, PARTS,  # noqa: F401
+                           README_MARKERS, ROOT, SIZES, STEPS, TAIL_LINES, TIMED, VARIANTS, select_steps)
 from campaign_report import merge_campaigns, now, render, report, write_answer  # noqa: F401
 from campaign_runner import Context, Skip, probe_header, run, run_parts, run_steps  # noqa: F401
 from campaign_steps import variant  # noqa: F401
@@ -43,8 +43,7 @@ def run_campaign(options):
     work = Path(options.work or ROOT / "runs" / f"campaign-{size}").resolve()
     out = Path(options.out).resolve()
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1",
-           **({"TRITON_INTERPRET": "1"} if options.smoke else {})}
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **SIZES[size]["env"]}
     overrides = {**({"seeds": options.seeds} if options.seeds else {}),
                  **({"variants": tuple(options.variants.split(","))} if options.variants else {})}
     ctx = Context(size, work, options.source or "", env, options.python, overrides=overrides)
@@ -62,7 +61,8 @@ def run_campaign(options):
 
     campaign = {"size": size, "commands": [command], "started": command["started"], "steps": [],
                 "timed_regions": TIMED, "archive": ARCHIVE, **probe_header(ctx)}
-    plan = [(name, STEP_FUNCTIONS[name], BUDGETS_S[name]) for name in select_steps(options.steps)]
+    scale = SIZES[size]["budget_scale"]
+    plan = [(name, STEP_FUNCTIONS[name], BUDGETS_S[name] * scale) for name in select_steps(options.steps)]
 
     def after_each():
         stop_clock()
@@ -93,10 +93,10 @@ def parse(argv):
     parser.add_argument("--smoke", action="store_true", help="every step at the smallest size, on the CPU")
     parser.add_argument("--total-s", type=float, help="seconds for the whole campaign: each step gets what is "
                         "left of it at most, a step left too little is skipped (default: the part's own "
-                        "total, 505 s for visit)")
+                        f"total, {PART_TOTAL_S['visit']:g} s for visit)")
     parser.add_argument("--seeds", type=int, help="seeds of the seed recipe (default: the size's)")
-    parser.add_argument("--variants", help=f"the loop variants to run, comma-separated: {', '.join(VARIANTS)} "
-                        "(default: the size's)")
+    parser.add_argument("--variants", help=f"the loop variants to run, in that order, comma-separated: "
+                        f"{', '.join(VARIANTS)} (default: the size's)")
     parser.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     unknown = set((options.variants or "").split(",")) - set(VARIANTS) - {""}

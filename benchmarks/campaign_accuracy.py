@@ -171,7 +171,7 @@ def seed_figures(ctx, summaries, stats, command):
     """Training time (with its share of the peak), accuracy and time to the target over the seeds."""
     first, seeds = summaries[0], len(summaries)
     images = first["epochs"] * first["steps_per_epoch"] * first["config"]["training"]["batch_size"]
-    tflops = 3 * forward_flops(ctx) * images / stats["train_seconds"]["mean"] / 1e12
+    tflops = 3 * forward_flops(ctx)["seed"] * images / stats["train_seconds"]["mean"] / 1e12
     time_text, _ = mean_std([s["train_seconds"] for s in summaries])
     accuracy_text, _ = mean_std([s["final_test_acc"] * 100 for s in summaries])
     reached, accuracy = stats["time_to_target"], stats["accuracy"]["mean"]
@@ -236,7 +236,9 @@ def comparison_figure(name, comparison, command):
 
 
 def interval(estimate, form):
-    return f" (95% interval {form.format(estimate['low'])} to {form.format(estimate['high'])})" if "low" in estimate else ""
+    if "low" not in estimate:
+        return ""
+    return f" (95% interval {form.format(estimate['low'])} to {form.format(estimate['high'])})"
 
 
 def entry_figure(entry, command):

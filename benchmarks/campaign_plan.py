@@ -6,34 +6,74 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STEPS = ("environment", "data", "command", "seed_recipe", "lr_grid", "candidate", "variants", "bench", "correctness", "memory_compile",
-         "record_vs_airbench")
-# Seconds each step may take on one H100; past it the step's processes are killed and it is recorded
-# as failed. The parts' budgets add up to under 9 minutes each and under 25 minutes in all.
-BUDGETS_S = {"environment": 60, "data": 35, "command": 200, "correctness": 180, "bench": 120, "memory_compile": 110,
-             "variants": 360, "seed_recipe": 190, "lr_grid": 480, "candidate": 150, "record_vs_airbench": 320}
+# In order of value: the visit's order (what no visit's file answers yet first), then the steps that
+# re-answer a question a visit already answered.
+STEPS = ("data", "command", "record_vs_airbench", "variants", "correctness", "environment", "bench", "seed_recipe",
+         "memory_compile", "sweep", "lr_grid", "candidate")
+# Seconds each step may take on one GPU; past it the step's processes are killed and it is recorded as
+# failed. Each from the H200 visits' own records (benchmarks/results/nvidia-h200*/campaign.json, a step's
+# `seconds`; "visit 1" is nvidia-h200/, "visit 2" nvidia-h200-visit-2/) with about 10-50% to spare:
+BUDGETS_S = {
+    # the betons found: 8.1 s (visit 1), 10.3 s (visit 2's second command); written: not timed (the CPU
+    # smoke's synthetic source and betons, 13 s on 2 shared cores)
+    "data": 30,
+    # the default command cold, then warm: never run on a GPU, but visit 2's seed_recipe (80.4 s) ran it
+    # as its seed 0 (range test, compile, 24 epochs) beside a FLOP count and the TTA scoring: about 65 s a run
+    "command": 130,
+    # visit 1's part4 took 142.65 s for 10 seeds each, of which about 45 s once (the airbench probe, the
+    # process's start, our first compile 27.7 s, airbench's warm-up): 5 seeds each, about 95 s
+    "record_vs_airbench": 110,
+    # what the visit has left for it (the steps before and after take their budgets): on visit 2 a run
+    # took its compile (whole step 27.6 s, CUDA graphs 17.8 s) and about 16-20 s more (the two in about
+    # 95 s of its second command's 218.85 s, beside a FLOP count and max_autotune killed at its 120 s
+    # limit; visit 1's correctness: 16 s a process), so the six take about 230 s: the record recipe's first
+    "variants": 140,
+    # 86.4 s on visit 1 with the forward compiled (4 s a process); now three processes compile the whole
+    # step under CUDA graphs (17.8 s cold on visit 2, less with inductor's caches warm)
+    "correctness": 120,
+    "environment": 40,  # 28.3 s (visit 1), 30.5 s (visit 2)
+    "bench": 60,  # 40.6 s (visit 1)
+    "seed_recipe": 150,  # 80.4 s for 1 seed (visit 2), 96.7 s for 2 (visit 1): about 16 s a seed more; 5 seeds
+    "memory_compile": 110,  # never run on a GPU: two 1-epoch runs (cold, warm) and bench's memory stage
+    # never run: 5 seeds in one process, the first like the warm command (about 50 s), each other its range
+    # test, 24 epochs and evaluations: 25 s a seed (visit 1's seed_recipe of 2 seeds took 16 s more than
+    # visit 2's of 1)
+    "sweep": 150,
+    # 179.6 s for 14 runs side by side (visit 2, the pick's run from seed_recipe); alone it first runs the
+    # pick's own (about 65 s, as the command's cold run)
+    "lr_grid": 300,
+    "candidate": 120,  # 76.5 s (visit 2)
+}
 # One 10-minute command each. `data` starts every part, since a part may meet a fresh machine; it does
 # nothing when the betons are already written.
 PARTS = {"part1": ("environment", "data", "correctness", "bench", "memory_compile"),
          "part2": ("data", "variants"),
          "part3": ("data", "seed_recipe"),
          "part4": ("data", "record_vs_airbench"),
-         # beyond the 25-minute plan: which peak LR and defaults train best, then all the winners together
+         # beyond the 25-minute plan: which peak LR and defaults train best (the second H200 visit answered
+         # it and the defaults changed after it), then all the winners together
          "part5": ("data", "lr_grid", "candidate"),
-         # one visit of about ten minutes, the accuracy evidence first: its budgets add up to more, so
-         # it runs under a total (PART_TOTAL_S, or --total-s) and the steps left no time are skipped
-         "visit": ("environment", "data", "command", "seed_recipe", "lr_grid", "candidate", "variants", "bench",
-                   "correctness", "record_vs_airbench")}
-PART_TOTAL_S = {"visit": 505, "part5": 505}  # the campaign's --total-s when it runs this part and none is given
+         # one command of at most 10 minutes, what no visit's file answers yet first: the default command
+         # (and whether CUDA graphs ran), the record recipe against airbench over enough seeds for
+         # intervals, the step variants of both recipes, the kernel tests and resume; then what the
+         # time left allows. It runs under a total (PART_TOTAL_S, or --total-s); a step left no time is
+         # skipped. tests/test_campaign.py checks that the first five get their whole budgets.
+         "visit": ("data", "command", "record_vs_airbench", "variants", "correctness", "environment", "bench",
+                   "seed_recipe", "memory_compile", "sweep")}
+# The campaign's --total-s when it runs this part and none is given: under 9 minutes, so that with the
+# process's start, the probe and the archive the command stays under the 10-minute limit
+PART_TOTAL_S = {"visit": 530, "part5": 505}
 MIN_STEP_S = 30  # a step left less than this by --total-s is skipped rather than started
 CORE_PARTS = ("part1", "part2", "part3", "part4")
 
-# The loop variants on the seed net, each a list of trainer options laid over the campaign's base
-# (compile on, bf16, channels-last, batch 512, the default optimizer), the whole-step ones last: one
-# that compiles for longer than VARIANT_LIMIT_S is killed and recorded, and the next one runs.
+# The loop variants, each a list of trainer options laid over the campaign's base (compile on, bf16,
+# channels-last, batch 512, the default optimizer): the seed net's, and the record recipe's (`record_`,
+# its own net, batch, optimizer and peak LR). One that compiles for longer than VARIANT_LIMIT_S is killed
+# and recorded, and the next one runs; they run in the order the size (or --variants) names them.
 # `{large_batch}` is the size's doubled batch. A variant whose option the trainer does not know (exit
 # status 2 naming it) is recorded as skipped; one that fell back to another mode, as fallen back.
 COMPILE_MODE_OPTION = "compile_mode"
+RECIPE_OPTION = "--training.recipe"
 VARIANTS = {
     "base": [],  # the trainer's defaults: on CUDA the whole step under CUDA graphs (compile mode auto)
     "eager": ["--training.compile", "off"],
@@ -44,6 +84,12 @@ VARIANTS = {
     "whole_step": [f"--training.{COMPILE_MODE_OPTION}", "whole-step"],
     "cuda_graphs": [f"--training.{COMPILE_MODE_OPTION}", "cudagraph"],
 }
+# the three ways of running a step, on the record recipe too: never timed on a GPU
+VARIANTS.update({f"record_{name}": [RECIPE_OPTION, "speedrun", *VARIANTS[name]]
+                 for name in ("eager", "whole_step", "cuda_graphs")})
+# A GPU's, so a visit's: the record recipe's first (no visit has timed them), then the seed net's (visit 2
+# did: eager 5.48 ms, whole step 3.51, CUDA graphs 3.44), each recipe's eager first (no compile: the cheapest)
+STEP_MODE_VARIANTS = ("record_eager", "record_whole_step", "record_cuda_graphs", "eager", "whole_step", "cuda_graphs")
 VARIANT_LIMIT_S = 120  # one variant's run, compiling included (a 4-epoch run took about 30 s on an H200)
 # The defaults study (lr_grid step): each run one change away from the default recipe, as (options,
 # at the default optimizer's range-test pick); not at the pick, the run takes its own range test's.
@@ -66,14 +112,23 @@ BENCH_STAGES = "beton_to_device,augment,forward,forward_backward,optimizer_step,
 TARGET = 0.94  # the test accuracy whose time-to-reach the leaderboard reports
 SMOKE_PRECISION = ["--training.precision", "fp32"]
 SIZES = {
-    "gpu": dict(device="cuda", trainer=["--training.device", "cuda"], pinned=[], compile="on", bench_size="full", kernel_tests="cuda",
+    "gpu": dict(device="cuda", trainer=["--training.device", "cuda"], pinned=[], compile="on", bench_size="full",
+                kernel_tests="cuda",
                 short_epochs=8, short_lr=0.0034, variant_epochs=4, batch=512, width=64, seed_epochs=24,
-                seeds=5, candidate_seeds=3, record_seeds=10, record_options=[], synthetic_images=None,
-                command_options=[], sweep_seeds=5,
-                lr_grid=(0.25, 0.5, 2, 4, 8), study=tuple(STUDY_CHANGES), variants=tuple(VARIANTS)),
+                seeds=5, candidate_seeds=3, record_options=[], synthetic_images=None, command_options=[], sweep_seeds=5,
+                # 5 seeds each: the fewest the leaderboard's comparison gives its 95% intervals and verdict
+                # for (tests/test_campaign.py), and what the record step's budget holds
+                record_seeds=5,
+                lr_grid=(0.25, 0.5, 2, 4, 8), study=tuple(STUDY_CHANGES), variants=STEP_MODE_VARIANTS,
+                # Until a GPU has shown CUDA graphs running, a graph inductor will not capture (a mutated
+                # input, a tensor on the CPU, dynamic shapes...) fails the run instead of running quietly
+                # without CUDA graphs (torch._inductor.config.triton.cudagraph_or_error). It acts only
+                # where CUDA graphs are asked for, so every command of the campaign gets it
+                env={"TORCHINDUCTOR_CUDAGRAPH_OR_ERROR": "1"}, budget_scale=1),
     # the smoke's precision is pinned: `auto` would train in bf16 on a CPU with native bf16 only
-    "smoke": dict(device="cpu", trainer=["--training.device", "cpu", "--model.width", "8", "--training.batch_size", "64",
-                           "--training.eval_batch_size", "128", *SMOKE_PRECISION], pinned=SMOKE_PRECISION,
+    "smoke": dict(device="cpu", trainer=["--training.device", "cpu", "--model.width", "8", "--training.batch_size",
+                                         "64", "--training.eval_batch_size", "128", *SMOKE_PRECISION],
+                  pinned=SMOKE_PRECISION,
                   compile="auto", bench_size="small", kernel_tests="cuda or borders", short_epochs=3,
                   short_lr=0.05, variant_epochs=1, batch=64, width=8, seed_epochs=1, seeds=2, candidate_seeds=2,
                   record_seeds=2, sweep_seeds=3,
@@ -82,7 +137,13 @@ SIZES = {
                                    "--training.eval_batch_size", "128", *SMOKE_PRECISION],
                   lr_grid=(0.5, 2), study=("sgd", "no-smoothing"),
                   record_options=["--epochs", "1"], synthetic_images=(256, 128),
-                  variants=("base", "nchw", "large_batch", "cuda_graphs")),  # one of each kind of command
+                  # one of each kind of command
+                  variants=("base", "nchw", "large_batch", "cuda_graphs", "record_cuda_graphs"),
+                  # the kernel's tests under Triton's interpreter (no CUDA graphs on a CPU)
+                  env={"TRITON_INTERPRET": "1"},
+                  # the GPU's budgets doubled: on 2 shared CPU cores the smoke's command step took 115 s of
+                  # its 130 and bench 57 of 60; the smoke shows every step runs, the GPU keeps to the budgets
+                  budget_scale=2),
 }
 TAIL_LINES = 25  # of a failed command's output, kept in the record
 STACKS_WAIT_S = 3  # for a timed-out command to print its stacks before it is killed

@@ -12,7 +12,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from campaign_plan import BUDGETS_S, MIN_STEP_S, ROOT, SIZES, STACKS_WAIT_S, TAIL_LINES
+from campaign_plan import MIN_STEP_S, ROOT, SIZES, STACKS_WAIT_S, TAIL_LINES
 from campaign_report import now, step_note
 from speedrun.stacks import STACKS_SIGNAL
 
@@ -47,6 +47,7 @@ class Context:
     python: str = sys.executable
     step: str = ""
     deadline: float = float("inf")
+    budget: float = None  # the current step's, in seconds
     campaign_deadline: float = float("inf")
     overrides: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)
@@ -101,7 +102,7 @@ def deadline_name(ctx):
     """What the step's deadline is: its own budget, or the campaign's --total-s when that ends first."""
     if ctx.deadline >= ctx.campaign_deadline:
         return "the campaign's --total-s"
-    return f"the step's budget ({BUDGETS_S.get(ctx.step, '?')} s)"
+    return f"the step's budget ({'?' if ctx.budget is None else f'{ctx.budget:g}'} s)"
 
 
 def kill(process, dump_stacks=False):
@@ -186,7 +187,7 @@ def run_step(ctx, name, function, budget):
         shutil.rmtree(ctx.folder, ignore_errors=True)
     ctx.folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    ctx.deadline = min(started + budget, ctx.campaign_deadline)
+    ctx.budget, ctx.deadline = budget, min(started + budget, ctx.campaign_deadline)
     what = " ".join((function.__doc__ or "").strip().split("\n\n")[0].split())
     record = {"name": name, "what": what, "budget_s": budget}
     try:

@@ -1,6 +1,7 @@
 """The campaign's checks and measurements of the device and the loop: environment and ceilings, the
-betons, correctness (kernel tests, a short run, resume after a kill), the per-stage benchmark, compile
-time and memory, and the loop variants; with the trainer and benchmark commands they run."""
+betons, correctness (kernel tests, a short run, resume after a kill), the per-stage benchmark, the
+default command (cold and warm, whether CUDA graphs ran) and its seed sweep, compile time and memory,
+and the loop variants of both recipes; with the trainer and benchmark commands they run."""
 import json
 import os
 import re
@@ -8,7 +9,7 @@ import statistics
 import time
 from pathlib import Path
 
-from campaign_plan import BENCH_STAGES, COMPILE_MODE_OPTION, POLL_S, VARIANT_LIMIT_S, VARIANTS
+from campaign_plan import BENCH_STAGES, COMPILE_MODE_OPTION, POLL_S, RECIPE_OPTION, VARIANT_LIMIT_S, VARIANTS
 from campaign_report import figure, pct
 from campaign_runner import (Skip, StepError, StepTimeout, fail_if_any, kill, nvidia_smi, run, run_parts, start,
                              tail)
@@ -46,14 +47,19 @@ def read_bench(folder):
     return json.loads(path.read_text())
 
 
-def forward_flops(ctx):
-    """Forward FLOPs per image of the seed net at the campaign's width, counted once per campaign."""
-    if "flops" not in ctx.cache:
-        code = ("import sys; from speedrun.model import CustomResNet; from speedrun.summary import forward_flops; "
-                "print(forward_flops(CustomResNet(width=int(sys.argv[1]))))")
-        done = run(ctx, "flops", [ctx.python, "-c", code, ctx.size["width"]])
-        ctx.cache["flops"] = int(done.output.split()[-1])
-    return ctx.cache["flops"]
+def forward_flops(ctx, recipes=("seed",)):
+    """{recipe: forward FLOPs per image of its net at the campaign's width}, the ones not yet counted in
+    this campaign counted in one process (a child: the campaign never imports torch)."""
+    counted = ctx.cache.setdefault("flops", {})
+    missing = [recipe for recipe in recipes if recipe not in counted]
+    if missing:
+        code = ("import json, sys; from speedrun.config import resolve_config; from speedrun.model import build_model; "
+                "from speedrun.summary import forward_flops; width = int(sys.argv[1]); "
+                "print(json.dumps({recipe: forward_flops(build_model(resolve_config({'training': {'recipe': recipe}, "
+                "'model': {'width': width}}))) for recipe in sys.argv[2:]}))")
+        done = run(ctx, "flops", [ctx.python, "-c", code, ctx.size["width"], *missing])
+        counted.update(json.loads(done.output.splitlines()[-1]))
+    return {recipe: counted[recipe] for recipe in recipes}
 
 
 def step_time(summary):
@@ -216,48 +222,89 @@ def bench_figure(name, record, command):
                   tflops=record.get("tflops"), gbps=record.get("gbps"))
 
 
+def default_command(ctx, label, *options):
+    """`python -m speedrun.train --epochs 24` (at the size's options) on the betons, as a user types it, in
+    a fresh process whose torch caches start empty: only speedrun's compile cache, the command step's,
+    carries over from one process to the next, so what it spares is what a user's second command saves."""
+    torch_caches = ctx.folder / f"torch-caches-{label}"
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(torch_caches / "inductor"), "TRITON_CACHE_DIR": str(torch_caches / "triton")}
+    argv = [ctx.python, "-m", "speedrun.train", "--epochs", ctx.size["seed_epochs"], *ctx.size["command_options"],
+            *data_options(ctx), "--training.compile_cache", ctx.work / "command" / "compile-cache",
+            "--logging.folder", ctx.folder / label, "--logging.progress", "false", *options]
+    return run(ctx, label, argv, env=env)
+
+
 def step_command(ctx):
     """The default command as a user types it, in fresh processes: first with every compile cache empty
     (cold), then with torch's own caches emptied again but speedrun's compile cache kept (warm); each
-    one's wall time beside its seconds table. Then a seed sweep in one process (warm): how many of its
-    seeds compiled, and each seed's wall time against its training time."""
-    cache, figures, result = ctx.folder / "compile-cache", [], {}
-
-    def command(label, *options):
-        torch_caches = ctx.folder / f"torch-caches-{label}"  # empty: only speedrun's cache carries over
-        env = {"TORCHINDUCTOR_CACHE_DIR": str(torch_caches / "inductor"),
-               "TRITON_CACHE_DIR": str(torch_caches / "triton")}
-        argv = [ctx.python, "-m", "speedrun.train", "--epochs", ctx.size["seed_epochs"], *ctx.size["command_options"],
-                *data_options(ctx), "--training.compile_cache", cache, "--logging.folder", ctx.folder / label,
-                "--logging.progress", "false", *options]
-        return run(ctx, label, argv, env=env)
-
+    one's wall time beside its seconds table, and its step: its time, and whether it ran under CUDA graphs
+    with no graph skipped (the summary's `compiled` and `compile_counters`)."""
+    figures, result = [], {}
     for label in ("cold", "warm"):
-        done = command(label)
-        wall, summary = done.wall_s, read_summary(ctx.folder / label)
-        table = summary["seconds"]
-        result[label] = {"wall_s": wall, "seconds": table, "compile_cache": summary["compile_cache"],
-                         "final_test_acc": summary["final_test_acc"]}
-        parts = ", ".join(f"{part} {table[part]:.1f}" for part in PARTS)
-        figures.append(figure(f"default command, {label} compile cache: wall time",
-                              f"{wall:.1f} s (its own table: total {table['total']:.1f} s = {parts}; training "
-                              f"{100 * table['training'] / wall:.0f}% of the wall; cache {summary['compile_cache']})",
-                              value=wall, timed="host", command=done.command, accuracy=summary["final_test_acc"]))
+        done = default_command(ctx, label)
+        summary = read_summary(ctx.folder / label)
+        result[label] = command_record(summary, done.wall_s)
+        figures += command_figures(label, result[label], done)
+    return {**result, "figures": figures}
+
+
+def command_record(summary, wall):
+    """A default command's record from its summary and wall time."""
+    cuda_graphs, verdict = cuda_graphs_verdict(summary)
+    return {"wall_s": wall, "seconds": summary["seconds"], "compile_cache": summary["compile_cache"],
+            "final_test_acc": summary["final_test_acc"], "step_ms": 1e3 * step_time(summary),
+            "batch_size": summary["config"]["training"]["batch_size"], "compiled": summary.get("compiled"),
+            "compile_counters": summary.get("compile_counters"), "cuda_graphs": cuda_graphs, "verdict": verdict}
+
+
+COUNTER_WORDS = (("cudagraph_skips", "CUDA-graph skips"), ("recompiles", "recompiles"),
+                 ("graph_breaks", "graph breaks"))
+
+
+def cuda_graphs_verdict(summary):
+    """(whether the run's step ran under CUDA graphs with no graph skipped, the words for it, with the
+    trainer's compile counters): None where its summary cannot tell (one written before the trainer
+    recorded the mode that really ran and counted its CUDA-graph skips)."""
+    compiled, counters = summary.get("compiled"), summary.get("compile_counters") or {}
+    counts = ", ".join(f"{counters[key]} {words}" for key, words in COUNTER_WORDS if key in counters)
+    counts += "".join(f"; {reason}" for reason in counters.get("cudagraph_skip_reasons") or [])
+    counts = f": {counts}" if counts else ""
+    if compiled is None or (compiled == "cudagraph" and counters.get("cudagraph_skips") is None):
+        return None, f"CUDA graphs unknown (compiled {compiled or 'not recorded'}, its CUDA-graph skips not counted)"
+    ran = compiled == "cudagraph" and counters["cudagraph_skips"] == 0
+    return ran, f"{'CUDA graphs ran' if ran else 'no CUDA graphs'} (compiled {compiled}){counts}"
+
+
+def command_figures(label, record, done):
+    """A default command's wall time beside its own seconds table; its step's time and CUDA graphs."""
+    wall, table, accuracy = record["wall_s"], record["seconds"], record["final_test_acc"]
+    parts = ", ".join(f"{part} {table[part]:.1f}" for part in PARTS)
+    return [figure(f"default command, {label} compile cache: wall time",
+                   f"{wall:.1f} s (its own table: total {table['total']:.1f} s = {parts}; training "
+                   f"{100 * table['training'] / wall:.0f}% of the wall; cache {record['compile_cache']})",
+                   value=wall, timed="host", command=done.command, accuracy=accuracy),
+            figure(f"default command, {label} compile cache: train step",
+                   f"{record['step_ms']:.2f} ms at batch {record['batch_size']}; {record['verdict']}",
+                   value=record["step_ms"] / 1e3, timed="step", command=done.command, accuracy=accuracy)]
+
+
+def step_sweep(ctx):
+    """The default command over several seeds in one process, speedrun's compile cache kept from the
+    command step (when it ran in this work folder): how many of its seeds compiled, and each seed's wall
+    time against its training time."""
     seeds = ctx.size["sweep_seeds"]
-    done = command("sweep", "--seeds", f"0-{seeds - 1}")
+    done = default_command(ctx, "seeds", "--seeds", f"0-{seeds - 1}")
     wall = done.wall_s
-    summaries = [read_summary(ctx.folder / "sweep" / f"seed{seed}") for seed in range(seeds)]
+    summaries = [read_summary(ctx.folder / "seeds" / f"seed{seed}") for seed in range(seeds)]
     compiled = sum(summary["compile_cache"] in ("cold", "warm") for summary in summaries)
     per_seed, training = wall / seeds, statistics.mean(summary["train_seconds"] for summary in summaries)
-    result["sweep"] = {"seeds": seeds, "wall_s": wall, "compiled": compiled,
-                       "caches": [summary["compile_cache"] for summary in summaries],
-                       "seconds": [summary["seconds"] for summary in summaries]}
-    figures.append(figure(f"{seeds}-seed sweep in one process: wall time per seed",
-                          f"{per_seed:.1f} s a seed against {training:.1f} s of training ({per_seed / training:.2f}x); "
-                          f"the step compiled {compiled} time(s)", value=per_seed, timed="host",
-                          command=done.command,
-                          accuracy=statistics.mean(summary["final_test_acc"] for summary in summaries)))
-    return {**result, "figures": figures}
+    figures = [figure(f"{seeds}-seed sweep in one process: wall time per seed",
+                      f"{per_seed:.1f} s a seed against {training:.1f} s of training ({per_seed / training:.2f}x); "
+                      f"the step compiled {compiled} time(s)", value=per_seed, timed="host", command=done.command,
+                      accuracy=statistics.mean(summary["final_test_acc"] for summary in summaries))]
+    return {"seeds": seeds, "wall_s": wall, "compiled": compiled,
+            "caches": [summary["compile_cache"] for summary in summaries],
+            "seconds": [summary["seconds"] for summary in summaries], "figures": figures}
 
 
 def step_memory_compile(ctx):
@@ -286,28 +333,39 @@ def step_memory_compile(ctx):
 
 
 def step_variants(ctx):
-    """The seed net's loop variants: each one's train step time (with its share of the bf16 peak) and a
-    short run's accuracy."""
-    flops = 3 * forward_flops(ctx)
-    parts = {name: (lambda name=name, options=options: variant(ctx, name, options, flops))
-             for name, options in VARIANTS.items() if name in ctx.size["variants"]}
+    """The loop variants, in the order the size (or --variants) names them, each on its recipe's net: its
+    train step time (with its share of the bf16 peak) and a short run's accuracy."""
+    names = ctx.size["variants"]
+    recipes = sorted({recipe_of(VARIANTS[name]) for name in names})
+    flops = {recipe: 3 * value for recipe, value in forward_flops(ctx, recipes).items()}
+    parts = {name: (lambda name=name: variant(ctx, name, VARIANTS[name], flops[recipe_of(VARIANTS[name])]))
+             for name in names}
     results, failed = run_parts(parts)
     return fail_if_any(failed, variants_result(results, flops), "variants")
 
 
+def recipe_of(options):
+    """The recipe a variant's options name; the seed's when they name none."""
+    return options[options.index(RECIPE_OPTION) + 1] if RECIPE_OPTION in options else "seed"
+
+
 def variants_result(results, flops):
-    """The step's result from its variants' records (run_parts'): their figures and one for each that
-    did not pass."""
+    """The step's result from its variants' records (run_parts') and the train FLOPs per image of each
+    recipe's net: their figures and one for each that did not pass."""
     figures = [fig for record in results.values() for fig in record.pop("figures", [])]
     figures += [figure(f"variant {name}", f"{record['status']}: {record.get('reason') or record.get('error')}")
                 for name, record in results.items() if record["status"] != "passed"]
-    return {"variants": results, "train_flops_per_image": flops, "figures": figures}
+    return {"variants": results, "train_flops_per_image": flops.get("seed"), "train_flops_per_image_by_recipe": flops,
+            "figures": figures}
 
 
 def variant(ctx, name, options, flops):
     options = [option.format(large_batch=2 * ctx.size["batch"]) for option in options]
     folder, epochs = ctx.folder / name, ctx.size["variant_epochs"]
-    done = run(ctx, name, train_command(ctx, folder, *options, epochs=epochs, lr=ctx.size["short_lr"]), check=False,
+    # the seed net at the fixed peak LR the variants have always had; another recipe at its own (the
+    # record recipe sets it and runs no range test), which a given one would override
+    lr = ctx.size["short_lr"] if recipe_of(options) == "seed" else None
+    done = run(ctx, name, train_command(ctx, folder, *options, epochs=epochs, lr=lr), check=False,
                limit_s=VARIANT_LIMIT_S)
     if done.returncode == 2 and COMPILE_MODE_OPTION in done.output:
         raise Skip(f"option not available: --training.{COMPILE_MODE_OPTION} ({tail(done.output, 1)})")

@@ -10,6 +10,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -61,6 +62,7 @@ def test_each_step_is_recorded_whatever_became_of_the_one_before(tmp_path):
     tail = steps["fails"]["tail"].splitlines()
     assert len(tail) == campaign.TAIL_LINES and tail[-1] == "line 39"  # the last lines, not the first
     assert steps["hangs"]["status"] == "failed" and steps["hangs"]["error"].startswith("timeout")
+    assert "at the end of the step's budget (1 s)" in steps["hangs"]["error"]
     assert steps["hangs"]["seconds"] < 20 and time.monotonic() - started < 60  # killed at its budget
     assert steps["skips"]["status"] == "skipped" and steps["skips"]["reason"] == "no such device here"
     assert steps["broken"]["status"] == "failed" and "ZeroDivisionError" in steps["broken"]["error"]
@@ -135,7 +137,7 @@ def test_a_killed_command_that_outlived_the_signal_silently_is_not_said_to_have_
 
 def test_the_plan_steps_parts_and_budgets():
     assert campaign.select_steps("all") == list(campaign.STEPS)
-    assert campaign.select_steps("part2,environment") == ["environment", "data", "variants"]
+    assert campaign.select_steps("part2,environment") == ["data", "variants", "environment"]  # campaign order
     assert set(campaign.STEPS) == {name for steps in campaign.PARTS.values() for name in steps}
     assert set(campaign.BUDGETS_S) == set(campaign.STEPS)
     budgets = {part: min(sum(campaign.BUDGETS_S[name] for name in steps), campaign.PART_TOTAL_S.get(part, 1e9))
@@ -144,6 +146,97 @@ def test_the_plan_steps_parts_and_budgets():
     assert sum(budgets[part] for part in campaign.CORE_PARTS) < 25 * 60  # the core plan: 25 minutes in all
     with pytest.raises(ValueError, match="warp_drive"):
         campaign.select_steps("data,warp_drive")
+
+
+VISIT_FIRST = ("data", "command", "record_vs_airbench", "variants", "correctness")  # what no visit's file answers
+COMMAND_LIMIT_S = 600  # one command on a lent GPU machine
+
+
+def test_the_visit_gives_what_no_file_answers_yet_its_whole_budget_first(tmp_path, monkeypatch):
+    """The visit's steps through the runner itself on a clock that each step spends to its deadline (its
+    budget, or the visit's total when that comes first; a step left under MIN_STEP_S skipped): after the
+    betons, the default command, the record recipe against airbench, the variants of both recipes and
+    the correctness checks each get their whole budget; the rest gets what is left."""
+    import campaign_runner
+    clock = [0.0]
+    monkeypatch.setattr(campaign_runner, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+
+    def spends_it_all(ctx):
+        """Takes all the time it is given."""
+        clock[0] = ctx.deadline
+        return {"figures": []}
+
+    ctx = context(tmp_path)
+    ctx.campaign_deadline = campaign.PART_TOTAL_S["visit"]
+    visit = campaign.select_steps("visit")
+    assert visit == list(campaign.PARTS["visit"]) and visit[:len(VISIT_FIRST)] == list(VISIT_FIRST)
+    result = campaign.run_steps(ctx, [(name, spends_it_all, campaign.BUDGETS_S[name]) for name in visit],
+                                header([]), lambda: None)
+    steps = {step["name"]: step for step in result["steps"]}
+    for name in VISIT_FIRST:
+        assert (steps[name]["status"], steps[name]["seconds"]) == ("passed", campaign.BUDGETS_S[name]), name
+    assert clock[0] <= campaign.PART_TOTAL_S["visit"]
+    assert [step["status"] for step in result["steps"]][-1] == "skipped"  # the rest: what time is left
+    # the process's start, the probe and the archive within the command's limit, with a minute to spare
+    assert campaign.PART_TOTAL_S["visit"] + 60 <= COMMAND_LIMIT_S
+    # the defaults study, answered by the second H200 visit, is a part of its own
+    assert not {"lr_grid", "candidate"} & set(visit) and {"lr_grid", "candidate"} <= set(campaign.PARTS["part5"])
+
+
+def test_a_gpu_visit_measures_both_recipes_over_enough_seeds_and_fails_a_skipped_cuda_graph(tmp_path, monkeypatch):
+    """On a GPU every command runs with CUDA-graph skips made errors, at the plan's budgets; the CPU smoke
+    without, at budgets doubled for its slow shared machine."""
+    gpu = campaign.SIZES["gpu"]
+    assert gpu["record_seeds"] >= 5  # the fewest the comparison gives intervals for (the record step's test)
+    assert {f"{recipe}{mode}" for recipe in ("", "record_") for mode in ("eager", "whole_step", "cuda_graphs")} \
+        <= set(gpu["variants"])
+    assert [name for name in gpu["variants"] if name.startswith("record_")] == list(gpu["variants"][:3])
+    seen = {}
+    monkeypatch.delenv("TORCHINDUCTOR_CUDAGRAPH_OR_ERROR", raising=False)
+    monkeypatch.setattr(campaign, "probe_header", lambda ctx: {"device": "test device", "versions": {}})
+
+    def run_steps(ctx, plan, result, after_each):
+        seen.update({ctx.size_name: ctx.env, f"{ctx.size_name} plan": plan})
+    monkeypatch.setattr(campaign, "run_steps", run_steps)
+    for size in ([], ["--smoke"]):
+        assert campaign.main(["--steps", "data", *size, "--out", str(tmp_path / "out"), "--work", str(tmp_path)]) == 0
+    assert seen["gpu"]["TORCHINDUCTOR_CUDAGRAPH_OR_ERROR"] == "1"
+    assert "TORCHINDUCTOR_CUDAGRAPH_OR_ERROR" not in seen["smoke"] and seen["smoke"]["TRITON_INTERPRET"] == "1"
+    assert [budget for _, _, budget in seen["gpu plan"]] == [campaign.BUDGETS_S["data"]]
+    assert [budget for _, _, budget in seen["smoke plan"]] == [2 * campaign.BUDGETS_S["data"]]
+
+
+def test_the_command_step_says_whether_cuda_graphs_ran_with_no_graph_skipped():
+    verdict = campaign.campaign_steps.cuda_graphs_verdict
+    counters = {"cudagraph_skips": 0, "recompiles": 0, "graph_breaks": 0, "cudagraph_skip_reasons": [], "graphs": 1}
+    assert verdict({"compiled": "cudagraph", "compile_counters": counters}) == (
+        True, "CUDA graphs ran (compiled cudagraph): 0 CUDA-graph skips, 0 recompiles, 0 graph breaks")
+    # the trainer names the mode that ran: the whole step, where inductor skipped CUDA graphs
+    skipped = {**counters, "cudagraph_skips": 1, "recompiles": 2, "cudagraph_skip_reasons": ["mutated inputs"]}
+    assert verdict({"compiled": "whole-step", "compile_counters": skipped}) == (
+        False, "no CUDA graphs (compiled whole-step): 1 CUDA-graph skips, 2 recompiles, 0 graph breaks; mutated inputs")
+    assert verdict({"compiled": "cudagraph", "compile_counters": skipped})[0] is False
+    assert verdict({"compiled": "no", "compile_counters": {"recompiles": 0}}) == (
+        False, "no CUDA graphs (compiled no): 0 recompiles")
+    # a summary from before the trainer counted its skips cannot tell: unknown, not an error
+    assert verdict({"compiled": "cudagraph"}) == (
+        None, "CUDA graphs unknown (compiled cudagraph, its CUDA-graph skips not counted)")
+    assert verdict({})[0] is None
+
+
+def test_the_record_recipes_variants_run_at_its_own_peak_lr_on_its_own_net(tmp_path):
+    """The seed net's variants take the fixed peak LR; the record recipe's would be overridden by it, so
+    they run at the recipe's own, and their rate is counted with the record net's FLOPs."""
+    ctx = context(tmp_path, fake_trainer(tmp_path))
+    ctx.step, ctx.deadline = "variants", time.monotonic() + 60
+    result = campaign.campaign_steps.step_variants(ctx)
+    assert result["train_flops_per_image_by_recipe"] == {"seed": 3 * 758523904, "speedrun": 3 * 236294720}
+    argv = {name: json.loads((ctx.folder / name / "argv.json").read_text()) for name in ctx.size["variants"]}
+    for name, words in argv.items():
+        record = name.startswith("record_")
+        assert ("--training.recipe" in words) == record and ("--lr.lr_max" in words) == (not record), name
+    assert result["variants"]["record_cuda_graphs"]["tflops"] == pytest.approx(
+        3 * 236294720 * result["variants"]["cuda_graphs"]["tflops"] / (3 * 758523904))
 
 
 def test_the_candidate_takes_each_change_that_beat_the_pick_once_per_option():
@@ -183,8 +276,8 @@ def test_parts_merge_keeping_every_record_of_every_step_each_marked_with_its_par
                           str(tmp_path / "merged"), "--readme", ""]) == 0
     merged = json.loads((tmp_path / "merged" / "campaign.json").read_text())
     assert [(s["name"], s["part"], s["result"]["note"]) for s in merged["steps"]] == [
-        ("environment", "visit", "e"), ("data", "visit", "written"), ("data", "variants", "kept"),
-        ("variants", "visit", "v1"), ("variants", "variants", "v2")]
+        ("data", "visit", "written"), ("data", "variants", "kept"), ("variants", "visit", "v1"),
+        ("variants", "variants", "v2"), ("environment", "visit", "e")]
     assert merged["started"] == "2" and merged["finished"] == "5"
     # the first part's campaign.json has its command as text alone (written before commands were timed)
     assert merged["commands"] == [{"command": "campaign", "part": "visit"},
@@ -192,8 +285,8 @@ def test_parts_merge_keeping_every_record_of_every_step_each_marked_with_its_par
                                    "part": "variants"}]
 
     markdown = (tmp_path / "merged" / "campaign.md").read_text()
-    assert "| 2 | data | **passed** | visit | 1 (10) | the data step | written |" in markdown
-    assert "| 3 | data | **passed** | variants | 1 (10) | the data step | kept |" in markdown
+    assert "| 1 | data | **passed** | visit | 1 (10) | the data step | written |" in markdown
+    assert "| 2 | data | **passed** | variants | 1 (10) | the data step | kept |" in markdown
     for part, figure_name in (("visit", "950 images/s"), ("variants", "kept betons"), ("visit", "base 6.55 ms"),
                               ("variants", "whole step 3.51 ms")):
         assert f"| {part} | {figure_name} | {figure_name} |" in markdown
@@ -203,9 +296,9 @@ def test_parts_merge_keeping_every_record_of_every_step_each_marked_with_its_par
     # without names the parts are numbered; a record reconstructed afterwards says so wherever it shows
     rebuilt = {**second, "steps": [{**second["steps"][1], "reconstructed": "from the run files", "seconds": None}]}
     again = campaign.merge_campaigns([first, rebuilt])
-    assert [s["part"] for s in again["steps"]] == ["part1", "part1", "part1", "part2"]
+    assert [s["part"] for s in again["steps"]] == ["part1", "part1", "part2", "part1"]
     markdown = campaign.render(again)
-    assert ("| 4 | variants | **passed** | part2 | not recorded (10) | the variants step | reconstructed from the "
+    assert ("| 3 | variants | **passed** | part2 | not recorded (10) | the variants step | reconstructed from the "
             "archive's run files (below); v2 |") in markdown
     assert "| variants | part2 (reconstructed) | whole step 3.51 ms |" in markdown
     assert "## Reconstructed records\n\n- variants (part2): from the run files" in markdown
@@ -235,8 +328,9 @@ def test_each_command_records_its_wall_time_from_its_start_to_its_end(tmp_path, 
 
 
 def fake_trainer(tmp_path):
-    """A python that answers the seed recipe's commands: a trainer that writes each seed's summary (the
-    second H200 visit's seed 0, with the seed changed), a FLOP count; scoring fails."""
+    """A python that answers the seed recipe's and the variants' commands: a trainer that writes each
+    seed's summary (the second H200 visit's seed 0, with the seed changed) and its command line, a FLOP
+    count per recipe (the seed and record nets' at width 64); scoring fails."""
     template = ROOT / "benchmarks" / "results" / "nvidia-h200-visit-2" / "runs" / "seed_recipe" / "seed0"
     template = template / "summary.json"
     fake = tmp_path / "fake-python"
@@ -246,13 +340,17 @@ from pathlib import Path
 args = sys.argv[1:]
 if args[:2] == ["-m", "speedrun.train"]:
     folder = Path(args[args.index("--logging.folder") + 1])
-    first, _, last = args[args.index("--seeds") + 1].partition("-")
-    for seed in range(int(first), int(last or first) + 1):
+    folders = {{folder: 0}}  # a run; or a seed's run in each seed's folder
+    if "--seeds" in args:
+        first, _, last = args[args.index("--seeds") + 1].partition("-")
+        folders = {{folder / f"seed{{seed}}": seed for seed in range(int(first), int(last or first) + 1)}}
+    for path, seed in folders.items():
+        path.mkdir(parents=True, exist_ok=True)
         summary = {{**json.loads(Path({str(template)!r}).read_text()), "seed": seed}}
-        (folder / f"seed{{seed}}").mkdir(parents=True, exist_ok=True)
-        (folder / f"seed{{seed}}" / "summary.json").write_text(json.dumps(summary))
+        (path / "summary.json").write_text(json.dumps(summary))
+    (folder / "argv.json").write_text(json.dumps(args))
 elif args[:1] == ["-c"]:
-    print(758523904)
+    print(json.dumps({{recipe: {{"seed": 758523904, "speedrun": 236294720}}[recipe] for recipe in args[3:]}}))
 else:
     sys.exit(1)
 """)
@@ -311,8 +409,14 @@ def test_smoke_campaign_runs_every_step_on_the_cpu_and_reports_them(tmp_path):
     # the accuracy runs are scored at every test-time augmentation level from their last checkpoints
     scored = [*steps["lr_grid"]["result"]["runs"].values(), *steps["seed_recipe"]["result"]["tta"].values()]
     assert len(scored) >= 4 and all(set(r.get("tta", r)) == {"0", "1", "2"} for r in scored)
-    assert all(variant.get("compiled") for variant in steps["variants"]["result"]["variants"].values()
-               if variant["status"] == "passed")
+    variants = steps["variants"]["result"]
+    assert all(variant.get("compiled") for variant in variants["variants"].values() if variant["status"] == "passed")
+    assert variants["variants"]["record_cuda_graphs"]["batch_size"] == 64  # the record recipe at the smoke's size
+    assert set(variants["train_flops_per_image_by_recipe"]) == {"seed", "speedrun"}
+    for label in ("cold", "warm"):  # a CPU never runs CUDA graphs; a summary without counters cannot tell
+        command = steps["command"]["result"][label]
+        assert command["cuda_graphs"] is not True and command["step_ms"] > 0
+        assert f"{command['step_ms']:.2f} ms at batch 64; {command['verdict']}" in markdown
     record = steps["record_vs_airbench"]["result"]
     if record["reference_skipped"]:
         assert "airbench" in record["reference_skipped"] and "airbench train94 | skipped" in markdown
