@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from speedrun.atomic import replacing, write_text
-from speedrun.config import parse_args
-from speedrun.data import IMAGE_SHAPE, import_ffcv
-from speedrun.sources import BINARY_MD5, BINARY_URL, SourceError, file_digest, read_source, source_checksum
+from speedrun.data.betons import IMAGE_SHAPE, import_ffcv
+from speedrun.data.cifar import SourceError
+from speedrun.data.sources import BINARY_MD5, BINARY_URL, file_digest, read_source, source_checksum
+from speedrun.runs.config import parse_args
+from speedrun.system.atomic import replacing, write_text
 
 
 class OutputError(Exception):

@@ -26,18 +26,18 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import torch
-from fastargs import Param, Section
-from fastargs.validation import Checker
-
 import bench_data
 import bench_model
 import bench_run
+import torch
 from bench_common import Bench, SkipStage
-from speedrun.config import Choice, defaults, merge, parse_args, resolve_config
-from speedrun.device import device_name, pick_device
-from speedrun.runlog import versions, write_json
-from speedrun.stacks import dump_stacks_on_signal
+from fastargs import Param, Section
+from fastargs.validation import Checker
+
+from speedrun.runs.config import Choice, defaults, merge, parse_args, resolve_config
+from speedrun.system.device import device_name, pick_device
+from speedrun.system.runlog import versions, write_json
+from speedrun.system.stacks import dump_stacks_on_signal
 
 STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
           "optimizer_step", "train_step", "versus_plain", "step_modes", "host_overhead", "memory", "eval", "epoch", "train_24")

@@ -1,5 +1,5 @@
 """What the benchmark's stages share: problem sizes, the timer, the run's settings and the workload
-the model stages time (the trainer's own net, batcher and Step, built by speedrun.step.build_step, on random
+the model stages time (the trainer's own net, batcher and Step, built by speedrun.engine.step.build_step, on random
 images)."""
 import itertools
 import statistics
@@ -11,15 +11,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # speedrun and write_beton.py: the repository root
 
-from speedrun.config import merge, resolve_config  # noqa: E402
-from speedrun.data import CifarData  # noqa: E402
-from speedrun.device import policy_from_config, timed  # noqa: E402
-from speedrun.distributed import Dist  # noqa: E402
-from speedrun.loader import Loader  # noqa: E402
-from speedrun.model import build_model  # noqa: E402
-from speedrun.optim import group_lr_table, param_groups, set_lr  # noqa: E402
+from speedrun.data.betons import CifarData  # noqa: E402
+from speedrun.data.loader import Loader  # noqa: E402
+from speedrun.engine.step import build_step  # noqa: E402
+from speedrun.nets.model import build_model  # noqa: E402
+from speedrun.optim.optimizers import group_lr_table, param_groups, set_lr  # noqa: E402
+from speedrun.runs.config import merge, resolve_config  # noqa: E402
 from speedrun.summary import forward_flops  # noqa: E402
-from speedrun.step import build_step  # noqa: E402
+from speedrun.system.device import policy_from_config, timed  # noqa: E402
+from speedrun.system.distributed import Dist  # noqa: E402
 
 # Problem sizes and repeat counts. `calls` back-to-back calls make one timed repeat, so that launch
 # overhead is spread over enough work; tiny kernels get more of them.
@@ -128,7 +128,7 @@ def random_data(n_train, n_test, device, seed=0):
 
 
 class Workload:
-    """The trainer's Step under `policy`, built and pinned as train.prepare builds it (speedrun.step.build_step:
+    """The trainer's Step under `policy`, built and pinned as train.prepare builds it (speedrun.engine.step.build_step:
     the optimizer, weight average and lookahead the config asks for, compiled as the policy says), with its
     model and batcher, on random images and a constant LR of BENCH_LR: a figure of its step is the trainer's."""
 

@@ -9,12 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import (
+    CPU_CONV_BATCH,
+    CPU_MATMULS,
+    FIFTY_K,
+    INTERPRETER_BATCH,
+    MATMUL_CALL_LIMIT_S,
+    MATMUL_REPEAT_S,
+    SIZES,
+    throughput,
+)
 
-from bench_common import (CPU_CONV_BATCH, CPU_MATMULS, FIFTY_K, INTERPRETER_BATCH, MATMUL_CALL_LIMIT_S,
-                          MATMUL_REPEAT_S, SIZES, throughput)
-from speedrun import augment
-from speedrun.data import load_beton
-from speedrun.model import build_model
+from speedrun.data import augment
+from speedrun.data.betons import load_beton
+from speedrun.nets.model import build_model
 from write_beton import write_betons
 
 

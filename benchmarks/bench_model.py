@@ -4,14 +4,14 @@ import copy
 import statistics
 
 import torch
-
 from bench_common import CPU_STEP_REPEATS, Workload, throughput
 from bench_data import stage_ceilings
-from speedrun.config import merge
-from speedrun.device import device_policy, synchronize, timed, torch_threads
-from speedrun.evaluate import evaluate
-from speedrun.opcount import OpCounter
-from speedrun.step import WARMUP_STEPS
+
+from speedrun.engine.evaluate import evaluate
+from speedrun.engine.step import WARMUP_STEPS
+from speedrun.runs.config import merge
+from speedrun.system.device import device_policy, synchronize, timed, torch_threads
+from speedrun.system.opcount import OpCounter
 
 COMPILE_MODES_TIMED = ("default", "whole-step")  # and cudagraph on CUDA
 

@@ -4,10 +4,10 @@ import statistics
 from collections import defaultdict
 
 import torch
-
 from bench_common import throughput
-from speedrun.config import merge
-from speedrun.data import load_cifar_betons
+
+from speedrun.data.betons import load_cifar_betons
+from speedrun.runs.config import merge
 from speedrun.train import train
 
 

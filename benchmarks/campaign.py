@@ -26,9 +26,24 @@ from pathlib import Path
 
 import campaign_accuracy
 import campaign_steps
+
 # the names a reader of the campaign looks for, in one namespace with the command line's
-from campaign_plan import (ARCHIVE, BUDGETS_S, CORE_PARTS, MIN_STEP_S, PART_TOTAL_S, PARTS,  # noqa: F401
-                           README_MARKERS, ROOT, SIZES, STEPS, TAIL_LINES, TIMED, VARIANTS, select_steps)
+from campaign_plan import (  # noqa: F401
+    ARCHIVE,
+    BUDGETS_S,
+    CORE_PARTS,
+    MIN_STEP_S,
+    PART_TOTAL_S,
+    PARTS,
+    README_MARKERS,
+    ROOT,
+    SIZES,
+    STEPS,
+    TAIL_LINES,
+    TIMED,
+    VARIANTS,
+    select_steps,
+)
 from campaign_report import merge_campaigns, now, render, report, write_answer  # noqa: F401
 from campaign_runner import Context, Skip, probe_header, run, run_parts, run_steps  # noqa: F401
 from campaign_steps import variant  # noqa: F401

@@ -8,7 +8,8 @@ from campaign_plan import CANDIDATE_MARGIN, STUDY_CHANGES, TARGET
 from campaign_report import figure, pct
 from campaign_runner import Skip, StepError, fail_if_any, finish, run, start, tail
 from campaign_steps import data_options, forward_flops, read_summary, train_command
-from speedrun import leaderboard_entries
+
+from speedrun.runs import leaderboard_entries
 
 
 def mean_std(values, form="{:.2f}"):

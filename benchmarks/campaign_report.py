@@ -8,8 +8,9 @@ import tarfile
 from pathlib import Path
 
 from campaign_plan import ARCHIVE, LEFT_OUT_OF_ARCHIVE, README_MARKERS, ROOT, STEPS, TIMED
-from speedrun import leaderboard_entries  # no torch: the campaign itself never touches the device
-from speedrun.atomic import replacing
+
+from speedrun.runs import leaderboard_entries  # no torch: the campaign itself never touches the device
+from speedrun.system.atomic import replacing
 
 
 def figure(name, text, *, value=None, timed=None, command=None, accuracy=None, tflops=None, gbps=None):

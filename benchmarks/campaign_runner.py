@@ -14,7 +14,8 @@ from pathlib import Path
 
 from campaign_plan import MIN_STEP_S, ROOT, SIZES, STACKS_WAIT_S, TAIL_LINES
 from campaign_report import now, step_note
-from speedrun.stacks import STACKS_SIGNAL
+
+from speedrun.system.stacks import STACKS_SIGNAL
 
 
 class Skip(Exception):
@@ -225,8 +226,8 @@ def run_steps(ctx, plan, campaign, after_each):
 def probe_header(ctx):
     """Device, versions and cuDNN of this machine, read by a child process (the campaign never imports
     torch, so a broken device cannot take the bookkeeping down with it)."""
-    code = ("import json, torch; from speedrun.device import device_name, pick_device; "
-            "from speedrun.runlog import versions; print(json.dumps({'device': device_name(pick_device('auto')), "
+    code = ("import json, torch; from speedrun.system.device import device_name, pick_device; "
+            "from speedrun.system.runlog import versions; print(json.dumps({'device': device_name(pick_device('auto')), "
             "'versions': versions(), 'cudnn': torch.backends.cudnn.version() if torch.cuda.is_available() else None}))")
     ctx.step, ctx.deadline = "probe", time.monotonic() + 120
     try:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from campaign_plan import BENCH_STAGES, COMPILE_MODE_OPTION, POLL_S, RECIPE_OPTION, VARIANT_LIMIT_S, VARIANTS
 from campaign_report import figure, pct
-from campaign_runner import (Skip, StepError, StepTimeout, fail_if_any, kill, nvidia_smi, run, run_parts, start,
-                             tail)
-from speedrun.clock import PARTS  # no torch: the campaign itself never touches the device
+from campaign_runner import Skip, StepError, StepTimeout, fail_if_any, kill, nvidia_smi, run, run_parts, start, tail
+
+from speedrun.system.clock import PARTS  # no torch: the campaign itself never touches the device
 
 
 def data_options(ctx):
@@ -53,7 +53,7 @@ def forward_flops(ctx, recipes=("seed",)):
     counted = ctx.cache.setdefault("flops", {})
     missing = [recipe for recipe in recipes if recipe not in counted]
     if missing:
-        code = ("import json, sys; from speedrun.config import resolve_config; from speedrun.model import build_model; "
+        code = ("import json, sys; from speedrun.runs.config import resolve_config; from speedrun.nets.model import build_model; "
                 "from speedrun.summary import forward_flops; width = int(sys.argv[1]); "
                 "print(json.dumps({recipe: forward_flops(build_model(resolve_config({'training': {'recipe': recipe}, "
                 "'model': {'width': width}}))) for recipe in sys.argv[2:]}))")

@@ -24,8 +24,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from speedrun.config import parse_seeds  # noqa: E402
-from speedrun.leaderboard_entries import seed_stats, welch_interval  # noqa: E402
+from speedrun.runs.config import parse_seeds  # noqa: E402
+from speedrun.runs.leaderboard_entries import seed_stats, welch_interval  # noqa: E402
 
 SUBSET, WIDTH = 10_240, 16
 PROXY = ["--recipe", "speedrun", "--training.train_subset", str(SUBSET), "--model.width", str(WIDTH),

@@ -4,7 +4,7 @@
     from speedrun.predict import predict
     from speedrun.train import train
 
-Names are imported on first use, so `import speedrun.model` does not pull in ffcv. `train` and
+Names are imported on first use, so `import speedrun.nets.model` does not pull in ffcv. `train` and
 `predict` stay in their modules: exported here they would share their names with those modules, and
 which of the two `speedrun.train` meant would depend on what was imported before.
 """
@@ -13,9 +13,9 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "CustomResNet": "speedrun.model",
-    "load_beton": "speedrun.data",
-    "load_cifar_betons": "speedrun.data",
+    "CustomResNet": "speedrun.nets.model",
+    "load_beton": "speedrun.data.betons",
+    "load_cifar_betons": "speedrun.data.betons",
 }
 
 

@@ -10,15 +10,15 @@ import sys
 
 import yaml
 
-from . import distributed, runlog
-from . import train as training
-from .config import RUN_SECTIONS, merge, parse_args, parse_seeds, run_config
-from .derive import peak_epoch
-from .faults import OutOfMemory, TrainingDiverged
-from .lr_finder import LRTestDiverged
-from .clock import process_start
-from .stacks import dump_stacks_on_signal
-from .step import StepCache
+from speedrun import train as training
+from speedrun.engine.step import StepCache
+from speedrun.optim.lr_finder import LRTestDiverged
+from speedrun.runs.config import RUN_SECTIONS, merge, parse_args, parse_seeds, run_config
+from speedrun.runs.derive import peak_epoch
+from speedrun.runs.faults import OutOfMemory, TrainingDiverged
+from speedrun.system import distributed, runlog
+from speedrun.system.clock import process_start
+from speedrun.system.stacks import dump_stacks_on_signal
 
 ALIASES = {"--epochs": "--training.epochs", "--recipe": "--training.recipe",
            "--resume": "--training.resume", "--seed": "--training.seed", "--seeds": "--training.seeds"}

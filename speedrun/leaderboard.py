@@ -1,6 +1,6 @@
 """A leaderboard session: a recipe over several seeds and, beside it, airbench's reference on the same
 data and device; the entries appended to the leaderboard file and its table rewritten (the entries,
-their statistics and the table: speedrun/leaderboard_entries.py).
+their statistics and the table: speedrun/runs/leaderboard_entries.py).
 
     python -m speedrun.leaderboard --recipe speedrun --seeds 0-9 --reference train94   # a record attempt
     python -m speedrun.leaderboard --seeds 0-4 --reference train94 --epochs 24 --training.late_evals_from 20
@@ -26,9 +26,15 @@ leaderboard_entries.compare's.
 import os
 import sys
 
-from speedrun.config import defaults, merge, parse_args, parse_seeds, resolve_config
-from speedrun.leaderboard_entries import (append_entry, compare, make_entry, new_session, read_entries,
-                                          render_markdown)
+from speedrun.runs.config import defaults, merge, parse_args, parse_seeds, resolve_config
+from speedrun.runs.leaderboard_entries import (
+    append_entry,
+    compare,
+    make_entry,
+    new_session,
+    read_entries,
+    render_markdown,
+)
 
 ALIASES = {"--seeds": "--leaderboard.seeds", "--target": "--leaderboard.target",
            "--recipe": "--leaderboard.recipe", "--reference": "--leaderboard.reference",
@@ -52,8 +58,8 @@ def training_overrides(given, recipe):
 
 def load_data(overrides):
     """The train/test betons, read once into device memory for every seed (and the reference)."""
-    from speedrun.data import load_cifar_betons
-    from speedrun.device import pick_device
+    from speedrun.data.betons import load_cifar_betons
+    from speedrun.system.device import pick_device
     config = resolve_config(overrides)
     return load_cifar_betons(config["data"]["train_dataset"], config["data"]["val_dataset"],
                              pick_device(config["training"]["device"]))

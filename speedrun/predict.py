@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from speedrun.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
-from speedrun.device import PRECISIONS, device_policy, pick_device
-from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
-from speedrun.evaluate import normalize, tta_logits
-from speedrun.model import build_model
-from speedrun.sources import CIFAR10_CLASSES
+from speedrun.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize, normalize_table
+from speedrun.data.cifar import CIFAR10_CLASSES
+from speedrun.engine.evaluate import tta_logits
+from speedrun.nets.model import build_model
+from speedrun.system.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from speedrun.system.device import PRECISIONS, device_policy, pick_device
 
 IMAGE_SIZE = 32
 BATCH_SIZE = 256  # images per forward pass: bounds memory when classifying thousands of files

@@ -15,7 +15,7 @@ few CUDA-only calls, made CPU ones for the call's duration, and its float16, whi
 (`on_cpu` says why). At a `width` other
 than our full net's 64, its widths are scaled alike (train94's 64/256/256 become 16/64/64 at width 16,
 our record net's own shape there); with `--training.train_subset`, each seed trains on the images our
-run of that seed draws (speedrun.loader.train_subset).
+run of that seed draws (speedrun.data.loader.train_subset).
 
 The result is a summary shaped like `speedrun.train.train`'s, so the leaderboard treats both alike,
 'final_test_acc' being airbench's `evaluate` on our test set with the test-time augmentation level
@@ -51,9 +51,9 @@ from importlib import metadata
 
 import torch
 
-from speedrun.device import device_name, synchronize, timed
-from speedrun.loader import train_subset
-from speedrun.sources import CIFAR10_CLASSES
+from speedrun.data.cifar import CIFAR10_CLASSES
+from speedrun.data.loader import train_subset
+from speedrun.system.device import device_name, synchronize, timed
 
 # reference name -> airbench module holding that trainer and its hyperparameters `hyp`
 REFERENCES = {"train94": "airbench.lib_airbench94", "train96": "airbench.lib_airbench96"}
@@ -344,9 +344,9 @@ def main(argv=None):
     """python -m speedrun.reference --name train94 --seeds 0-4 [run options]: airbench's trainer over the
     seeds on the data, device, `--model.width` and `--training.train_subset` the run options give, each
     seed's summary written to <--logging.folder>/seed<N>/summary.json (other run options are ignored)."""
-    from speedrun.config import parse_args, parse_seeds, resolve_config
-    from speedrun.data import load_cifar_betons
-    from speedrun.device import pick_device
+    from speedrun.data.betons import load_cifar_betons
+    from speedrun.runs.config import parse_args, parse_seeds, resolve_config
+    from speedrun.system.device import pick_device
     parser = argparse.ArgumentParser(prog="python -m speedrun.reference", description=__doc__.splitlines()[0])
     parser.add_argument("--name", choices=sorted(REFERENCES), default="train94")
     parser.add_argument("--seeds", default="0", help="'0,1,2' or '0-4'")

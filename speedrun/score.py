@@ -16,12 +16,12 @@ import argparse
 import json
 import sys
 
-from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
-from speedrun.checkpoint import CheckpointError
-from speedrun.data import BetonError, load_beton
-from speedrun.device import PRECISIONS, device_policy, pick_device
-from speedrun.evaluate import check_threshold, evaluate, evaluate_selective
+from speedrun.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
+from speedrun.data.betons import BetonError, load_beton
+from speedrun.engine.evaluate import check_threshold, evaluate, evaluate_selective
 from speedrun.predict import load_net
+from speedrun.system.checkpoint import CheckpointError
+from speedrun.system.device import PRECISIONS, device_policy, pick_device
 
 TTA_LEVELS = (0, 1, 2)
 

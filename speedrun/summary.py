@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from speedrun.model import CustomResNet, Residual
+from speedrun.nets.model import CustomResNet, Residual
 
 # Receptive field convention: input pixel i covers [i, i+1), so its centre is i + 0.5 and the input has
 # r=1, j=1, start=0.5. For a layer of kernel k, stride s, padding p (dilation folded into k):
@@ -132,7 +132,7 @@ def format_summary(rows, input_size=(3, 32, 32)):
 
 
 def main(argv=None):
-    from speedrun.config import parse_args
+    from speedrun.runs.config import parse_args
 
     config = parse_args(argv, description="Print the Custom ResNet summary.", sections=("model",))
     print(format_summary(layer_table(CustomResNet(width=config["model"]["width"]))))

@@ -5,9 +5,9 @@ one (compiled, bf16, channels-last on CUDA) train step and records loss and accu
 buffers, so nothing waits for the host inside an epoch: the step reads its LR from a table on the
 device, and the optimizer takes it as a device tensor. The host syncs once per epoch to time it,
 check the losses are finite, evaluate and checkpoint. On CPU the same code runs without compile,
-autocast or the Triton kernel. `--training.compile_mode` picks what is compiled (speedrun/device.py).
+autocast or the Triton kernel. `--training.compile_mode` picks what is compiled (speedrun/system/device.py).
 
-The config a run reads is built once (speedrun/config.py) and never changed; what the run derives from
+The config a run reads is built once (speedrun/runs/config.py) and never changed; what the run derives from
 it (the peak LR the range test picks, the peak epoch of a short run) is kept in `Run.derived`. The
 command line and seed sweeps are in speedrun/cli.py.
 """
@@ -20,24 +20,24 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from . import distributed, runlog
-from .augment import IMAGE_SIZE
-from .clock import Clock
-from .compile_watch import frames_compiled
-from .config import run_config
-from .data import load_cifar_betons
-from .derive import one_cycle, peak_epoch, peak_lr, run_lr_test
-from .device import pick_device, policy_from_config, synchronize
-from .evaluate import evaluate
-from .faults import OutOfMemory, TrainingDiverged, check_finite, check_not_exploded, largest_fitting_batch  # noqa: F401
-from .loader import Loader
-from .model import build_model
-from .optim import Lookahead, WeightAverage, group_lr_table, param_groups
-from .report import announce_estimate, data_info, eval_record, summarise, write_start_plots
-from .resolution import curriculum, side_for_epoch
-from .run_state import CheckpointWriter, restore, save_state
-from .schedule import DeviceSchedule
-from .step import compile_step, make_train_step, step_for, step_key
+from speedrun.data.augment import IMAGE_SIZE
+from speedrun.data.betons import load_cifar_betons
+from speedrun.data.loader import Loader
+from speedrun.engine.compile_watch import frames_compiled
+from speedrun.engine.evaluate import evaluate
+from speedrun.engine.resolution import curriculum, side_for_epoch
+from speedrun.engine.step import compile_step, make_train_step, step_for, step_key
+from speedrun.nets.model import build_model
+from speedrun.optim.optimizers import Lookahead, WeightAverage, group_lr_table, param_groups
+from speedrun.optim.schedule import DeviceSchedule
+from speedrun.runs.config import run_config
+from speedrun.runs.derive import one_cycle, peak_epoch, peak_lr, run_lr_test
+from speedrun.runs.faults import OutOfMemory, TrainingDiverged, check_finite, check_not_exploded, largest_fitting_batch  # noqa: F401
+from speedrun.runs.report import announce_estimate, data_info, eval_record, summarise, write_start_plots
+from speedrun.runs.run_state import CheckpointWriter, restore, save_state
+from speedrun.system import distributed, runlog
+from speedrun.system.clock import Clock
+from speedrun.system.device import pick_device, policy_from_config, synchronize
 
 ESTIMATE_AFTER_STEPS = 3  # a CPU run announces its length once this many steps are timed
 
@@ -74,7 +74,7 @@ class Run:
     run_eval: object
     lrs: list
     schedule: DeviceSchedule
-    sides: tuple = (IMAGE_SIZE,)  # the image sides of its epochs (speedrun/resolution.py)
+    sides: tuple = (IMAGE_SIZE,)  # the image sides of its epochs (speedrun/engine/resolution.py)
     history: list = field(default_factory=list)
     data_info: dict = field(default_factory=dict)
     start_epoch: int = 0

@@ -21,8 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from speedrun import device as device_module
-from speedrun.sources import CIFAR10_CLASSES, CifarArrays
+from speedrun.data.cifar import CIFAR10_CLASSES, CifarArrays
+from speedrun.system import device as device_module
 
 # Ten well separated colours, one per class.
 PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],

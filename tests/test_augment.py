@@ -13,9 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speedrun import augment as aug
-from speedrun.augment import (augment_batch, augment_reference, augment_triton, bytes_moved, draw_params,
-                              normalize_table)
+from speedrun.data import augment as aug
+from speedrun.data.augment import (
+    augment_batch,
+    augment_reference,
+    augment_triton,
+    bytes_moved,
+    draw_params,
+    normalize_table,
+)
 
 needs_triton = pytest.mark.skipif(aug.triton is None, reason="triton is not installed")
 DTYPES = [torch.float32, torch.bfloat16]
@@ -231,7 +237,7 @@ def test_triton_errors_are_clear(monkeypatch):
 def test_module_imports_without_triton():
     code = ("import sys; sys.modules['triton'] = None\n"
             "import torch\n"
-            "from speedrun.augment import augment_batch, draw_params, normalize_table\n"
+            "from speedrun.data.augment import augment_batch, draw_params, normalize_table\n"
             "images = torch.zeros(4, 32, 32, 3, dtype=torch.uint8)\n"
             "params = draw_params(4, torch.Generator(), 'cpu')\n"
             "out = augment_batch(images, torch.arange(4), params, normalize_table())\n"
@@ -240,7 +246,7 @@ def test_module_imports_without_triton():
 
 
 def test_config_section_defaults():
-    from speedrun.config import defaults
+    from speedrun.runs.config import defaults
     assert defaults()["augment"] == {"pad": 4, "pad_mode": "reflect", "cutout": 8, "flip": True,
                                      "flip_mode": "random", "impl": "auto"}
 

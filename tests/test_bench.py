@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import speedrun.device
-from speedrun.optim import step_tensors
-from speedrun.step import Step
+import speedrun.system.device
+from speedrun.engine.step import Step
+from speedrun.optim.optimizers import step_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench.py"
@@ -78,7 +78,7 @@ def test_stages_without_betons_are_skipped_and_unknown_stages_refused(tmp_path):
 
 
 def test_flop_counter_finds_the_seed_nets_0_759_gflop():
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import bench; from speedrun.model import CustomResNet; "
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import bench; from speedrun.nets.model import CustomResNet; "
             "from speedrun.summary import forward_flops; "
             "print(forward_flops(CustomResNet(width=64)), bench.slugify('NVIDIA H100 80GB HBM3'))")
     done = run(code=code)
@@ -91,7 +91,7 @@ def test_flop_counter_finds_the_seed_nets_0_759_gflop():
 def test_the_benchmark_prints_its_stacks_on_the_signal(tmp_path):
     """The campaign sends it before killing a benchmark that ran past its limit (see test_campaign)."""
     done = run(code="import faulthandler, sys; sys.path.insert(0, 'benchmarks'); import bench; "
-                    "from speedrun.stacks import STACKS_SIGNAL; "
+                    "from speedrun.system.stacks import STACKS_SIGNAL; "
                     f"bench.main(['--stages', 'ceilings', '--size', 'small', '--out', {str(tmp_path)!r}, *{PINNED!r}]); "
                     "print('registered', faulthandler.unregister(STACKS_SIGNAL))")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -136,9 +136,9 @@ def test_a_whole_step_workload_is_pinned_before_its_first_call(monkeypatch, tmp_
     """As in a run, the tensors a whole-step graph updates in place (the optimizer's state and LRs, the
     weight average's and lookahead's, the batch buffer) are static addresses before the step is first
     called: under CUDA graphs, a step that mutates an unmarked input runs without its graph."""
-    monkeypatch.setattr(speedrun.device, "COMPILE_BACKEND", "aot_eager")  # compiles in seconds
+    monkeypatch.setattr(speedrun.system.device, "COMPILE_BACKEND", "aot_eager")  # compiles in seconds
     torch._dynamo.reset()
-    policy = speedrun.device.device_policy(torch.device("cpu"), "fp32", "on", compile_mode="whole-step")
+    policy = speedrun.system.device.device_policy(torch.device("cpu"), "fp32", "on", compile_mode="whole-step")
     _, w, _ = bench_workload(monkeypatch, tmp_path, {"lookahead": 5}, policy)
     pinned = [w.batcher.out, *step_tensors(w.optimizer), *w.step.average.tensors(), *w.step.lookahead.tensors()]
     assert w.step.average.tensors() and w.step.lookahead.tensors() and w.inputs is w.batcher.out

@@ -112,7 +112,7 @@ def test_a_command_killed_at_its_limit_leaves_its_stacks_in_its_log(tmp_path):
     from campaign_runner import StepTimeout
     ctx = context(tmp_path)
     ctx.step, ctx.deadline = "variants", time.monotonic() + 60
-    code = ("import sys, time; from speedrun.stacks import dump_stacks_on_signal; dump_stacks_on_signal()\n"
+    code = ("import sys, time; from speedrun.system.stacks import dump_stacks_on_signal; dump_stacks_on_signal()\n"
             "def waiting_for_the_compiler():\n    print('started', flush=True); time.sleep(60)\n"
             "waiting_for_the_compiler()")
     with pytest.raises(StepTimeout, match="stacks at that moment end stuck.log") as raised:
@@ -440,7 +440,8 @@ def test_smoke_campaign_runs_every_step_on_the_cpu_and_reports_them(tmp_path):
 
 def test_record_step_reports_the_leaderboards_comparison_with_its_intervals_and_verdict():
     from campaign_accuracy import comparison_figure
-    from speedrun.leaderboard_entries import compare
+
+    from speedrun.runs.leaderboard_entries import compare
     ours = {"name": "speedrun", "accuracies": [0.910, 0.911, 0.912, 0.910, 0.911], "train_seconds": [2.0] * 4 + [2.1],
             "total_seconds": [2.2] * 5}
     airbench = {"name": "airbench train94", "accuracies": [0.905, 0.904, 0.906, 0.903, 0.905],

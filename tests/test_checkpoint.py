@@ -4,8 +4,8 @@ import errno
 import pytest
 import torch
 
-from speedrun import checkpoint
-from speedrun.model import CustomResNet
+from speedrun.nets.model import CustomResNet
+from speedrun.system import checkpoint
 
 
 def state_of(model, epoch):
@@ -72,7 +72,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch
 
 def test_a_background_writer_saves_the_state_as_it_was_and_raises_its_error_later(tmp_path, monkeypatch):
     """How a CUDA run checkpoints (the next epoch trains while the file is written), run on the CPU."""
-    from speedrun.run_state import CheckpointWriter
+    from speedrun.runs.run_state import CheckpointWriter
     weights, history = torch.ones(3), [{"epoch": 1.0}]
     writer = CheckpointWriter(background=True)
     writer.write(str(tmp_path), {"model": {"w": weights}, "history": history}, True)

@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from speedrun import checkpoint
-from speedrun.config import RUN_SECTIONS, resolve_config
+from speedrun.runs.config import RUN_SECTIONS, resolve_config
+from speedrun.system import checkpoint
 from speedrun.train import train
 
 
@@ -20,7 +20,7 @@ def python(code, cwd=None):
 
 def test_every_option_is_registered_by_the_config_module_alone():
     code = ("import json, sys\n"
-            "from speedrun.config import defaults, resolve_config\n"
+            "from speedrun.runs.config import defaults, resolve_config\n"
             "config = resolve_config({'data': {'cache_dir': 'elsewhere', 'source': 'x.tar.gz'}})\n"
             "alone = defaults()\n"
             "loaded = sorted(m for m in sys.modules if m.startswith(('speedrun.train', 'speedrun.leaderboard', "
@@ -87,7 +87,7 @@ def test_an_optimizer_chosen_in_a_config_file_brings_its_weight_decay(tmp_path):
 def test_the_command_line_prints_its_stacks_on_the_signal():
     """`kill -USR1 <pid>` on a run shows where it is (the campaign sends it before killing a hung run)."""
     result = python("import faulthandler, io, contextlib; from speedrun.cli import main; "
-                    "from speedrun.stacks import STACKS_SIGNAL\n"
+                    "from speedrun.system.stacks import STACKS_SIGNAL\n"
                     "with contextlib.redirect_stdout(io.StringIO()): main(['--print-config'])\n"
                     "print(faulthandler.unregister(STACKS_SIGNAL))")
     assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr
@@ -97,7 +97,8 @@ def test_the_stack_dump_registers_when_stderr_has_no_descriptor(monkeypatch):
     """A notebook's or pytest's stderr has no file descriptor: the dump goes to the process's own."""
     import faulthandler
     import io
-    from speedrun.stacks import STACKS_SIGNAL, dump_stacks_on_signal
+
+    from speedrun.system.stacks import STACKS_SIGNAL, dump_stacks_on_signal
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     dump_stacks_on_signal()
     assert faulthandler.unregister(STACKS_SIGNAL)

@@ -1,12 +1,12 @@
-"""speedrun.data: betons load exactly into tensors, and anything else fails with a BetonError saying what to run."""
+"""speedrun.data.betons: betons load exactly into tensors, and anything else fails with a BetonError saying what to run."""
 import shutil
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import learnable_arrays
-from speedrun.data import BetonError, CifarData, load_beton, load_cifar_betons, read_beton_index
+
+from speedrun.data.betons import BetonError, CifarData, load_beton, load_cifar_betons, read_beton_index
 
 
 def write_test_beton(path, fields, samples, num_workers=1):

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from speedrun import device as device_module
-from speedrun.config import defaults
-from speedrun.device import choose_precision, device_policy, has_native_bf16, policy_from_config
+from speedrun.runs.config import defaults
+from speedrun.system import device as device_module
+from speedrun.system.device import choose_precision, device_policy, has_native_bf16, policy_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -136,7 +136,7 @@ import speedrun
 for module in pkgutil.walk_packages(speedrun.__path__, "speedrun."):
     importlib.import_module(module.name)
 import write_beton
-from speedrun.data import load_beton
+from speedrun.data.betons import load_beton
 folder = tempfile.mkdtemp()
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)

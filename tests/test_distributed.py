@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from speedrun import distributed
-from speedrun.distributed import GlobalBatchNorm
+from speedrun.system import distributed
+from speedrun.system.distributed import GlobalBatchNorm
 
 
 def free_port():
@@ -73,8 +73,8 @@ def gradient_check(out):
     """Run under torchrun: the DDP gradient of one step, float64, each rank on its half of 16 images."""
     import torch.nn.functional as F
 
-    from speedrun import distributed
-    from speedrun.model import CustomResNet
+    from speedrun.nets.model import CustomResNet
+    from speedrun.system import distributed
     torch.set_default_dtype(torch.float64)
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.rand(16, 3, 32, 32, generator=generator), torch.randint(0, 10, (16,), generator=generator)
@@ -143,7 +143,7 @@ def test_a_seed_sweep_rank_makes_its_own_gpu_current(monkeypatch):
 def diverge_on_rank_one(*args):
     """Run under torchrun: train with rank 1's recorded loss turned NaN at epoch 2, step 2."""
     from speedrun import cli
-    from speedrun import step as step_module
+    from speedrun.engine import step as step_module
     real, calls = step_module.make_train_step, {"n": 0}
 
     def poisoned(*step_args):

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from speedrun.evaluate import evaluate, evaluate_selective, normalize, selective_tta_logits, shift, tta_logits
-from speedrun.record_net import RecordNet
+from speedrun.data.augment import normalize
+from speedrun.engine.evaluate import evaluate, evaluate_selective, selective_tta_logits, shift, tta_logits
+from speedrun.nets.record_net import RecordNet
 
 SIZE = 16
 

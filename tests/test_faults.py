@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from speedrun import checkpoint
-from speedrun.faults import EXPLODED_FACTOR, TrainingDiverged, check_not_exploded
+from speedrun.runs.faults import EXPLODED_FACTOR, TrainingDiverged, check_not_exploded
+from speedrun.system import checkpoint
 from speedrun.train import train
 
 LRS = [0.01 * (i + 1) for i in range(8)]  # 2 epochs of 4 steps

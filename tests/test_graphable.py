@@ -12,13 +12,13 @@ import torch.distributed as torch_dist
 from torch._dynamo.backends.common import aot_autograd
 from torch._guards import TracingContext
 
-from speedrun import device as device_module
-from speedrun.config import resolve_config
-from speedrun.device import policy_from_config
-from speedrun.distributed import Dist
-from speedrun.model import build_model
-from speedrun.optim import group_lr_table, param_groups
-from speedrun.step import build_step
+from speedrun.engine.step import build_step
+from speedrun.nets.model import build_model
+from speedrun.optim.optimizers import group_lr_table, param_groups
+from speedrun.runs.config import resolve_config
+from speedrun.system import device as device_module
+from speedrun.system.device import policy_from_config
+from speedrun.system.distributed import Dist
 from speedrun.train import train
 
 TINY = {"model": {"width": 8}, "training": {"batch_size": 16, "device": "cpu", "precision": "fp32", "compile": "on",

@@ -9,11 +9,25 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from speedrun import leaderboard, leaderboard_entries
-from speedrun.config import parse_seeds, resolve_config
-from speedrun.leaderboard_entries import (ACCURACY_MARGIN, MIN_SEEDS, append_entry, compare, config_hash,
-                                          make_entry, ratio_interval, read_entries, render_markdown, seed_stats,
-                                          summarise_runs, time_to_target, verdict, welch_interval)
+from speedrun import leaderboard
+from speedrun.runs import leaderboard_entries
+from speedrun.runs.config import parse_seeds, resolve_config
+from speedrun.runs.leaderboard_entries import (
+    ACCURACY_MARGIN,
+    MIN_SEEDS,
+    append_entry,
+    compare,
+    config_hash,
+    make_entry,
+    ratio_interval,
+    read_entries,
+    render_markdown,
+    seed_stats,
+    summarise_runs,
+    time_to_target,
+    verdict,
+    welch_interval,
+)
 
 
 def history(*points):
@@ -179,8 +193,9 @@ def fake_train(train_module, calls):
 
 
 def run_cli(monkeypatch, tmp_path, calls, *extra):
-    from speedrun import train as train_module
     import torch
+
+    from speedrun import train as train_module
     data = FakeData(torch.zeros(4, 32, 32, 3, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64),
                     torch.zeros(2, 32, 32, 3, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64))
     monkeypatch.setattr(train_module, "train", fake_train(train_module, calls))
@@ -414,8 +429,9 @@ def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_pat
 
     monkeypatch.setattr(reference, "run_reference", fake_reference)
     monkeypatch.setattr(reference, "check_available", lambda device: None)
-    from speedrun import train as train_module
     import torch
+
+    from speedrun import train as train_module
     data = FakeData(*[torch.zeros(2, dtype=torch.uint8)] * 4)
     monkeypatch.setattr(leaderboard, "load_data", lambda overrides: data)
     original = fake_train(train_module, calls)
@@ -462,7 +478,7 @@ def test_record_attempt_with_airbench_rehearsed_on_the_cpu(tiny_betons, tmp_path
     """The record attempt's command with airbench's train94 beside it, both on the CPU at width 4, on
     1,024 random images in memory (airbench's batch): both entries and their comparison are written."""
     from speedrun import reference
-    from speedrun.data import CifarData
+    from speedrun.data.betons import CifarData
     try:
         reference.import_airbench()
     except ImportError:

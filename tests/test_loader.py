@@ -4,9 +4,9 @@ import copy
 import pytest
 import torch
 
-from speedrun.config import defaults, merge
-from speedrun.data import CifarData
-from speedrun.loader import Loader
+from speedrun.data.betons import CifarData
+from speedrun.data.loader import Loader
+from speedrun.runs.config import defaults, merge
 
 
 def tiny_loader(seed=0, **augment):

@@ -5,10 +5,21 @@ import pytest
 import torch
 from torch import nn
 
-from speedrun import derive, runlog
-from speedrun.config import defaults, resolve_config
-from speedrun.lr_finder import (FALLBACK, MIN_RULE_STEPS, MIN_SWEEP_STEPS, RULES, LRTestDiverged, LRTestResult,
-                                loss_limits, lr_range_test, num_test_steps, suggest_lr)
+from speedrun.optim.lr_finder import (
+    FALLBACK,
+    MIN_RULE_STEPS,
+    MIN_SWEEP_STEPS,
+    RULES,
+    LRTestDiverged,
+    LRTestResult,
+    loss_limits,
+    lr_range_test,
+    num_test_steps,
+    suggest_lr,
+)
+from speedrun.runs import derive
+from speedrun.runs.config import defaults, resolve_config
+from speedrun.system import runlog
 
 # Least squares y = x @ w + noise with x ~ N(0, scale^2 I): the loss Hessian is scale^2 I, so plain SGD
 # converges fastest at lr = 1 / scale^2 and diverges above 2 / scale^2. The steepest-descent pick

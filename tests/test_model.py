@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from speedrun.model import CustomResNet, conv_bn_relu
+from speedrun.nets.model import CustomResNet, conv_bn_relu
 from speedrun.summary import format_summary, forward_flops, layer_table, main
 
 

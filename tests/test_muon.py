@@ -3,17 +3,15 @@ batched update against the one-filter-at-a-time one, and what the record step co
 import pytest
 import torch
 
-from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
-from speedrun.config import resolve_config
-from speedrun.device import policy_from_config
-from speedrun.distributed import Dist
-from speedrun.evaluate import normalize
-from speedrun.model import build_model
-from speedrun.muon import (Batch, Muon, batches, matrix_shape, newton_schulz, newton_schulz_batched,
-                           orthogonalise_)
-from speedrun.opcount import OpCounter
-from speedrun.optim import group_lr_table, param_groups
-from speedrun.step import build_step
+from speedrun.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize, normalize_table
+from speedrun.engine.step import build_step
+from speedrun.nets.model import build_model
+from speedrun.optim.muon import Batch, Muon, batches, matrix_shape, newton_schulz, newton_schulz_batched, orthogonalise_
+from speedrun.optim.optimizers import group_lr_table, param_groups
+from speedrun.runs.config import resolve_config
+from speedrun.system.device import policy_from_config
+from speedrun.system.distributed import Dist
+from speedrun.system.opcount import OpCounter
 
 A, B, C = 3.4445, -4.7750, 2.0315
 
@@ -311,7 +309,7 @@ def test_update_compiles_as_one_graph_and_computes_the_eager_update():
 
 
 # airbench 0.1.8's train94 step at batch 4 dispatches 204 operations, counted with this same counter
-# (speedrun.opcount.OpCounter) around one step after a warm-up step.
+# (speedrun.system.opcount.OpCounter) around one step after a warm-up step.
 AIRBENCH_TRAIN94_STEP_OPS = 204
 # The record step dispatches no more: 197 in all (221 with Muon batched by matrix shape, 475 with one
 # filter at a time). Muon's update is 67 of them: the record net's 6 filters have 4 matrix shapes but 2

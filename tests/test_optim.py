@@ -5,9 +5,16 @@ import copy
 import pytest
 import torch
 
-from speedrun.config import defaults, merge
-from speedrun.optim import (WeightAverage, build_optimizer, load_optimizer_state, load_state_in_place, set_lr,
-                           step_tensors, traced_update)
+from speedrun.optim.optimizers import (
+    WeightAverage,
+    build_optimizer,
+    load_optimizer_state,
+    load_state_in_place,
+    set_lr,
+    step_tensors,
+    traced_update,
+)
+from speedrun.runs.config import defaults, merge
 
 
 def small_net():

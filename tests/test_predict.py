@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from speedrun import checkpoint
-from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
-from speedrun.config import defaults
-from speedrun.evaluate import normalize, tta_logits
-from speedrun.model import build_model
+from speedrun.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize, normalize_table
+from speedrun.data.cifar import CIFAR10_CLASSES
+from speedrun.engine.evaluate import tta_logits
+from speedrun.nets.model import build_model
 from speedrun.predict import ImageError, load_image, main, predict
-from speedrun.sources import CIFAR10_CLASSES
+from speedrun.runs.config import defaults
+from speedrun.system import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import proxy  # noqa: E402
-from speedrun.leaderboard_entries import welch_interval  # noqa: E402
+
+from speedrun.runs.leaderboard_entries import welch_interval  # noqa: E402
 
 ARMS = {"base": [0.70, 0.71, 0.72], "lookahead-5": [0.72, 0.73, 0.73]}
 

@@ -8,11 +8,11 @@ from test_step import compiled_run, losses, step_config
 from test_train import whole_and_cut, without_times
 
 from speedrun import cli
-from speedrun import step as step_module
 from speedrun import train as train_module
-from speedrun.config import resolve_config
-from speedrun.model import build_model
-from speedrun.optim import Lookahead, build_optimizer, group_lr_table, param_groups, set_lr
+from speedrun.engine import step as step_module
+from speedrun.nets.model import build_model
+from speedrun.optim.optimizers import Lookahead, build_optimizer, group_lr_table, param_groups, set_lr
+from speedrun.runs.config import resolve_config
 from speedrun.train import train
 
 IDEAS = {"bias_lr_scale": 4.0, "head_lr_scale": 2.0, "whiten_bias_epochs": 1, "lookahead": 2}

@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speedrun.muon import Muon
+from speedrun.nets.record_net import IdentityInitConv, RecordNet, whiten_init_
+from speedrun.optim.muon import Muon
 from speedrun.summary import forward_flops
-from speedrun.record_net import IdentityInitConv, RecordNet, whiten_init_
 
 WIDTHS = (8, 16, 16)
 SIZE = 16

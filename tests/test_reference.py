@@ -11,7 +11,7 @@ import torch
 from speedrun import reference
 from speedrun.leaderboard import make_entry
 from speedrun.reference import CIFAR10_CLASSES, export_for_airbench, run_reference
-from speedrun.device import device_name
+from speedrun.system.device import device_name
 
 Data = namedtuple("Data", "train_images train_labels test_images test_labels")
 
@@ -38,7 +38,7 @@ def test_export_round_trips(data, tmp_path):
 
 
 def test_export_of_real_betons_keeps_pixels_and_labels(tiny_betons, tmp_path):
-    from speedrun.data import load_cifar_betons
+    from speedrun.data.betons import load_cifar_betons
     data = load_cifar_betons(*tiny_betons, device="cpu")
     folder = export_for_airbench(data, str(tmp_path))
     saved = torch.load(os.path.join(folder, "test.pt"))
@@ -141,7 +141,7 @@ def test_airbench_widths_scale_as_our_width():
 
 
 def test_each_seed_trains_on_the_subset_our_run_of_it_draws(data):
-    from speedrun.loader import train_subset
+    from speedrun.data.loader import train_subset
     assert reference.seed_data(data, 0, 3) is data
     for seed in (0, 1):
         chosen = reference.seed_data(data, 5, seed)
@@ -343,7 +343,7 @@ def test_airbench_trains_on_the_cpu_at_a_scaled_width_and_leaves_torch_as_it_was
 def test_reference_command_writes_each_seeds_summary(data, tmp_path, monkeypatch, capsys):
     calls = []
     fake_airbench(monkeypatch, calls)
-    monkeypatch.setattr("speedrun.data.load_cifar_betons", lambda train, test, device: data)
+    monkeypatch.setattr("speedrun.data.betons.load_cifar_betons", lambda train, test, device: data)
     reference.main(["--name", "train94", "--seeds", "0-1", "--training.device", "cpu",
                     "--logging.folder", str(tmp_path / "runs")])
     for seed in (0, 1):

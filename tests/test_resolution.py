@@ -10,17 +10,16 @@ from test_train import whole_and_cut, without_times
 from torch._dynamo.utils import counters
 
 from speedrun import cli
-from speedrun import device as device_module
-from speedrun import step as step_module
 from speedrun import train as train_module
-from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
-from speedrun.config import RUN_SECTIONS, parse_args, resolve_config
-from speedrun.device import policy_from_config
-from speedrun.distributed import Dist
-from speedrun.evaluate import normalize
-from speedrun.model import build_model
-from speedrun.optim import group_lr_table, param_groups
-from speedrun.resolution import curriculum, downscale, parse_sides, side_for_epoch
+from speedrun.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize, normalize_table
+from speedrun.engine import step as step_module
+from speedrun.engine.resolution import curriculum, downscale, parse_sides, side_for_epoch
+from speedrun.nets.model import build_model
+from speedrun.optim.optimizers import group_lr_table, param_groups
+from speedrun.runs.config import RUN_SECTIONS, parse_args, resolve_config
+from speedrun.system import device as device_module
+from speedrun.system.device import policy_from_config
+from speedrun.system.distributed import Dist
 from speedrun.train import train
 
 SIDES = "24,28,32"

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from speedrun.config import defaults
-from speedrun.schedule import OneCycle
+from speedrun.optim.schedule import OneCycle
+from speedrun.runs.config import defaults
 
 
 def test_first_peak_and_last_steps():

@@ -6,11 +6,12 @@ import tarfile
 
 import numpy as np
 import pytest
+from conftest import binary_files, learnable_arrays, python_files, split_batches, to_planes, write_tar
 from PIL import Image
 
-from conftest import split_batches, to_planes, binary_files, learnable_arrays, python_files, write_tar
-from speedrun import image_folder, sources
-from speedrun.sources import CIFAR10_CLASSES, SourceError, read_source, source_checksum
+from speedrun.data import image_folder, sources
+from speedrun.data.cifar import CIFAR10_CLASSES, SourceError
+from speedrun.data.sources import read_source, source_checksum
 
 
 @pytest.fixture(scope="module")

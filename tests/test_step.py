@@ -15,11 +15,11 @@ import torch
 from torch._dynamo.utils import counters
 
 from speedrun import cli
-from speedrun import device as device_module
-from speedrun import step as step_module
 from speedrun import train as train_module
-from speedrun.opcount import OpCounter
-from speedrun.optim import step_tensors
+from speedrun.engine import step as step_module
+from speedrun.optim.optimizers import step_tensors
+from speedrun.system import device as device_module
+from speedrun.system.opcount import OpCounter
 from speedrun.train import train
 
 
@@ -143,7 +143,7 @@ def test_a_seed_sweep_builds_and_compiles_its_step_once_and_each_seed_trains_as_
 
 
 def test_compile_cache_files_are_kept_apart_by_step_device_and_versions(monkeypatch, tmp_path):
-    from speedrun import runlog
+    from speedrun.system import runlog
     cpu = torch.device("cpu")
     path = step_module.compile_cache_file(str(tmp_path), "key", cpu)
     assert path.parent == tmp_path and path == step_module.compile_cache_file(str(tmp_path), "key", cpu)

@@ -11,10 +11,9 @@ import sys
 
 import pytest
 import torch
-
 from test_distributed import common_args, free_port, torchrun
 
-from speedrun.distributed import GlobalBatchNorm
+from speedrun.system.distributed import GlobalBatchNorm
 
 
 def structure_run(out, *args):
@@ -26,10 +25,10 @@ def structure_run(out, *args):
     from torch._dynamo.utils import counters
 
     from speedrun import cli
-    from speedrun import device as device_module
-    from speedrun import step as step_module
     from speedrun import train as train_module
-    from speedrun.opcount import OpCounter
+    from speedrun.engine import step as step_module
+    from speedrun.system import device as device_module
+    from speedrun.system.opcount import OpCounter
 
     device_module.COMPILE_BACKEND = "aot_eager"
     record, runs = {"syncs": {}, "hot_loops": 0}, []
@@ -119,8 +118,8 @@ def test_two_processes_wait_for_nothing_break_no_graph_and_compile_nothing_after
 def averaging_check(out):
     """Run under torchrun: each rank's gradients are its rank + 1 and 10 * (rank + 1); the compiled
     average (fullgraph: no break) must leave their means on every rank."""
-    from speedrun import distributed
-    from speedrun.step import average_gradients
+    from speedrun.engine.step import average_gradients
+    from speedrun.system import distributed
     dist = distributed.setup("cpu", 2)
     params = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(5))]
     for scale, p in zip((1, 10), params):

@@ -10,15 +10,17 @@ import time
 import pytest
 import torch
 
-from speedrun import checkpoint, cli, run_state, runlog
-from speedrun import step as step_module
+from speedrun import cli
 from speedrun import train as train_module
 from speedrun.cli import ALIASES
-from speedrun.clock import PARTS
-from speedrun.config import merge, parse_args
-from speedrun.device import device_policy
-from speedrun.loader import continue_stream
-from speedrun.lr_finder import MIN_SWEEP_STEPS, LRTestDiverged
+from speedrun.data.loader import continue_stream
+from speedrun.engine import step as step_module
+from speedrun.optim.lr_finder import MIN_SWEEP_STEPS, LRTestDiverged
+from speedrun.runs import run_state
+from speedrun.runs.config import merge, parse_args
+from speedrun.system import checkpoint, runlog
+from speedrun.system.clock import PARTS
+from speedrun.system.device import device_policy
 from speedrun.train import TrainingDiverged, train
 
 RUN_FILES = ["config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "lr_test.png",
@@ -277,7 +279,7 @@ def test_a_folder_holding_a_run_is_refused_unless_overwritten(tiny_betons, tmp_p
 
 
 def test_a_twenty_seed_sweep_keeps_one_checkpoint_per_seed(tiny_betons, tmp_path):
-    from speedrun.data import CifarData, load_cifar_betons
+    from speedrun.data.betons import CifarData, load_cifar_betons
     data = load_cifar_betons(*tiny_betons, device=torch.device("cpu"))
     data = CifarData(data.train_images[:128], data.train_labels[:128], data.test_images[:64], data.test_labels[:64])
     summaries = cli.train_seeds(tiny_config(tiny_betons, tmp_path / "sweep", epochs=1), range(20), data)
@@ -394,9 +396,9 @@ def test_record_recipe_one_epoch_smoke_run(tiny_betons, tmp_path):
 
 
 def test_train_subset_is_a_fixed_random_sample_not_the_first_images():
-    from speedrun.config import defaults
-    from speedrun.data import CifarData
-    from speedrun.loader import Loader
+    from speedrun.data.betons import CifarData
+    from speedrun.data.loader import Loader
+    from speedrun.runs.config import defaults
     labels = torch.arange(100) // 10  # sorted by class, as image-folder betons are
     images = labels.view(-1, 1, 1, 1).expand(100, 32, 32, 3).to(torch.uint8).contiguous()
     cfg = merge(defaults(), {"training": {"train_subset": 20, "batch_size": 20}})

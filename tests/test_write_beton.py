@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, learnable_arrays
 
 import write_beton
-from conftest import ROOT, learnable_arrays
-from speedrun.data import load_beton
-from speedrun.sources import SourceError
+from speedrun.data.betons import load_beton
+from speedrun.data.cifar import SourceError
 from write_beton import OutputError, write_betons
 
 

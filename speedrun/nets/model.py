@@ -60,5 +60,5 @@ def build_model(cfg, train_images=None):
     """The configured net; the record net initialises its first layer from the training images."""
     if cfg["model"]["arch"] == "resnet":
         return CustomResNet(width=cfg["model"]["width"])
-    from speedrun.record_net import build_record_net
+    from speedrun.nets.record_net import build_record_net
     return build_record_net(cfg, train_images)

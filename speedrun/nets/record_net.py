@@ -117,8 +117,7 @@ def build_record_net(cfg, train_images=None, whiten_sample=5000):
     width = cfg["model"]["width"]
     net = RecordNet(widths=(width, 4 * width, 4 * width))
     if train_images is not None:
-        from speedrun.augment import CIFAR10_MEAN, CIFAR10_STD, normalize_table
-        from speedrun.evaluate import normalize
+        from speedrun.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize, normalize_table
         generator = torch.Generator().manual_seed(cfg.get("training", {}).get("seed", 0))  # random: all classes
         chosen = torch.randperm(len(train_images), generator=generator)[:whiten_sample]
         sample = train_images[chosen.to(train_images.device)]

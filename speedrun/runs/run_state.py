@@ -4,9 +4,9 @@ import threading
 
 import torch
 
-from . import checkpoint
-from .optim import load_optimizer_state
-from .sources import CIFAR10_CLASSES
+from speedrun.data.cifar import CIFAR10_CLASSES
+from speedrun.optim.optimizers import load_optimizer_state
+from speedrun.system import checkpoint
 
 
 def checkpoint_due(options, epoch, epochs):

@@ -7,10 +7,12 @@ import sys
 import torch
 from tqdm import tqdm
 
-from . import augment, plots, runlog
-from .compile_watch import frames_compiled, mode_that_ran
-from .device import device_name
-from .sources import CIFAR10_CLASSES
+from speedrun.data import augment
+from speedrun.data.cifar import CIFAR10_CLASSES
+from speedrun.engine.compile_watch import frames_compiled, mode_that_ran
+from speedrun.runs import plots
+from speedrun.system import runlog
+from speedrun.system.device import device_name
 
 
 def data_info(cfg):

@@ -1,7 +1,7 @@
 """The on-device loader: shuffled, augmented training batches drawn from images in device memory."""
 import torch
 
-from . import augment
+from speedrun.data import augment
 
 
 def train_subset(images, labels, size, seed):

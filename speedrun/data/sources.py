@@ -5,7 +5,7 @@ A source is one of:
   - an official archive, binary (cifar-10-binary.tar.gz) or Python (cifar-10-python.tar.gz) version;
   - the folder either archive extracts to;
   - an image folder ROOT/{train,test}/<class>/*.{png,jpg,jpeg} of 32x32 RGB images (read by
-    speedrun/image_folder.py).
+    speedrun/data/image_folder.py).
 
 `read_source` returns NHWC uint8 images and int64 labels for both splits, plus a description of the
 source with its checksum, which `source_checksum` computes without decoding anything. Every bad input
@@ -19,23 +19,19 @@ import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
 from urllib.parse import urlparse
 
 import numpy as np
 from tqdm import tqdm
 
-from speedrun.atomic import replacing
+from speedrun.data.cifar import CIFAR10_CLASSES, IMAGE_BYTES, SPLITS, CifarArrays, SourceError, folder_digest
+from speedrun.data.image_folder import list_images, read_image_folder
+from speedrun.system.atomic import replacing
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck"]
 BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 BINARY_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 PYTHON_MD5 = "c58f30108f718f92721af3b95e74349a"
 
-IMAGE_SHAPE = (32, 32, 3)
-IMAGE_BYTES = 32 * 32 * 3
-SPLITS = ("train", "test")
 # File names of each official layout: five train batches, then the test batch.
 LAYOUTS = {
     "binary": [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"],
@@ -46,19 +42,6 @@ BATCH_FOLDERS = ("cifar-10-batches-bin", "cifar-10-batches-py")
 SOURCE_HELP = ("--data.source takes 'download', a CIFAR-10 archive (cifar-10-binary.tar.gz or "
                "cifar-10-python.tar.gz), the folder it extracts to, or an image folder "
                "ROOT/{train,test}/<class>/*.png|jpg")
-
-
-class SourceError(Exception):
-    """A CIFAR-10 source that cannot be read; the message says why and what to do."""
-
-
-class CifarArrays(NamedTuple):
-    train_images: np.ndarray  # uint8 [N, 32, 32, 3], RGB
-    train_labels: np.ndarray  # int64 [N]
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    classes: list
-    info: dict  # kind, path or url, checksum ("md5:..." of an archive, "sha256:..." of a folder)
 
 
 def read_source(source="download", cache_dir="data/cache", trust_pickles=False, num_workers=None,
@@ -78,7 +61,6 @@ def read_source(source="download", cache_dir="data/cache", trust_pickles=False, 
     if path.is_dir():
         root, layout = _folder_layout(path)
         if layout == "images":
-            from speedrun.image_folder import read_image_folder  # it reads with this module's checks
             return read_image_folder(root, num_workers or os.cpu_count())
         return _read_batch_folder(root, layout, trust_pickles)
     raise SourceError(f"{source}: no such file or folder. {SOURCE_HELP}")
@@ -94,7 +76,6 @@ def source_checksum(source, url=BINARY_URL, md5=BINARY_MD5):
     if path.is_dir():
         root, layout = _folder_layout(path)
         if layout == "images":
-            from speedrun.image_folder import list_images
             names = [p for p, _ in list_images(root)[1]]
         else:
             names = LAYOUTS[layout]
@@ -154,14 +135,6 @@ def file_digest(path, algorithm):
         while chunk := file.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def folder_digest(names_and_hashes):
-    """One sha256 over a folder's (relative name, file sha256) list, so renames count as changes."""
-    digest = hashlib.sha256()
-    for name, file_hash in names_and_hashes:
-        digest.update(f"{PurePosixPath(name)}\0{file_hash}\n".encode())
-    return "sha256:" + digest.hexdigest()
 
 
 # --- official archives and their extracted folders -------------------------------------------

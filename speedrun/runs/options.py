@@ -1,7 +1,7 @@
 """Every option, in one place: the fastargs sections a run and the package's tools read.
 
-Importing this module (which `speedrun.config` does) registers all of them, so the option set is the
-same whatever else was imported. A recipe (speedrun/recipes.py) lays its own values over these defaults;
+Importing this module (which `speedrun.runs.config` does) registers all of them, so the option set is the
+same whatever else was imported. A recipe (speedrun/runs/recipes.py) lays its own values over these defaults;
 `python -m speedrun.train --print-config [--training.recipe R]` prints the result for a run.
 
 A run reads the sections in RUN_SECTIONS; `leaderboard` belongs to `python -m speedrun.leaderboard`.
@@ -11,12 +11,12 @@ import os
 from fastargs import Param, Section
 from fastargs.validation import Checker
 
-from .augment import IMAGE_SIZE
-from .derive import PICK_FACTORS
-from .device import COMPILE_CHOICES, COMPILE_MODES, PRECISIONS
-from .lr_finder import RULES
-from .recipes import RECIPES
-from .resolution import SMALLEST, parse_sides
+from speedrun.data.augment import IMAGE_SIZE
+from speedrun.engine.resolution import SMALLEST, parse_sides
+from speedrun.optim.lr_finder import RULES
+from speedrun.runs.derive import PICK_FACTORS
+from speedrun.runs.recipes import RECIPES
+from speedrun.system.device import COMPILE_CHOICES, COMPILE_MODES, PRECISIONS
 
 
 class Choice(Checker):
@@ -82,7 +82,7 @@ class Sides(Checker):
 RUN_SECTIONS = ("training", "logging", "data", "model", "augment", "lr", "lr_test")
 
 Section("training", "the training loop").params(
-    recipe=Param(Choice(*RECIPES), "named set of defaults (see speedrun/recipes.py)", default="seed"),
+    recipe=Param(Choice(*RECIPES), "named set of defaults (see speedrun/runs/recipes.py)", default="seed"),
     epochs=Param(Number(int, 1, 10_000), "epochs to train", default=24),
     batch_size=Param(Number(int, 1, 1 << 16), "global batch size", default=512),
     # The defaults below that say "measured" were chosen by 24-epoch runs of this recipe on the JPEG
@@ -94,7 +94,7 @@ Section("training", "the training loop").params(
     weight_decay=Param(Number(float, 0, 1), "weight decay: L2 for SGD, decoupled for Adam "
                                             "(AdamW: lr x weight_decay a step); with Muon, L2 on what its SGD "
                                             "half trains (not the conv filters). Default per optimizer: Adam "
-                                            "0.2 (measured), SGD and Muon 5e-4 (speedrun/recipes.py)", default=0.2),
+                                            "0.2 (measured), SGD and Muon 5e-4 (speedrun/runs/recipes.py)", default=0.2),
     label_smoothing=Param(Number(float, 0, 1), "cross-entropy label smoothing", default=0.1),
     bias_lr_scale=Param(Number(float, 1e-6, 1e6), "LR x this for the batch-norm biases and the record net's "
                                                  "whitening bias, their weight decay / this (the same decay a "
@@ -171,7 +171,7 @@ Section("data", "CIFAR-10 data: the betons, and the source write_beton.py writes
 
 Section("model", "network shape").params(
     arch=Param(Choice("resnet", "record"), "resnet = the seed's Custom ResNet; record = the record "
-                                           "recipe's net (speedrun/record_net.py)", default="resnet"),
+                                           "recipe's net (speedrun/nets/record_net.py)", default="resnet"),
     width=Param(Number(int, 1), "channels of the prep layer; later layers use 2x, 4x, 8x", default=64),
 )
 
@@ -207,7 +207,7 @@ Section("lr_test", "LR range test run before training (picks the peak LR when lr
     diverge_factor=Param(Number(float, 1), "stop once the smoothed loss exceeds this x its best",
                          default=4.0),
     factor=Param(Number(float, 0), "lr_max = the pick x this; 0 = the factor measured for the optimizer "
-                                   f"(speedrun/derive.py: {', '.join(f'{k} {v:g}' for k, v in PICK_FACTORS.items())})",
+                                   f"(speedrun/runs/derive.py: {', '.join(f'{k} {v:g}' for k, v in PICK_FACTORS.items())})",
                  default=0.0),
     rule=Param(Choice(*RULES), "which pick (x factor) becomes lr_max: min_loss = the LR of the lowest loss (smoothed "
                                "without lag); steepest = of the smoothed loss's steepest fall", default="min_loss"),
@@ -217,7 +217,7 @@ Section("leaderboard", "multi-seed runs appended to the time-to-accuracy leaderb
     seeds=Param(str, "seeds to run: a list '0,1,2', a range '0-4', or both '0-2,7'", default="0,1,2"),
     target=Param(Number(float, 0, 1), "test accuracy (fraction) whose time-to-reach is reported",
                  default=0.94),
-    recipe=Param(Choice(*RECIPES), "our recipe to run (speedrun/recipes.py)", default="seed"),
+    recipe=Param(Choice(*RECIPES), "our recipe to run (speedrun/runs/recipes.py)", default="seed"),
     reference=Param(Choice("none", "train94", "train96", "both"),
                     "airbench reference trained on the same data and device, for a side-by-side ratio (on "
                     "a CPU, a proxy: at --model.width and on each seed's --training.train_subset)",

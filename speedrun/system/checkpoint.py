@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from .atomic import replacing
+from speedrun.system.atomic import replacing
 
 FORMAT = "speedrun-checkpoint-1"
 LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"

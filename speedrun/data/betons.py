@@ -13,8 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from speedrun.device import pick_device, torch_threads
-from speedrun.sources import IMAGE_BYTES, IMAGE_SHAPE
+from speedrun.data.cifar import IMAGE_BYTES, IMAGE_SHAPE
+from speedrun.system.device import pick_device, torch_threads
 
 NUM_CLASSES = 10
 FIELDS = [("image", "RGBImageField"), ("label", "IntField")]  # in this order: metadata f0, f1

@@ -2,11 +2,11 @@
 
 A step is the forward, loss, backward, optimizer update, lookahead and weight average over a run's net,
 optimizer and LR table on the device (every param group's LR at every step, optim.group_lr_table),
-compiled as the device policy says (speedrun/device.py):
+compiled as the device policy says (speedrun/system/device.py):
 
     step = build_step(cfg, policy, dist, model, lr_table, batch_buffer)   # once
     warm_up(run)                      # compile or capture on a few batches, then put every state back
-    loss, correct = step.train_step(inputs, targets, side)   # the epoch's image side (speedrun/resolution.py)
+    loss, correct = step.train_step(inputs, targets, side)   # the epoch's image side (speedrun/engine/resolution.py)
 
 Seeds in one process (`--seeds`, speedrun.leaderboard) share one step through a `StepCache`: a run of
 the same shape loads its fresh state in place into the tensors the step was compiled or captured on
@@ -27,15 +27,23 @@ import torch.distributed as torch_dist
 import torch.distributed._functional_collectives as funcol
 import torch.nn.functional as F
 
-from . import atomic, distributed, runlog
-from . import device as devices
-from .augment import IMAGE_SIZE
-from .compile_watch import NOTHING_COMPILED, CompileWatch, mode_that_ran
-from .device import device_name, say, synchronize
-from .optim import (Lookahead, OptimizerGroup, WeightAverage, build_optimizer, load_state_in_place, set_lr,
-                    step_tensors, traced_update)
-from .resolution import downscale, parse_sides
-from .schedule import DeviceSchedule
+from speedrun.data.augment import IMAGE_SIZE
+from speedrun.engine.compile_watch import NOTHING_COMPILED, CompileWatch, mode_that_ran
+from speedrun.engine.resolution import downscale, parse_sides
+from speedrun.optim.optimizers import (
+    Lookahead,
+    OptimizerGroup,
+    WeightAverage,
+    build_optimizer,
+    load_state_in_place,
+    set_lr,
+    step_tensors,
+    traced_update,
+)
+from speedrun.optim.schedule import DeviceSchedule
+from speedrun.system import atomic, distributed, runlog
+from speedrun.system import device as devices
+from speedrun.system.device import device_name, say, synchronize
 
 # Inductor's CUDA graphs run a function's first call plainly, record on the second and replay from the
 # third: after 3 steps no compiling, recording or first-replay cost is left for the timed epochs.

@@ -20,7 +20,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
-
 @dataclass
 class Dist:
     rank: int = 0

@@ -13,8 +13,7 @@ from torch import nn
 from torch.optim.adamw import adamw as adamw_update
 from torch.optim.sgd import sgd as sgd_update
 
-from .record_net import RecordNet
-
+from speedrun.nets.record_net import RecordNet
 
 ADAM_TYPES = (torch.optim.Adam, torch.optim.AdamW)  # AdamW subclasses Adam only in recent torch
 
@@ -134,7 +133,7 @@ def build_optimizer(net, cfg, lr=0.0, traceable=False):
     sgd = dict(momentum=t["momentum"], nesterov=True, **kernels)
     if t["optimizer"] == "sgd":
         return allocate_state(torch.optim.SGD(groups, **sgd))
-    from .muon import Muon
+    from speedrun.optim.muon import Muon
     filters, *rest = groups
     return OptimizerGroup([allocate_state(Muon([filters], lr=filters["lr"], momentum=t["momentum"], nesterov=True)),
                            allocate_state(torch.optim.SGD(rest, **sgd))])
@@ -236,7 +235,7 @@ def step_tensors(optimizer):
 def traced_update(optimizer):
     """The optimizer's update as plain tensor ops under no_grad, for a whole step compiled as one graph:
     torch's step() methods break the graph around themselves. SGD and Adam (built `traceable`) and Muon."""
-    from .muon import Muon
+    from speedrun.optim.muon import Muon
     if isinstance(optimizer, (OptimizerGroup, Muon)):
         return optimizer.update()
     if not isinstance(optimizer, (torch.optim.SGD, *ADAM_TYPES)):

@@ -1,7 +1,7 @@
-"""Configuration: the options (declared in speedrun/options.py) resolved to plain values, and resume.
+"""Configuration: the options (declared in speedrun/runs/options.py) resolved to plain values, and resume.
 
 A run's config is a nested dict of plain values built once, in this order: every option's default,
-the values of the optimizer it uses and the recipe's values (speedrun/recipes.py), then a YAML/JSON
+the values of the optimizer it uses and the recipe's values (speedrun/runs/recipes.py), then a YAML/JSON
 `--config-file` and the command line. It is not changed afterwards; what a run derives from it (the
 LR the range test picks, the peak epoch of a short run) is recorded beside it. A bad option stops with
 a clear message (exit status 2).
@@ -16,9 +16,9 @@ from fastargs import get_current_config
 from fastargs.exceptions import MissingValueError
 from terminaltables import AsciiTable
 
-from . import checkpoint, runlog
-from .options import RUN_SECTIONS, Boolean, Choice, Number  # noqa: F401 (registers every option)
-from .recipes import OPTIMIZER_DEFAULTS, recipe_config
+from speedrun.runs.options import RUN_SECTIONS, Boolean, Choice, Number  # noqa: F401 (registers every option)
+from speedrun.runs.recipes import OPTIMIZER_DEFAULTS, recipe_config
+from speedrun.system import checkpoint, runlog
 
 # fastargs draws its --help tables with terminal line-drawing codes, which print as garbage once piped
 # to a file or a pager; plain ASCII reads the same everywhere.

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from speedrun.sources import CIFAR10_CLASSES, SPLITS, CifarArrays, SourceError, folder_digest
+from speedrun.data.cifar import CIFAR10_CLASSES, SPLITS, CifarArrays, SourceError, folder_digest
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 POOL_MIN_IMAGES = 1000  # below this, decoding in-process beats starting worker processes

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speedrun.optim import set_lr
+from speedrun.optim.optimizers import set_lr
 
 RULES = ("min_loss", "steepest")
 MIN_WARMUP = 3  # first points the steepest rule skips (the untrained net's transient), at least

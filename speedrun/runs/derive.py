@@ -4,9 +4,9 @@ under "derived"; the config itself stays as it was resolved."""
 import math
 import sys
 
-from .lr_finder import MIN_RULE_STEPS, check_num_steps, lr_range_test, num_test_steps
-from .optim import build_optimizer
-from .schedule import OneCycle
+from speedrun.optim.lr_finder import MIN_RULE_STEPS, check_num_steps, lr_range_test, num_test_steps
+from speedrun.optim.optimizers import build_optimizer
+from speedrun.optim.schedule import OneCycle
 
 
 def peak_epoch(config):

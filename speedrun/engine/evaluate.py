@@ -7,11 +7,7 @@ confident majority, whose prediction the views rarely change.
 import torch
 import torch.nn.functional as F
 
-
-def normalize(images, table):
-    """uint8 NHWC images -> the net's input, NCHW in channels-last memory, by table lookup."""
-    channels = torch.arange(3, device=images.device)
-    return table[channels, images.long()].permute(0, 3, 1, 2)
+from speedrun.data.augment import normalize
 
 
 def shift(images, dy, dx):

@@ -5,8 +5,7 @@ import os
 
 import torch
 
-from . import checkpoint, distributed
-
+from speedrun.system import checkpoint, distributed
 
 # A window's mean train loss above this many times ln(num_classes) (the loss of a uniform guess: 2.30 for
 # CIFAR-10, about where an untrained net starts) has exploded: the LR has thrown the weights out of reach.

@@ -61,6 +61,12 @@ def normalize_table(mean=CIFAR10_MEAN, std=CIFAR10_STD, dtype=torch.float32, dev
     return ((levels - mean) / std).to(dtype).to(device)
 
 
+def normalize(images, table):
+    """uint8 NHWC images -> the net's input, NCHW in channels-last memory, by table lookup."""
+    channels = torch.arange(3, device=images.device)
+    return table[channels, images.long()].permute(0, 3, 1, 2)
+
+
 def draw_params(batch_size, generator, device, pad=4, cutout=8, flip=True, image_size=IMAGE_SIZE):
     """int32 [B, 5] of (dy, dx, flip, cy0, cx0), drawn on `device` with `generator`.
 

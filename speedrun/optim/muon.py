@@ -92,7 +92,7 @@ def matrix_shape(p):
 # bound by launches: each operation dispatched is a kernel launch of some microseconds.
 # This project's count: the record net at its default width has 4 matrix shapes but 2 short sides,
 # and merging them takes the record step from 221 operations to 194 (Muon's share from 94 to 67;
-# batch 4, speedrun.opcount.OpCounter). This project's estimate: the padding adds 21.7% to the
+# batch 4, speedrun.system.opcount.OpCounter). This project's estimate: the padding adds 21.7% to the
 # Newton-Schulz matmul FLOPs there (10.6 to 12.9 GFLOP a step), and the extra 2.3 GFLOP take about
 # 0.01 ms at an H200's bfloat16 rate, less than the launches of the 27 operations saved. The extra
 # FLOPs grow as width^3 and the launches saved do not: at widths where the step is bound by compute

@@ -14,8 +14,8 @@ import time
 import torch
 import yaml
 
-from . import atomic
-from .checkpoint import LATEST, PREVIOUS
+from speedrun.system import atomic
+from speedrun.system.checkpoint import LATEST, PREVIOUS
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", LATEST, PREVIOUS)
 RUN_FILES = RUN_MARKERS + ("curves.png", "lr_test.json", "lr_test.png", "lr_schedule.png",
@@ -61,7 +61,7 @@ def versions():
 
 
 def write_json(path, obj):
-    """Write JSON whole or not at all (see speedrun.atomic)."""
+    """Write JSON whole or not at all (see speedrun.system.atomic)."""
     atomic.write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 

@@ -5,15 +5,15 @@ cost less, the last ones at full size, as published CIFAR-10 speedruns do (24, t
     side = side_for_epoch(sides, epoch, epochs)  # each side an equal share of the epochs, in order
     inputs = downscale(inputs, side)             # in the train step, before the forward pass
 
-The loader still draws and augments 32x32 batches; the train step downscales them (speedrun/step.py, one
+The loader still draws and augments 32x32 batches; the train step downscales them (speedrun/engine/step.py, one
 step, and one graph when compiled, per side). The test images stay 32x32: the last side is 32, so the
 last epochs train on what the net is evaluated on.
 """
 import torch
 import torch.nn.functional as F
 
-from .augment import IMAGE_SIZE
-from .model import build_model
+from speedrun.data.augment import IMAGE_SIZE
+from speedrun.nets.model import build_model
 
 SMALLEST = 8
 

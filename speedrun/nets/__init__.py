@@ -1,0 +1,1 @@
+"""The nets: the seed's Custom ResNet and the record recipe's net."""
