@@ -7,6 +7,7 @@
 Each beton gets a JSON description beside it (source, checksum, counts); running again with the same
 source and intact betons does nothing.
 """
+
 import contextlib
 import importlib.metadata
 import json
@@ -31,9 +32,16 @@ class OutputError(Exception):
     """A beton that cannot be written where asked."""
 
 
-def write_betons(source="download", train_path="data/cifar10_train.beton",
-                 val_path="data/cifar10_test.beton", cache_dir="data/cache", trust_pickles=False,
-                 num_workers=None, url=BINARY_URL, md5=BINARY_MD5):
+def write_betons(
+    source="download",
+    train_path="data/cifar10_train.beton",
+    val_path="data/cifar10_test.beton",
+    cache_dir="data/cache",
+    trust_pickles=False,
+    num_workers=None,
+    url=BINARY_URL,
+    md5=BINARY_MD5,
+):
     """Write the train and test betons from `source`; False when they already hold it (nothing done)."""
     outputs = {"train": Path(train_path), "test": Path(val_path)}
     _check_outputs(list(outputs.values()))
@@ -47,9 +55,13 @@ def write_betons(source="download", train_path="data/cifar10_train.beton",
         images, labels = getattr(arrays, f"{split}_images"), getattr(arrays, f"{split}_labels")
         counts = np.bincount(labels, minlength=len(arrays.classes)).tolist()
         description = {
-            "split": split, "count": len(labels), "image_size": list(IMAGE_SHAPE),
-            "classes": arrays.classes, "class_counts": dict(zip(arrays.classes, counts)),
-            "source": arrays.info, "ffcv_version": importlib.metadata.version("ffcv"),
+            "split": split,
+            "count": len(labels),
+            "image_size": list(IMAGE_SHAPE),
+            "classes": arrays.classes,
+            "class_counts": dict(zip(arrays.classes, counts)),
+            "source": arrays.info,
+            "ffcv_version": importlib.metadata.version("ffcv"),
         }
         write_beton(path, images, labels, description, num_workers)
         print(f"wrote {path}: {len(labels)} {split} images")
@@ -124,16 +136,16 @@ def _check_free_space(path, images, num_workers):
     needed = images.nbytes + (num_workers + 2) * (8 << 20)
     free = shutil.disk_usage(path.parent).free
     if free < needed:
-        raise OutputError(f"not enough disk space for {path}: needs about {needed >> 20} MiB, "
-                          f"{free >> 20} MiB free")
+        raise OutputError(f"not enough disk space for {path}: needs about {needed >> 20} MiB, {free >> 20} MiB free")
 
 
 def _already_written(path, checksum):
     """Whether `path` is intact (matches its JSON) and was written from the source with `checksum`."""
     try:
         description = json.loads(_json_path(path).read_text())
-        return (description["source"]["checksum"] == checksum
-                and description["beton_sha256"] == file_digest(path, "sha256"))
+        return description["source"]["checksum"] == checksum and description["beton_sha256"] == file_digest(
+            path, "sha256"
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -145,8 +157,14 @@ def _json_path(path):
 def main(argv=None):
     data = parse_args(argv, description=__doc__, sections=["data"])["data"]
     try:
-        write_betons(data["source"], data["train_dataset"], data["val_dataset"], data["cache_dir"],
-                     data["trust_pickles"], data["num_workers"])
+        write_betons(
+            data["source"],
+            data["train_dataset"],
+            data["val_dataset"],
+            data["cache_dir"],
+            data["trust_pickles"],
+            data["num_workers"],
+        )
     except (SourceError, OutputError) as error:
         sys.exit("error: " + " ".join(str(error).split()))  # one line, whatever the message holds
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ The stages: bench_data.py up to the net (ceilings, betons, augmentation), bench_
 (forward to the whole step, memory, evaluation), bench_run.py a whole training run; bench_common.py
 what they share (sizes, timing, the workload). This file: the command line and the report.
 """
+
 import datetime
 import re
 import sys
@@ -39,8 +40,23 @@ from speedrun.system.device import device_name, pick_device
 from speedrun.system.runlog import versions, write_json
 from speedrun.system.stacks import dump_stacks_on_signal
 
-STAGES = ("ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
-          "optimizer_step", "train_step", "versus_plain", "step_modes", "host_overhead", "memory", "eval", "epoch", "train_24")
+STAGES = (
+    "ceilings",
+    "write_beton",
+    "beton_to_device",
+    "augment",
+    "forward",
+    "forward_backward",
+    "optimizer_step",
+    "train_step",
+    "versus_plain",
+    "step_modes",
+    "host_overhead",
+    "memory",
+    "eval",
+    "epoch",
+    "train_24",
+)
 
 
 def stage_names(text):
@@ -61,21 +77,33 @@ class StageList(Checker):
 
 
 Section("bench", "per-stage benchmark (benchmarks/bench.py)").params(
-    size=Param(Choice("auto", "full", "small"), "full = the real sizes; small = a smoke run of seconds; "
-                                                "auto = full on CUDA, small on CPU", default="auto"),
+    size=Param(
+        Choice("auto", "full", "small"),
+        "full = the real sizes; small = a smoke run of seconds; auto = full on CUDA, small on CPU",
+        default="auto",
+    ),
     stages=Param(StageList(), "stages to run", default="all"),
     out=Param(str, "folder for <device>.json", default="benchmarks/results"),
 )
 
-ALIASES = {"--size": "--bench.size", "--stages": "--bench.stages", "--out": "--bench.out",
-           "--source": "--data.source", "--train-beton": "--data.train_dataset",
-           "--val-beton": "--data.val_dataset", "--epochs": "--training.epochs",
-           "--recipe": "--training.recipe", "--seed": "--training.seed"}
+ALIASES = {
+    "--size": "--bench.size",
+    "--stages": "--bench.stages",
+    "--out": "--bench.out",
+    "--source": "--data.source",
+    "--train-beton": "--data.train_dataset",
+    "--val-beton": "--data.val_dataset",
+    "--epochs": "--training.epochs",
+    "--recipe": "--training.recipe",
+    "--seed": "--training.seed",
+}
 
 
 STAGE_MODULES = (bench_data, bench_model, bench_run)  # the stages up to the net, the net's, the whole run's
-STAGE_FUNCTIONS = {name: next(getattr(module, f"stage_{name}") for module in STAGE_MODULES
-                              if hasattr(module, f"stage_{name}")) for name in STAGES}
+STAGE_FUNCTIONS = {
+    name: next(getattr(module, f"stage_{name}") for module in STAGE_MODULES if hasattr(module, f"stage_{name}"))
+    for name in STAGES
+}
 
 
 def add_fractions(stages):
@@ -85,7 +113,10 @@ def add_fractions(stages):
     for name, record in stages.items():
         if name == "ceilings":
             continue
-        parts = [record, *[part for key in ("impls", "large_batch", "variants") for part in record.get(key, {}).values()]]
+        parts = [
+            record,
+            *[part for key in ("impls", "large_batch", "variants") for part in record.get(key, {}).values()],
+        ]
         for part in parts:
             if "tflops" in part:
                 part["peak_fraction"] = part["tflops"] / peak if peak else None
@@ -103,10 +134,15 @@ def make_report(bench, stages, size, command):
     run = bench.training or {}
     workload = bench._workload
     return {
-        "device": device_name(bench.device), "torch": torch.__version__, "triton": versions()["triton"],
-        "versions": versions(), "command": command, "size": size,
+        "device": device_name(bench.device),
+        "torch": torch.__version__,
+        "triton": versions()["triton"],
+        "versions": versions(),
+        "command": command,
+        "size": size,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "measured_peak_tflops": ceilings.get("tflops"), "measured_copy_gbps": ceilings.get("gbps"),
+        "measured_peak_tflops": ceilings.get("tflops"),
+        "measured_copy_gbps": ceilings.get("gbps"),
         "forward_gflops_per_image": workload.flops_per_image / 1e9 if workload else None,
         "train_step_peak_fraction": stages.get("train_step", {}).get("peak_fraction"),
         "speedup_over_plain": stages.get("versus_plain", {}).get("speedup_over_plain"),
@@ -114,17 +150,30 @@ def make_report(bench, stages, size, command):
         "augment_bandwidth_fraction": stages.get("augment", {}).get("bandwidth_fraction"),
         "train_24_epochs_s": run["train_seconds"] if run.get("epochs") == 24 else None,
         "compile_s": run["compile_seconds"] if run and bench.compiling else None,
-        "test_accuracy": run.get("final_test_acc"), "training_betons_from": run.get("betons_from"),
-        "config": bench.cfg, "stages": stages,
+        "test_accuracy": run.get("final_test_acc"),
+        "training_betons_from": run.get("betons_from"),
+        "config": bench.cfg,
+        "stages": stages,
     }
 
 
-NOTES = [("tflops", "{:.3g} TFLOP/s"), ("peak_fraction", "{:.0%} of peak"), ("gbps", "{:.3g} GB/s"),
-         ("bandwidth_fraction", "{:.0%} of copy"), ("impl", "{}"), ("speedup_over_torch", "{:.2f}x torch"),
-         ("speedup_over_plain", "{:.2f}x plain"),
-         ("images_per_s", "{:,.0f} img/s"), ("seconds_per_50k", "{:.3f} s per 50k"),
-         ("peak_memory_gib", "{:.2f} GiB peak"), ("epochs", "epochs: {}"), ("compile_s", "compile {:.1f} s"),
-         ("test_accuracy", "test acc {:.2%}"), ("skipped", "skipped: {}"), ("error", "error: {}")]
+NOTES = [
+    ("tflops", "{:.3g} TFLOP/s"),
+    ("peak_fraction", "{:.0%} of peak"),
+    ("gbps", "{:.3g} GB/s"),
+    ("bandwidth_fraction", "{:.0%} of copy"),
+    ("impl", "{}"),
+    ("speedup_over_torch", "{:.2f}x torch"),
+    ("speedup_over_plain", "{:.2f}x plain"),
+    ("images_per_s", "{:,.0f} img/s"),
+    ("seconds_per_50k", "{:.3f} s per 50k"),
+    ("peak_memory_gib", "{:.2f} GiB peak"),
+    ("epochs", "epochs: {}"),
+    ("compile_s", "compile {:.1f} s"),
+    ("test_accuracy", "test acc {:.2%}"),
+    ("skipped", "skipped: {}"),
+    ("error", "error: {}"),
+]
 
 
 def format_table(stages):

@@ -1,6 +1,7 @@
 """What the benchmark's stages share: problem sizes, the timer, the run's settings and the workload
 the model stages time (the trainer's own net, batcher and Step, built by speedrun.engine.step.build_step, on random
 images)."""
+
 import itertools
 import statistics
 import sys
@@ -24,13 +25,38 @@ from speedrun.system.distributed import Dist  # noqa: E402
 # Problem sizes and repeat counts. `calls` back-to-back calls make one timed repeat, so that launch
 # overhead is spread over enough work; tiny kernels get more of them.
 SIZES = {
-    "full": dict(matmul=(4096, 8192, 16384), copy_bytes=1 << 30, train_images=50_000, test_images=10_000,
-                 augment_batch=512, augment_large_batch=32_768, repeats=10, calls=20, kernel_calls=100, write_repeats=3, step_repeats=10,
-                 overrides={}),
-    "small": dict(matmul=(256, 512), copy_bytes=16 << 20, train_images=256, test_images=128,
-                  augment_batch=64, augment_large_batch=256, repeats=3, calls=2, kernel_calls=2, write_repeats=2, step_repeats=2,
-                  overrides={"model": {"width": 8}, "lr": {"lr_max": 0.05},
-                             "training": {"epochs": 1, "batch_size": 64, "eval_batch_size": 128}}),
+    "full": dict(
+        matmul=(4096, 8192, 16384),
+        copy_bytes=1 << 30,
+        train_images=50_000,
+        test_images=10_000,
+        augment_batch=512,
+        augment_large_batch=32_768,
+        repeats=10,
+        calls=20,
+        kernel_calls=100,
+        write_repeats=3,
+        step_repeats=10,
+        overrides={},
+    ),
+    "small": dict(
+        matmul=(256, 512),
+        copy_bytes=16 << 20,
+        train_images=256,
+        test_images=128,
+        augment_batch=64,
+        augment_large_batch=256,
+        repeats=3,
+        calls=2,
+        kernel_calls=2,
+        write_repeats=2,
+        step_repeats=2,
+        overrides={
+            "model": {"width": 8},
+            "lr": {"lr_max": 0.05},
+            "training": {"epochs": 1, "batch_size": 64, "eval_batch_size": 128},
+        },
+    ),
 }
 INTERPRETER_BATCH = 4  # the Triton interpreter runs a kernel in numpy: a smoke check, not a speed
 BENCH_LR = 0.01  # any LR times the same; the model stages never train for real
@@ -55,21 +81,26 @@ class SkipStage(Exception):
     """A stage that cannot run here; the message says why."""
 
 
-
 def measure(fn, device, repeats, calls=1, warmup=1, host_clock=False):
     """Seconds per call of `fn`: the median and min over `repeats` timings of `calls` calls each.
 
     CUDA events time the device's work without host round trips; `host_clock` times host-bound work
     (writing files, loading them) with perf_counter between two synchronisations.
     """
+
     def run(count):
         return lambda: [fn() for _ in range(count)]
 
     warmup_s = timed(run(warmup), device)[1]  # includes compiling, when there is any
     events = device.type == "cuda" and not host_clock
     times = [timed(run(calls), device, events)[1] / calls for _ in range(repeats)]
-    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats,
-            "calls_per_repeat": calls, "warmup_s": warmup_s}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "repeats": repeats,
+        "calls_per_repeat": calls,
+        "warmup_s": warmup_s,
+    }
 
 
 def throughput(timing, images, flops_per_image=None):
@@ -98,8 +129,9 @@ class Bench:
         self._workload = None
 
     def measure(self, fn, calls=None, repeats=None, warmup=1, host_clock=False):
-        return measure(fn, self.device, repeats or self.size["repeats"], calls or self.size["calls"],
-                       warmup, host_clock)
+        return measure(
+            fn, self.device, repeats or self.size["repeats"], calls or self.size["calls"], warmup, host_clock
+        )
 
     def betons(self):
         """(train, test, origin): the betons given on the command line, else those write_beton wrote."""
@@ -121,8 +153,10 @@ def random_data(n_train, n_test, device, seed=0):
     generator = torch.Generator(device=device).manual_seed(seed)
 
     def split(n):
-        return (torch.randint(0, 256, (n, 32, 32, 3), generator=generator, device=device, dtype=torch.uint8),
-                torch.randint(0, 10, (n,), generator=generator, device=device))
+        return (
+            torch.randint(0, 256, (n, 32, 32, 3), generator=generator, device=device, dtype=torch.uint8),
+            torch.randint(0, 10, (n,), generator=generator, device=device),
+        )
 
     return CifarData(*split(n_train), *split(n_test))
 
@@ -140,8 +174,9 @@ class Workload:
         self.batcher = Loader(self.data, cfg, device, dtype=policy.input_dtype)
         model = policy.prepare(build_model(cfg, self.data.train_images))
         self.flops_per_image = forward_flops(model)
-        lr_table = group_lr_table([BENCH_LR] * BENCH_STEPS, param_groups(model, cfg), self.batcher.steps_per_epoch,
-                                  device)
+        lr_table = group_lr_table(
+            [BENCH_LR] * BENCH_STEPS, param_groups(model, cfg), self.batcher.steps_per_epoch, device
+        )
         self.step = build_step(cfg, policy, Dist(device=device), model, lr_table, self.batcher.out)
         # Before the first call, as train.prepare does: a whole step's graph then keeps the batch buffer and
         # the state it updates where they are (under CUDA graphs it would otherwise be skipped).

@@ -1,5 +1,6 @@
 """The benchmark's stages up to the net: the device's ceilings, writing betons, loading them onto the
 device, and the augmentation kernel against its torch reference."""
+
 import contextlib
 import io
 import json
@@ -32,7 +33,7 @@ def matmul_tflops(bench, n, dtype, calls):
     a, b = (torch.randn(n, n, device=bench.device, dtype=dtype) for _ in range(2))
     once = bench.measure(lambda: a @ b, calls=1, repeats=1)["median_s"]
     timing = bench.measure(lambda: a @ b, calls=max(1, min(calls, round(MATMUL_REPEAT_S / once))))
-    return {**timing, "matmul_size": n, "dtype": str(dtype), "tflops": 2 * n ** 3 / timing["median_s"] / 1e12}
+    return {**timing, "matmul_size": n, "dtype": str(dtype), "tflops": 2 * n**3 / timing["median_s"] / 1e12}
 
 
 def best_matmul(bench, sizes, dtype, calls):
@@ -92,19 +93,29 @@ def stage_ceilings(bench):
     on_cuda = bench.device.type == "cuda"
     size = bench.size if on_cuda else SIZES["small"]  # a CPU needs minutes for the GPU sizes
     sizes = size["matmul"] if on_cuda or bench.size is SIZES["small"] else CPU_MATMULS
-    rates = {name: best_matmul(bench, sizes, dtype, size["kernel_calls"])
-             for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+    rates = {
+        name: best_matmul(bench, sizes, dtype, size["kernel_calls"])
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
+    }
     used = "bf16" if bench.policy.bf16 else "fp32"
     conv = best_conv(bench, bench.cfg["training"]["batch_size"] if on_cuda else CPU_CONV_BATCH, size["kernel_calls"])
     source = torch.ones(size["copy_bytes"], dtype=torch.uint8, device=bench.device)
     target = torch.empty_like(source)
     copy = bench.measure(lambda: target.copy_(source), calls=size["kernel_calls"])
     moved = 2 * source.numel()
-    return {**rates[used], "tflops": max(rates[used]["tflops"], conv["tflops"]),
-            "peak_from": "conv" if conv["tflops"] > rates[used]["tflops"] else "matmul",
-            "matmul_tflops": rates[used]["tflops"], "conv_tflops": conv["tflops"],
-            "bf16_tflops": rates["bf16"]["tflops"], "fp32_tflops": rates["fp32"]["tflops"],
-            "matmuls": rates, "conv": conv, "copy": {**copy, "bytes": moved}, "gbps": moved / copy["median_s"] / 1e9}
+    return {
+        **rates[used],
+        "tflops": max(rates[used]["tflops"], conv["tflops"]),
+        "peak_from": "conv" if conv["tflops"] > rates[used]["tflops"] else "matmul",
+        "matmul_tflops": rates[used]["tflops"],
+        "conv_tflops": conv["tflops"],
+        "bf16_tflops": rates["bf16"]["tflops"],
+        "fp32_tflops": rates["fp32"]["tflops"],
+        "matmuls": rates,
+        "conv": conv,
+        "copy": {**copy, "bytes": moved},
+        "gbps": moved / copy["median_s"] / 1e9,
+    }
 
 
 def write_synthetic_source(folder, n_train, n_test, seed=0):
@@ -128,8 +139,9 @@ def stage_write_beton(bench):
     data = bench.cfg["data"]
     source = bench.given.get("data", {}).get("source")
     origin = source or "synthetic"
-    source = source or write_synthetic_source(bench.tmp / "source", bench.size["train_images"],
-                                              bench.size["test_images"])
+    source = source or write_synthetic_source(
+        bench.tmp / "source", bench.size["train_images"], bench.size["test_images"]
+    )
     folders = []
 
     def write():
@@ -137,8 +149,14 @@ def stage_write_beton(bench):
             shutil.rmtree(folders[-1])  # keep one pair of betons on disk, not one per repeat
         folders.append(bench.tmp / f"betons{len(folders)}")
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            write_betons(str(source), folders[-1] / "train.beton", folders[-1] / "test.beton", data["cache_dir"],
-                         data["trust_pickles"], data["num_workers"])
+            write_betons(
+                str(source),
+                folders[-1] / "train.beton",
+                folders[-1] / "test.beton",
+                data["cache_dir"],
+                data["trust_pickles"],
+                data["num_workers"],
+            )
 
     timing = bench.measure(write, calls=1, repeats=bench.size["write_repeats"], host_clock=True)
     paths = [str(folders[-1] / name) for name in ("train.beton", "test.beton")]
@@ -170,13 +188,19 @@ def time_augment(bench, impl, batch):
     out = torch.empty(batch, 3, 32, 32, dtype=table.dtype, device=device, memory_format=torch.channels_last)
 
     def run(impl=impl, out=out):
-        return augment.augment_batch(images, indices, params, table, pad_mode=a["pad_mode"], pad=a["pad"],
-                                     cutout=a["cutout"], impl=impl, out=out)
+        return augment.augment_batch(
+            images, indices, params, table, pad_mode=a["pad_mode"], pad=a["pad"], cutout=a["cutout"], impl=impl, out=out
+        )
 
     timing = bench.measure(run, calls=bench.size["kernel_calls"])
     moved = augment.bytes_moved(batch, table.dtype)
-    return {**timing, "batch_size": batch, "bytes": moved, "gbps": moved / timing["median_s"] / 1e9,
-            "matches_reference": torch.equal(run(), run("torch", None))}
+    return {
+        **timing,
+        "batch_size": batch,
+        "bytes": moved,
+        "gbps": moved / timing["median_s"] / 1e9,
+        "matches_reference": torch.equal(run(), run("torch", None)),
+    }
 
 
 def stage_augment(bench):
@@ -189,8 +213,9 @@ def stage_augment(bench):
     if augment.triton is not None and (on_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         batches["triton"] = size["augment_batch"] if on_cuda else INTERPRETER_BATCH
     impls = {impl: time_augment(bench, impl, batch) for impl, batch in batches.items()}
-    large = {impl: time_augment(bench, impl, size["augment_large_batch"])
-             for impl in batches if on_cuda or impl == "torch"}
+    large = {
+        impl: time_augment(bench, impl, size["augment_large_batch"]) for impl in batches if on_cuda or impl == "torch"
+    }
     used = "triton" if on_cuda and "triton" in impls else "torch"
     both = "triton" in large or ("triton" in impls and batches["triton"] == batches["torch"])
     compared = large if "triton" in large else impls

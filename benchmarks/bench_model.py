@@ -1,5 +1,6 @@
 """The benchmark's model stages: forward, backward, optimizer, the whole train step (and the plain way
 beside it), the host's floor per step, memory and evaluation."""
+
 import copy
 import statistics
 
@@ -65,10 +66,17 @@ def stage_versus_plain(bench):
     for name, (policy, threads) in variants.items():
         w = bench.workload() if name == "ours" else Workload(bench, policy)
         with torch_threads(threads):
-            timing = bench.measure(w.loop_step, warmup=1, calls=1, repeats=bench.size["step_repeats"]
-                                   if bench.device.type == "cuda" else CPU_STEP_REPEATS)
-            results[name] = {**throughput(timing, w.batch_size, 3 * w.flops_per_image),
-                             "policy": policy.describe(), "threads": torch.get_num_threads()}
+            timing = bench.measure(
+                w.loop_step,
+                warmup=1,
+                calls=1,
+                repeats=bench.size["step_repeats"] if bench.device.type == "cuda" else CPU_STEP_REPEATS,
+            )
+            results[name] = {
+                **throughput(timing, w.batch_size, 3 * w.flops_per_image),
+                "policy": policy.describe(),
+                "threads": torch.get_num_threads(),
+            }
     ours = results["ours"]
     return {**ours, "variants": results, "speedup_over_plain": ours["images_per_s"] / results["plain"]["images_per_s"]}
 
@@ -79,29 +87,47 @@ def stage_step_modes(bench):
     graph (`whole-step`; `cudagraph` too on CUDA). Each is warmed up (compiled) first, then the modes
     take turns, one timed call each per round, so that a slow spell of the machine costs all of them
     alike. `speedup_over_eager` is what compiling buys here: the device policy's `auto` follows it."""
-    modes = ["eager"] + ([*COMPILE_MODES_TIMED, *(["cudagraph"] if bench.device.type == "cuda" else [])]
-                         if bench.compiling else [])
+    modes = ["eager"] + (
+        [*COMPILE_MODES_TIMED, *(["cudagraph"] if bench.device.type == "cuda" else [])] if bench.compiling else []
+    )
     precision = "bf16" if bench.policy.bf16 else "fp32"
     workloads, records = {}, {}
     for mode in modes:
-        policy = device_policy(bench.device, precision, "off" if mode == "eager" else "on",
-                               channels_last=bench.policy.channels_last,
-                               compile_mode="default" if mode == "eager" else mode)
+        policy = device_policy(
+            bench.device,
+            precision,
+            "off" if mode == "eager" else "on",
+            channels_last=bench.policy.channels_last,
+            compile_mode="default" if mode == "eager" else mode,
+        )
         workloads[mode] = w = Workload(bench, policy)
-        records[mode] = {"warmup_s": timed(lambda: [w.loop_step() for _ in range(WARMUP_STEPS)], bench.device)[1],
-                         "policy": policy.describe(), "times": []}
+        records[mode] = {
+            "warmup_s": timed(lambda: [w.loop_step() for _ in range(WARMUP_STEPS)], bench.device)[1],
+            "policy": policy.describe(),
+            "times": [],
+        }
     repeats = bench.size["step_repeats"] if bench.device.type == "cuda" else CPU_STEP_REPEATS
     for _ in range(repeats):
         for mode, w in workloads.items():
             records[mode]["times"].append(timed(w.loop_step, bench.device)[1])
     for mode, record in records.items():
-        timing = {"median_s": statistics.median(record["times"]), "min_s": min(record["times"]), "repeats": repeats,
-                  "calls_per_repeat": 1}
-        records[mode] = {**record, **throughput(timing, workloads[mode].batch_size,
-                                                3 * workloads[mode].flops_per_image)}
+        timing = {
+            "median_s": statistics.median(record["times"]),
+            "min_s": min(record["times"]),
+            "repeats": repeats,
+            "calls_per_repeat": 1,
+        }
+        records[mode] = {
+            **record,
+            **throughput(timing, workloads[mode].batch_size, 3 * workloads[mode].flops_per_image),
+        }
     fastest = min(records, key=lambda mode: records[mode]["median_s"])
-    return {**records[fastest], "fastest": fastest, "modes": records,
-            "speedup_over_eager": {mode: records["eager"]["median_s"] / r["median_s"] for mode, r in records.items()}}
+    return {
+        **records[fastest],
+        "fastest": fastest,
+        "modes": records,
+        "speedup_over_eager": {mode: records["eager"]["median_s"] / r["median_s"] for mode, r in records.items()},
+    }
 
 
 SEED_STEP_FLOPS = 2.28e9 * 512  # the seed net's forward and backward, per image, times its batch
@@ -118,8 +144,12 @@ def stage_host_overhead(bench):
     modes = ["eager"] + (["default", "whole-step"] if bench.compiling else [])
     variants = {}
     for mode in modes:
-        policy = device_policy(bench.device, "fp32", "off" if mode == "eager" else "on",
-                               compile_mode="default" if mode == "eager" else mode)
+        policy = device_policy(
+            bench.device,
+            "fp32",
+            "off" if mode == "eager" else "on",
+            compile_mode="default" if mode == "eager" else mode,
+        )
         w = Workload(tiny, policy)
         step = w.step.train_step
         timing = bench.measure(lambda: step(w.inputs, w.targets), warmup=3, calls=20, repeats=5)
@@ -129,8 +159,12 @@ def stage_host_overhead(bench):
                 step(w.inputs, w.targets)
             variants[mode].update(ops_per_step=counted.total, syncs_per_step=sum(counted.syncs.values()))
     peak = stage_ceilings(bench)["tflops"]  # measured again: a stage stands alone
-    return {**variants["eager"], "variants": variants, "ops_per_step": variants["eager"]["ops_per_step"],
-            "seed_step_at_peak_s": SEED_STEP_FLOPS / (peak * 1e12)}
+    return {
+        **variants["eager"],
+        "variants": variants,
+        "ops_per_step": variants["eager"]["ops_per_step"],
+        "seed_step_at_peak_s": SEED_STEP_FLOPS / (peak * 1e12),
+    }
 
 
 def stage_memory(bench):
@@ -143,8 +177,12 @@ def stage_memory(bench):
     resident = torch.cuda.memory_allocated(device) if on_cuda else None
     timing = bench.measure(w.loop_step)
     peak = torch.cuda.max_memory_allocated(device) if on_cuda else None
-    return {**timing, "peak_memory_bytes": peak, "resident_bytes": resident,
-            "peak_memory_gib": peak / 2 ** 30 if peak is not None else None}
+    return {
+        **timing,
+        "peak_memory_bytes": peak,
+        "resident_bytes": resident,
+        "peak_memory_gib": peak / 2**30 if peak is not None else None,
+    }
 
 
 def stage_eval(bench):

@@ -17,6 +17,7 @@ the commands and recording each step in campaign_runner.py; the steps in campaig
 and the loop) and campaign_accuracy.py (seeds, LR grid, record recipe against airbench); the answer
 and `report` in campaign_report.py.
 """
+
 import argparse
 import os
 import shlex
@@ -48,8 +49,9 @@ from campaign_report import merge_campaigns, now, render, report, write_answer  
 from campaign_runner import Context, Skip, probe_header, run, run_parts, run_steps  # noqa: F401
 from campaign_steps import variant  # noqa: F401
 
-STEP_FUNCTIONS = {name: getattr(campaign_steps, f"step_{name}", None) or getattr(campaign_accuracy, f"step_{name}")
-                  for name in STEPS}
+STEP_FUNCTIONS = {
+    name: getattr(campaign_steps, f"step_{name}", None) or getattr(campaign_accuracy, f"step_{name}") for name in STEPS
+}
 
 
 def run_campaign(options):
@@ -59,23 +61,37 @@ def run_campaign(options):
     out = Path(options.out).resolve()
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **SIZES[size]["env"]}
-    overrides = {**({"seeds": options.seeds} if options.seeds else {}),
-                 **({"variants": tuple(options.variants.split(","))} if options.variants else {})}
+    overrides = {
+        **({"seeds": options.seeds} if options.seeds else {}),
+        **({"variants": tuple(options.variants.split(","))} if options.variants else {}),
+    }
     ctx = Context(size, work, options.source or "", env, options.python, overrides=overrides)
-    total_s = options.total_s or min((PART_TOTAL_S.get(word.strip(), float("inf"))
-                                      for word in options.steps.split(",")), default=float("inf"))
+    total_s = options.total_s or min(
+        (PART_TOTAL_S.get(word.strip(), float("inf")) for word in options.steps.split(",")), default=float("inf")
+    )
     ctx.campaign_deadline = time.monotonic() + total_s
     work.mkdir(parents=True, exist_ok=True)
     # this command's wall time, from its start to its end, kept up to date after every step
-    command = {"command": shlex.join(["python", "benchmarks/campaign.py", *options.argv]), "started": now(),
-               "finished": None, "wall_s": None}
+    command = {
+        "command": shlex.join(["python", "benchmarks/campaign.py", *options.argv]),
+        "started": now(),
+        "finished": None,
+        "wall_s": None,
+    }
     clock = time.monotonic()
 
     def stop_clock():
         command.update(finished=now(), wall_s=round(time.monotonic() - clock, 1))
 
-    campaign = {"size": size, "commands": [command], "started": command["started"], "steps": [],
-                "timed_regions": TIMED, "archive": ARCHIVE, **probe_header(ctx)}
+    campaign = {
+        "size": size,
+        "commands": [command],
+        "started": command["started"],
+        "steps": [],
+        "timed_regions": TIMED,
+        "archive": ARCHIVE,
+        **probe_header(ctx),
+    }
     scale = SIZES[size]["budget_scale"]
     plan = [(name, STEP_FUNCTIONS[name], BUDGETS_S[name] * scale) for name in select_steps(options.steps)]
 
@@ -95,23 +111,36 @@ def parse(argv):
         parser = argparse.ArgumentParser(prog="campaign.py report", description="merge a visit's parts into one answer")
         parser.add_argument("parts", nargs="+", help="the --out folders of the parts")
         parser.add_argument("--out", help="default benchmarks/results/<device>")
-        parser.add_argument("--readme", help="README whose campaign section to regenerate ('' for none; default "
-                                             "benchmarks/README.md, none for a smoke campaign)")
+        parser.add_argument(
+            "--readme",
+            help="README whose campaign section to regenerate ('' for none; default "
+            "benchmarks/README.md, none for a smoke campaign)",
+        )
         return parser.parse_args(argv[1:]), report
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for campaign.json, campaign.md and the archive")
-    parser.add_argument("--steps", default="all", help=f"steps or parts, comma-separated: {', '.join(STEPS)}; "
-                                                      f"{', '.join(PARTS)}; all")
-    parser.add_argument("--source", default=os.environ.get("CIFAR10_SOURCE", ""),
-                        help="CIFAR-10: an archive, its folder or an image folder (default $CIFAR10_SOURCE)")
+    parser.add_argument(
+        "--steps", default="all", help=f"steps or parts, comma-separated: {', '.join(STEPS)}; {', '.join(PARTS)}; all"
+    )
+    parser.add_argument(
+        "--source",
+        default=os.environ.get("CIFAR10_SOURCE", ""),
+        help="CIFAR-10: an archive, its folder or an image folder (default $CIFAR10_SOURCE)",
+    )
     parser.add_argument("--work", help="folder for betons, runs and logs (default runs/campaign-<gpu|smoke>)")
     parser.add_argument("--smoke", action="store_true", help="every step at the smallest size, on the CPU")
-    parser.add_argument("--total-s", type=float, help="seconds for the whole campaign: each step gets what is "
-                        "left of it at most, a step left too little is skipped (default: the part's own "
-                        f"total, {PART_TOTAL_S['visit']:g} s for visit)")
+    parser.add_argument(
+        "--total-s",
+        type=float,
+        help="seconds for the whole campaign: each step gets what is "
+        "left of it at most, a step left too little is skipped (default: the part's own "
+        f"total, {PART_TOTAL_S['visit']:g} s for visit)",
+    )
     parser.add_argument("--seeds", type=int, help="seeds of the seed recipe (default: the size's)")
-    parser.add_argument("--variants", help=f"the loop variants to run, in that order, comma-separated: "
-                        f"{', '.join(VARIANTS)} (default: the size's)")
+    parser.add_argument(
+        "--variants",
+        help=f"the loop variants to run, in that order, comma-separated: {', '.join(VARIANTS)} (default: the size's)",
+    )
     parser.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     unknown = set((options.variants or "").split(",")) - set(VARIANTS) - {""}

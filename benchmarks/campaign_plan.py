@@ -1,5 +1,6 @@
 """The campaign's plan: its steps in order of value, their budgets, the parts a GPU visit runs them in,
 the sizes (a GPU's and the CPU smoke's), and what each kind of figure's clock covers."""
+
 import sys
 from pathlib import Path
 
@@ -8,8 +9,20 @@ sys.path.insert(0, str(ROOT))
 
 # In order of value: the visit's order (what no visit's file answers yet first), then the steps that
 # re-answer a question a visit already answered.
-STEPS = ("data", "command", "record_vs_airbench", "variants", "correctness", "environment", "bench", "seed_recipe",
-         "memory_compile", "sweep", "lr_grid", "candidate")
+STEPS = (
+    "data",
+    "command",
+    "record_vs_airbench",
+    "variants",
+    "correctness",
+    "environment",
+    "bench",
+    "seed_recipe",
+    "memory_compile",
+    "sweep",
+    "lr_grid",
+    "candidate",
+)
 # Seconds each step may take on one GPU; past it the step's processes are killed and it is recorded as
 # failed. Each from the H200 visits' own records (benchmarks/results/nvidia-h200*/campaign.json, a step's
 # `seconds`; "visit 1" is nvidia-h200/, "visit 2" nvidia-h200-visit-2/) with about 10-50% to spare:
@@ -46,20 +59,32 @@ BUDGETS_S = {
 }
 # One 10-minute command each. `data` starts every part, since a part may meet a fresh machine; it does
 # nothing when the betons are already written.
-PARTS = {"part1": ("environment", "data", "correctness", "bench", "memory_compile"),
-         "part2": ("data", "variants"),
-         "part3": ("data", "seed_recipe"),
-         "part4": ("data", "record_vs_airbench"),
-         # beyond the 25-minute plan: which peak LR and defaults train best (the second H200 visit answered
-         # it and the defaults changed after it), then all the winners together
-         "part5": ("data", "lr_grid", "candidate"),
-         # one command of at most 10 minutes, what no visit's file answers yet first: the default command
-         # (and whether CUDA graphs ran), the record recipe against airbench over enough seeds for
-         # intervals, the step variants of both recipes, the kernel tests and resume; then what the
-         # time left allows. It runs under a total (PART_TOTAL_S, or --total-s); a step left no time is
-         # skipped. tests/test_campaign.py checks that the first five get their whole budgets.
-         "visit": ("data", "command", "record_vs_airbench", "variants", "correctness", "environment", "bench",
-                   "seed_recipe", "memory_compile", "sweep")}
+PARTS = {
+    "part1": ("environment", "data", "correctness", "bench", "memory_compile"),
+    "part2": ("data", "variants"),
+    "part3": ("data", "seed_recipe"),
+    "part4": ("data", "record_vs_airbench"),
+    # beyond the 25-minute plan: which peak LR and defaults train best (the second H200 visit answered
+    # it and the defaults changed after it), then all the winners together
+    "part5": ("data", "lr_grid", "candidate"),
+    # one command of at most 10 minutes, what no visit's file answers yet first: the default command
+    # (and whether CUDA graphs ran), the record recipe against airbench over enough seeds for
+    # intervals, the step variants of both recipes, the kernel tests and resume; then what the
+    # time left allows. It runs under a total (PART_TOTAL_S, or --total-s); a step left no time is
+    # skipped. tests/test_campaign.py checks that the first five get their whole budgets.
+    "visit": (
+        "data",
+        "command",
+        "record_vs_airbench",
+        "variants",
+        "correctness",
+        "environment",
+        "bench",
+        "seed_recipe",
+        "memory_compile",
+        "sweep",
+    ),
+}
 # The campaign's --total-s when it runs this part and none is given: under 9 minutes, so that with the
 # process's start, the probe and the archive the command stays under the 10-minute limit
 PART_TOTAL_S = {"visit": 530, "part5": 505}
@@ -85,8 +110,9 @@ VARIANTS = {
     "cuda_graphs": [f"--training.{COMPILE_MODE_OPTION}", "cudagraph"],
 }
 # the three ways of running a step, on the record recipe too: never timed on a GPU
-VARIANTS.update({f"record_{name}": [RECIPE_OPTION, "speedrun", *VARIANTS[name]]
-                 for name in ("eager", "whole_step", "cuda_graphs")})
+VARIANTS.update(
+    {f"record_{name}": [RECIPE_OPTION, "speedrun", *VARIANTS[name]] for name in ("eager", "whole_step", "cuda_graphs")}
+)
 # A GPU's, so a visit's: the record recipe's first (no visit has timed them), then the seed net's (visit 2
 # did: eager 5.48 ms, whole step 3.51, CUDA graphs 3.44), each recipe's eager first (no compile: the cheapest)
 STEP_MODE_VARIANTS = ("record_eager", "record_whole_step", "record_cuda_graphs", "eager", "whole_step", "cuda_graphs")
@@ -99,51 +125,105 @@ CANDIDATE_MARGIN = 0.002
 # Each value next to a default the second H200 visit chose (Adam's weight decay 0.2, weight average
 # 0.99, div factor 25: benchmarks/results/nvidia-h200-visit-2), on both sides where it was a step from
 # the old one, and the near-ties of that visit again (label smoothing 0.2, annealing to zero).
-STUDY_CHANGES = {"sgd": (["--training.optimizer", "sgd"], False),
-                 "no-smoothing": (["--training.label_smoothing", "0"], True),
-                 "smoothing-0.2": (["--training.label_smoothing", "0.2"], True),
-                 "weight-decay-0.05": (["--training.weight_decay", "0.05"], True),
-                 "weight-decay-0.5": (["--training.weight_decay", "0.5"], True),
-                 "no-ema": (["--training.ema", "0"], True),
-                 "pad-constant": (["--augment.pad_mode", "constant"], True),
-                 "anneal-to-zero": (["--lr.anneal_to_zero", "true"], True),
-                 "div-factor-10": (["--lr.div_factor", "10"], True)}
+STUDY_CHANGES = {
+    "sgd": (["--training.optimizer", "sgd"], False),
+    "no-smoothing": (["--training.label_smoothing", "0"], True),
+    "smoothing-0.2": (["--training.label_smoothing", "0.2"], True),
+    "weight-decay-0.05": (["--training.weight_decay", "0.05"], True),
+    "weight-decay-0.5": (["--training.weight_decay", "0.5"], True),
+    "no-ema": (["--training.ema", "0"], True),
+    "pad-constant": (["--augment.pad_mode", "constant"], True),
+    "anneal-to-zero": (["--lr.anneal_to_zero", "true"], True),
+    "div-factor-10": (["--lr.div_factor", "10"], True),
+}
 BENCH_STAGES = "beton_to_device,augment,forward,forward_backward,optimizer_step,train_step,versus_plain,eval"
 TARGET = 0.94  # the test accuracy whose time-to-reach the leaderboard reports
 SMOKE_PRECISION = ["--training.precision", "fp32"]
 SIZES = {
-    "gpu": dict(device="cuda", trainer=["--training.device", "cuda"], pinned=[], compile="on", bench_size="full",
-                kernel_tests="cuda",
-                short_epochs=8, short_lr=0.0034, variant_epochs=4, batch=512, width=64, seed_epochs=24,
-                seeds=5, candidate_seeds=3, record_options=[], synthetic_images=None, command_options=[], sweep_seeds=5,
-                # 5 seeds each: the fewest the leaderboard's comparison gives its 95% intervals and verdict
-                # for (tests/test_campaign.py), and what the record step's budget holds
-                record_seeds=5,
-                lr_grid=(0.25, 0.5, 2, 4, 8), study=tuple(STUDY_CHANGES), variants=STEP_MODE_VARIANTS,
-                # Until a GPU has shown CUDA graphs running, a graph inductor will not capture (a mutated
-                # input, a tensor on the CPU, dynamic shapes...) fails the run instead of running quietly
-                # without CUDA graphs (torch._inductor.config.triton.cudagraph_or_error). It acts only
-                # where CUDA graphs are asked for, so every command of the campaign gets it
-                env={"TORCHINDUCTOR_CUDAGRAPH_OR_ERROR": "1"}, budget_scale=1),
+    "gpu": dict(
+        device="cuda",
+        trainer=["--training.device", "cuda"],
+        pinned=[],
+        compile="on",
+        bench_size="full",
+        kernel_tests="cuda",
+        short_epochs=8,
+        short_lr=0.0034,
+        variant_epochs=4,
+        batch=512,
+        width=64,
+        seed_epochs=24,
+        seeds=5,
+        candidate_seeds=3,
+        record_options=[],
+        synthetic_images=None,
+        command_options=[],
+        sweep_seeds=5,
+        # 5 seeds each: the fewest the leaderboard's comparison gives its 95% intervals and verdict
+        # for (tests/test_campaign.py), and what the record step's budget holds
+        record_seeds=5,
+        lr_grid=(0.25, 0.5, 2, 4, 8),
+        study=tuple(STUDY_CHANGES),
+        variants=STEP_MODE_VARIANTS,
+        # Until a GPU has shown CUDA graphs running, a graph inductor will not capture (a mutated
+        # input, a tensor on the CPU, dynamic shapes...) fails the run instead of running quietly
+        # without CUDA graphs (torch._inductor.config.triton.cudagraph_or_error). It acts only
+        # where CUDA graphs are asked for, so every command of the campaign gets it
+        env={"TORCHINDUCTOR_CUDAGRAPH_OR_ERROR": "1"},
+        budget_scale=1,
+    ),
     # the smoke's precision is pinned: `auto` would train in bf16 on a CPU with native bf16 only
-    "smoke": dict(device="cpu", trainer=["--training.device", "cpu", "--model.width", "8", "--training.batch_size",
-                                         "64", "--training.eval_batch_size", "128", *SMOKE_PRECISION],
-                  pinned=SMOKE_PRECISION,
-                  compile="auto", bench_size="small", kernel_tests="cuda or borders", short_epochs=3,
-                  short_lr=0.05, variant_epochs=1, batch=64, width=8, seed_epochs=1, seeds=2, candidate_seeds=2,
-                  record_seeds=2, sweep_seeds=3,
-                  # the default command at the smoke's size (eager, as on a CPU: minutes of compiling spared)
-                  command_options=["--training.device", "cpu", "--model.width", "8", "--training.batch_size", "64",
-                                   "--training.eval_batch_size", "128", *SMOKE_PRECISION],
-                  lr_grid=(0.5, 2), study=("sgd", "no-smoothing"),
-                  record_options=["--epochs", "1"], synthetic_images=(256, 128),
-                  # one of each kind of command
-                  variants=("base", "nchw", "large_batch", "cuda_graphs", "record_cuda_graphs"),
-                  # the kernel's tests under Triton's interpreter (no CUDA graphs on a CPU)
-                  env={"TRITON_INTERPRET": "1"},
-                  # the GPU's budgets doubled: on 2 shared CPU cores the smoke's command step took 115 s of
-                  # its 130 and bench 57 of 60; the smoke shows every step runs, the GPU keeps to the budgets
-                  budget_scale=2),
+    "smoke": dict(
+        device="cpu",
+        trainer=[
+            "--training.device",
+            "cpu",
+            "--model.width",
+            "8",
+            "--training.batch_size",
+            "64",
+            "--training.eval_batch_size",
+            "128",
+            *SMOKE_PRECISION,
+        ],
+        pinned=SMOKE_PRECISION,
+        compile="auto",
+        bench_size="small",
+        kernel_tests="cuda or borders",
+        short_epochs=3,
+        short_lr=0.05,
+        variant_epochs=1,
+        batch=64,
+        width=8,
+        seed_epochs=1,
+        seeds=2,
+        candidate_seeds=2,
+        record_seeds=2,
+        sweep_seeds=3,
+        # the default command at the smoke's size (eager, as on a CPU: minutes of compiling spared)
+        command_options=[
+            "--training.device",
+            "cpu",
+            "--model.width",
+            "8",
+            "--training.batch_size",
+            "64",
+            "--training.eval_batch_size",
+            "128",
+            *SMOKE_PRECISION,
+        ],
+        lr_grid=(0.5, 2),
+        study=("sgd", "no-smoothing"),
+        record_options=["--epochs", "1"],
+        synthetic_images=(256, 128),
+        # one of each kind of command
+        variants=("base", "nchw", "large_batch", "cuda_graphs", "record_cuda_graphs"),
+        # the kernel's tests under Triton's interpreter (no CUDA graphs on a CPU)
+        env={"TRITON_INTERPRET": "1"},
+        # the GPU's budgets doubled: on 2 shared CPU cores the smoke's command step took 115 s of
+        # its 130 and bench 57 of 60; the smoke shows every step runs, the GPU keeps to the budgets
+        budget_scale=2,
+    ),
 }
 TAIL_LINES = 25  # of a failed command's output, kept in the record
 STACKS_WAIT_S = 3  # for a timed-out command to print its stacks before it is killed
@@ -155,17 +235,17 @@ README_MARKERS = ("<!-- campaign results: start -->", "<!-- campaign results: en
 # What is inside and outside the timed region of each kind of figure.
 TIMED = {
     "train": "training seconds of our runs: every step (batch drawn and augmented on the device, forward, "
-             "backward, optimizer) and the host sync before each evaluation; outside: the compile warm-up, "
-             "the LR range test, evaluation, checkpoints, loading the betons. cuDNN autotuning on.",
+    "backward, optimizer) and the host sync before each evaluation; outside: the compile warm-up, "
+    "the LR range test, evaluation, checkpoints, loading the betons. cuDNN autotuning on.",
     "step": "median seconds of an epoch after the first, divided by its steps (the `train` region, per step)",
     "airbench": "airbench's train94, per seed, in two regions on the host's clock between CUDA synchronisations: "
-                "prepare (its net build, optimizer and whitening init) and loop (its epochs); total = prepare + "
-                "loop. Outside: exporting our betons to airbench's files, its test loader (recorded apart as "
-                "setup), the warm-up before the first seed (one whole untimed train94 run, as ours compiles "
-                "before its clock) and the evaluation after each call. cuDNN autotuning on (airbench's own "
-                "setting). Same betons, device and process as our seeds (speedrun/reference.py).",
+    "prepare (its net build, optimizer and whitening init) and loop (its epochs); total = prepare + "
+    "loop. Outside: exporting our betons to airbench's files, its test loader (recorded apart as "
+    "setup), the warm-up before the first seed (one whole untimed train94 run, as ours compiles "
+    "before its clock) and the evaluation after each call. cuDNN autotuning on (airbench's own "
+    "setting). Same betons, device and process as our seeds (speedrun/reference.py).",
     "device": "CUDA events around `calls` back-to-back calls after an untimed warm-up (compiling included "
-              "there); median of the repeats (benchmarks/bench.py)",
+    "there); median of the repeats (benchmarks/bench.py)",
     "compile": "the trainer's warm-up before its clock starts: 3 compiled train steps and an evaluation",
     "host": "the host's wall clock around the whole command, process start included",
 }

@@ -1,5 +1,6 @@
 """The campaign's answer: figures, campaign.json, campaign.md and the archive of its run folders; and
 `report`, which merges the parts of a visit into one answer, the leaderboard and the README's section."""
+
 import datetime
 import json
 import os
@@ -16,8 +17,16 @@ from speedrun.system.atomic import replacing
 def figure(name, text, *, value=None, timed=None, command=None, accuracy=None, tflops=None, gbps=None):
     """One reported number: its text, the value behind it, what the clock covered, the command that
     measured it, the accuracy that came with it and the rate compared with a measured ceiling."""
-    return {"name": name, "text": text, "value": value, "timed": timed, "command": command,
-            "accuracy": accuracy, "tflops": tflops, "gbps": gbps}
+    return {
+        "name": name,
+        "text": text,
+        "value": value,
+        "timed": timed,
+        "command": command,
+        "accuracy": accuracy,
+        "tflops": tflops,
+        "gbps": gbps,
+    }
 
 
 def pct(value):
@@ -98,36 +107,67 @@ def render(campaign):
     commands = {}  # each command once, numbered in order of appearance
     steps = campaign["steps"]
     by_part = any(step.get("part") for step in steps)  # a merged campaign: which part each record is from
-    lines = [f"# Campaign: {campaign['device']}", "",
-             f"{campaign['size']} campaign, {campaign['started']}; torch {versions.get('torch')}, "
-             f"triton {versions.get('triton')}, CUDA {versions.get('cuda')}, cuDNN {campaign.get('cudnn')}, "
-             f"driver {env.get('nvidia_smi', {}).get('driver_version', 'not read')}. On CUDA, cuDNN autotuning "
-             f"is on for our runs and the reference alike.", "",
-             "Run as, each command's wall time from its start to its end:", ""]
+    lines = [
+        f"# Campaign: {campaign['device']}",
+        "",
+        f"{campaign['size']} campaign, {campaign['started']}; torch {versions.get('torch')}, "
+        f"triton {versions.get('triton')}, CUDA {versions.get('cuda')}, cuDNN {campaign.get('cudnn')}, "
+        f"driver {env.get('nvidia_smi', {}).get('driver_version', 'not read')}. On CUDA, cuDNN autotuning "
+        f"is on for our runs and the reference alike.",
+        "",
+        "Run as, each command's wall time from its start to its end:",
+        "",
+    ]
     lines += [command_line(record) for record in command_records(campaign)]
     column, rule = (" part |", "---|") if by_part else ("", "")
-    lines += ["", "## Steps", "", f"| # | step | status |{column} seconds (budget) | what | note |",
-              f"|---|---|---|{rule}---|---|---|"]
+    lines += [
+        "",
+        "## Steps",
+        "",
+        f"| # | step | status |{column} seconds (budget) | what | note |",
+        f"|---|---|---|{rule}---|---|---|",
+    ]
     for number, step in enumerate(steps, 1):
         part = f" {cell(step.get('part', ''))} |" if by_part else ""
         note = step_note(step)
         if step.get("reconstructed"):
             note = "reconstructed from the archive's run files (below)" + (f"; {note}" if note else "")
-        lines.append(f"| {number} | {step['name']} | **{step['status']}** |{part} {seconds_text(step)} "
-                     f"({step['budget_s']}) | {cell(step['what'])} | {cell(note)} |")
-    lines += ["", "## Figures", "", "Fractions are of this device's measured ceilings (environment step): "
-              "TFLOP/s of the matrix-product rate in the training precision, GB/s of the copy bandwidth.", "",
-              f"| step |{column} figure | value | of ceiling | accuracy | device | timed | command |",
-              f"|---|{rule}---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {number} | {step['name']} | **{step['status']}** |{part} {seconds_text(step)} "
+            f"({step['budget_s']}) | {cell(step['what'])} | {cell(note)} |"
+        )
+    lines += [
+        "",
+        "## Figures",
+        "",
+        "Fractions are of this device's measured ceilings (environment step): "
+        "TFLOP/s of the matrix-product rate in the training precision, GB/s of the copy bandwidth.",
+        "",
+        f"| step |{column} figure | value | of ceiling | accuracy | device | timed | command |",
+        f"|---|{rule}---|---|---|---|---|---|---|",
+    ]
     for step in steps:
         part = step.get("part", "") + (" (reconstructed)" if step.get("reconstructed") else "")
         for fig in (step.get("result") or {}).get("figures", []):
             share = fraction(fig, env)
-            lines.append("| " + " | ".join(cell(value) for value in [
-                step["name"], *([part] if by_part else []), fig["name"], fig["text"],
-                f"{share[0]:.1%} of {share[1]}" if share else "",
-                pct(fig["accuracy"]) if fig.get("accuracy") is not None else "", step.get("device", campaign["device"]),
-                fig.get("timed") or "", command_number(commands, fig.get("command"))]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    cell(value)
+                    for value in [
+                        step["name"],
+                        *([part] if by_part else []),
+                        fig["name"],
+                        fig["text"],
+                        f"{share[0]:.1%} of {share[1]}" if share else "",
+                        pct(fig["accuracy"]) if fig.get("accuracy") is not None else "",
+                        step.get("device", campaign["device"]),
+                        fig.get("timed") or "",
+                        command_number(commands, fig.get("command")),
+                    ]
+                )
+                + " |"
+            )
     clocks = campaign.get("timed_regions") or TIMED  # as they were when the campaign ran
     lines += ["", "## What each clock covers", ""] + [f"- **{key}**: {text}" for key, text in clocks.items()]
     lines += ["", "## Commands (WORK is the campaign's work folder)", ""]
@@ -137,10 +177,17 @@ def render(campaign):
         lines += ["", "## Reconstructed records", ""]
         lines += [f"- {step['name']}{where(step)}: {step['reconstructed']}" for step in rebuilt]
     for step in (step for step in steps if step["status"] == "failed"):
-        lines += ["", f"## {step['name']}{where(step)}: {step['error']}", "", "```", step.get("tail") or "(no output)",
-                  "```"]
-        for name, part in ((step.get("result") or {}).get("variants") or (step.get("result") or {}).get("checks")
-                           or {}).items():
+        lines += [
+            "",
+            f"## {step['name']}{where(step)}: {step['error']}",
+            "",
+            "```",
+            step.get("tail") or "(no output)",
+            "```",
+        ]
+        for name, part in (
+            (step.get("result") or {}).get("variants") or (step.get("result") or {}).get("checks") or {}
+        ).items():
             if part.get("status") == "failed":
                 lines += ["", f"{name}: {part['error']}", "", "```", part.get("tail") or "(no output)", "```"]
     return "\n".join(lines) + "\n"
@@ -169,14 +216,25 @@ def merge_campaigns(campaigns, names=None):
     header of the part with the environment."""
     names = list(names) if names else [f"part{number}" for number in range(1, len(campaigns) + 1)]
     order = {name: index for index, name in enumerate(STEPS)}
-    records = [{**step, "part": step.get("part") or name} for campaign, name in zip(campaigns, names)
-               for step in campaign["steps"]]
-    commands = [{**record, "part": record.get("part") or name} for campaign, name in zip(campaigns, names)
-                for record in command_records(campaign)]
+    records = [
+        {**step, "part": step.get("part") or name}
+        for campaign, name in zip(campaigns, names)
+        for step in campaign["steps"]
+    ]
+    commands = [
+        {**record, "part": record.get("part") or name}
+        for campaign, name in zip(campaigns, names)
+        for record in command_records(campaign)
+    ]
     first = next((c for c in campaigns if environment_of(c)), campaigns[0])
-    return {**first, "commands": commands, "timed_regions": first.get("timed_regions") or TIMED,
-            "started": min(c["started"] for c in campaigns), "finished": max(c.get("finished", "") for c in campaigns),
-            "steps": sorted(records, key=lambda step: order.get(step["name"], len(STEPS)))}
+    return {
+        **first,
+        "commands": commands,
+        "timed_regions": first.get("timed_regions") or TIMED,
+        "started": min(c["started"] for c in campaigns),
+        "finished": max(c.get("finished", "") for c in campaigns),
+        "steps": sorted(records, key=lambda step: order.get(step["name"], len(STEPS))),
+    }
 
 
 def merge_archives(folders, out):
@@ -197,20 +255,26 @@ def readme_section(campaign, folder, others=()):
     """The results section of benchmarks/README.md: the step table and the figures, from campaign.md;
     `others`, the folders of this device's other visits."""
     text = render(campaign)
-    body = text[text.index("## Steps"):].replace("## ", "#### ")
+    body = text[text.index("## Steps") :].replace("## ", "#### ")
     visits = "; other visits: " + ", ".join(f"`{other}/`" for other in others) if others else ""
-    return (f"{README_MARKERS[0]}\n### Campaign on {campaign['device']} ({campaign['started'][:10]}{visits})\n\n"
-            f"From `{folder}/campaign.md` (generated by `python benchmarks/campaign.py report`); leaderboard "
-            f"in `{folder}/leaderboard.md`, run folders in `{folder}/{ARCHIVE}`.\n\n"
-            f"{body.strip()}\n{README_MARKERS[1]}")
+    return (
+        f"{README_MARKERS[0]}\n### Campaign on {campaign['device']} ({campaign['started'][:10]}{visits})\n\n"
+        f"From `{folder}/campaign.md` (generated by `python benchmarks/campaign.py report`); leaderboard "
+        f"in `{folder}/leaderboard.md`, run folders in `{folder}/{ARCHIVE}`.\n\n"
+        f"{body.strip()}\n{README_MARKERS[1]}"
+    )
 
 
 def other_visits(out, device):
     """The other folders beside `out` holding a campaign of `device`: <device>, <device>-visit-N."""
     slug = slugify(device)
-    return sorted(folder for folder in out.parent.iterdir() if folder.resolve() != out.resolve()
-                  and (folder.name == slug or folder.name.startswith(f"{slug}-visit-"))
-                  and (folder / "campaign.json").exists())
+    return sorted(
+        folder
+        for folder in out.parent.iterdir()
+        if folder.resolve() != out.resolve()
+        and (folder.name == slug or folder.name.startswith(f"{slug}-visit-"))
+        and (folder / "campaign.json").exists()
+    )
 
 
 def update_readme(path, section):
@@ -218,7 +282,7 @@ def update_readme(path, section):
     start, end = README_MARKERS
     if start not in text or end not in text:
         raise ValueError(f"{path} has no campaign results markers ({start} ... {end})")
-    path.write_text(text[:text.index(start)] + section + text[text.index(end) + len(end):])
+    path.write_text(text[: text.index(start)] + section + text[text.index(end) + len(end) :])
 
 
 def report(options):
@@ -230,11 +294,16 @@ def report(options):
     merge_archives(folders, out)
     entries = [entry for step in campaign["steps"] for entry in (step.get("result") or {}).get("entries", [])]
     (out / "leaderboard.md").write_text(leaderboard_entries.render_markdown(entries))
-    readme = options.readme if options.readme is not None else (
-        "" if campaign["size"] == "smoke" else str(ROOT / "benchmarks" / "README.md"))
+    readme = (
+        options.readme
+        if options.readme is not None
+        else ("" if campaign["size"] == "smoke" else str(ROOT / "benchmarks" / "README.md"))
+    )
     if readme:
+
         def shown(folder):
             return os.path.relpath(folder, ROOT) if folder.resolve().is_relative_to(ROOT) else folder.name
+
         others = [shown(folder) for folder in other_visits(out, campaign["device"])]
         update_readme(Path(readme), readme_section(campaign, shown(out), others))
     updated = f"; updated {readme}" if readme else ""

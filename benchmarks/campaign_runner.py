@@ -1,5 +1,6 @@
 """Running the campaign's commands: each in a process group of its own, under its step's time budget,
 its output kept; one record per step (passed, failed with the output's last lines, or skipped)."""
+
 import json
 import os
 import shlex
@@ -41,6 +42,7 @@ class BudgetSpent(Skip):
 @dataclass
 class Context:
     """What the steps share: sizes, folders, the children's environment, the current step's deadline."""
+
     size_name: str
     work: Path
     source: str
@@ -92,8 +94,14 @@ def start(ctx, label, argv, env=None):
     log = ctx.folder / f"{label}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
-        process = subprocess.Popen([str(word) for word in argv], cwd=ROOT, env={**ctx.env, **(env or {})},
-                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(word) for word in argv],
+            cwd=ROOT,
+            env={**ctx.env, **(env or {})},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     process.label, process.log, process.command = label, log, display(ctx, argv)
     process.started = time.monotonic()
     return process
@@ -138,8 +146,10 @@ def finish(ctx, process, check=True, limit_s=None):
         stacks = kill(process, dump_stacks=True)
         what = f"its own limit ({limit_s:g} s)" if own_limit else f"the end of {deadline_name(ctx)}"
         where = f" (its threads' stacks at that moment end {process.log.name})" if stacks else ""
-        raise StepTimeout(f"timeout: {process.label} was still running at {what} and was killed{where}",
-                          tail(process.log.read_text(errors="replace"))) from None
+        raise StepTimeout(
+            f"timeout: {process.label} was still running at {what} and was killed{where}",
+            tail(process.log.read_text(errors="replace")),
+        ) from None
     output = process.log.read_text(errors="replace")
     if check and returncode:
         raise StepError(f"{process.label} exited with status {returncode}: {process.command}", tail(output))
@@ -216,8 +226,11 @@ def run_steps(ctx, plan, campaign, after_each):
         record = run_step(ctx, name, function, budget)
         record.update(device=campaign["device"], clocks_at_start=at_start)
         campaign["steps"].append(record)
-        print(f"campaign: {name} {record['status']} in {record['seconds']:.0f} s {step_note(record)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"campaign: {name} {record['status']} in {record['seconds']:.0f} s {step_note(record)}",
+            file=sys.stderr,
+            flush=True,
+        )
         campaign["finished"] = now()
         after_each()
     return campaign
@@ -226,9 +239,11 @@ def run_steps(ctx, plan, campaign, after_each):
 def probe_header(ctx):
     """Device, versions and cuDNN of this machine, read by a child process (the campaign never imports
     torch, so a broken device cannot take the bookkeeping down with it)."""
-    code = ("import json, torch; from speedrun.system.device import device_name, pick_device; "
-            "from speedrun.system.runlog import versions; print(json.dumps({'device': device_name(pick_device('auto')), "
-            "'versions': versions(), 'cudnn': torch.backends.cudnn.version() if torch.cuda.is_available() else None}))")
+    code = (
+        "import json, torch; from speedrun.system.device import device_name, pick_device; "
+        "from speedrun.system.runlog import versions; print(json.dumps({'device': device_name(pick_device('auto')), "
+        "'versions': versions(), 'cudnn': torch.backends.cudnn.version() if torch.cuda.is_available() else None}))"
+    )
     ctx.step, ctx.deadline = "probe", time.monotonic() + 120
     try:
         return json.loads(run(ctx, "probe", [ctx.python, "-c", code]).output.splitlines()[-1])

@@ -8,6 +8,7 @@ Names are imported on first use, so `import speedrun.nets.model` does not pull i
 `predict` stay in their modules: exported here they would share their names with those modules, and
 which of the two `speedrun.train` meant would depend on what was imported before.
 """
+
 import importlib
 
 __version__ = "0.1.0"

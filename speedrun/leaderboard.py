@@ -23,6 +23,7 @@ The clock is the same on both sides, over three regions:
 The table gives the loop and the total (prepare + loop) of both sides; the statistics and the verdict are
 leaderboard_entries.compare's.
 """
+
 import os
 import sys
 
@@ -36,14 +37,20 @@ from speedrun.runs.leaderboard_entries import (
     render_markdown,
 )
 
-ALIASES = {"--seeds": "--leaderboard.seeds", "--target": "--leaderboard.target",
-           "--recipe": "--leaderboard.recipe", "--reference": "--leaderboard.reference",
-           "--epochs": "--training.epochs"}
+ALIASES = {
+    "--seeds": "--leaderboard.seeds",
+    "--target": "--leaderboard.target",
+    "--recipe": "--leaderboard.recipe",
+    "--reference": "--leaderboard.reference",
+    "--epochs": "--training.epochs",
+}
 
 
 # What each region of our runs' clock covers (the module's docstring says more).
-OUR_CLOCK = ("ours: build untimed (the step, compiled on warm-up batches, in the first run); prepare = each "
-             "run's start-up (a fresh net, its state loaded into the step) and any LR range test; loop = the steps")
+OUR_CLOCK = (
+    "ours: build untimed (the step, compiled on warm-up batches, in the first run); prepare = each "
+    "run's start-up (a fresh net, its state loaded into the step) and any LR range test; loop = the steps"
+)
 
 
 def training_overrides(given, recipe):
@@ -60,9 +67,11 @@ def load_data(overrides):
     """The train/test betons, read once into device memory for every seed (and the reference)."""
     from speedrun.data.betons import load_cifar_betons
     from speedrun.system.device import pick_device
+
     config = resolve_config(overrides)
-    return load_cifar_betons(config["data"]["train_dataset"], config["data"]["val_dataset"],
-                             pick_device(config["training"]["device"]))
+    return load_cifar_betons(
+        config["data"]["train_dataset"], config["data"]["val_dataset"], pick_device(config["training"]["device"])
+    )
 
 
 def reference_names(choice):
@@ -77,23 +86,35 @@ def run_references(names, data, seeds, overrides):
     """Per reference name, the airbench summaries of every seed, on our data and device, at our width
     and on each seed's training subset; each reference is warmed up once, before its first seed."""
     from speedrun import reference
+
     config = resolve_config(overrides)
-    return {name: reference.run_seeds(name, data, seeds, reference_device(data), config["model"]["width"],
-                                      config["training"]["train_subset"]) for name in names}
+    return {
+        name: reference.run_seeds(
+            name, data, seeds, reference_device(data), config["model"]["width"], config["training"]["train_subset"]
+        )
+        for name in names
+    }
 
 
 def run_ours(overrides, data, seeds, session):
     """Train every seed, each into its own folder: <logging.folder or runs/leaderboard-SESSION>/seed<N>."""
     from speedrun.cli import train_seeds
+
     parent = overrides.get("logging", {}).get("folder") or os.path.join("runs", f"leaderboard-{session}")
     summaries = train_seeds(merge(overrides, {"logging": {"folder": parent}}, strict=False), seeds, data=data)
     for summary in summaries:
         summary["prepare_seconds"] = our_prepare(summary)
-        summary["total_seconds"] = (None if summary["prepare_seconds"] is None else
-                                    round(summary["prepare_seconds"] + summary["train_seconds"], 4))
+        summary["total_seconds"] = (
+            None
+            if summary["prepare_seconds"] is None
+            else round(summary["prepare_seconds"] + summary["train_seconds"], 4)
+        )
         total = "" if summary["total_seconds"] is None else f" (total {summary['total_seconds']:.2f} s)"
-        print(f"seed {summary['seed']}: test acc {summary['final_test_acc']:.4f} "
-              f"in {summary['train_seconds']:.2f} s{total}", file=sys.stderr)
+        print(
+            f"seed {summary['seed']}: test acc {summary['final_test_acc']:.4f} "
+            f"in {summary['train_seconds']:.2f} s{total}",
+            file=sys.stderr,
+        )
     return summaries
 
 
@@ -119,12 +140,21 @@ def run_session(options, overrides):
         references = run_references(names, data, seeds, overrides)
 
     from speedrun.reference import CLOCK
-    ours = make_entry(summaries, name=options["recipe"], kind="ours", target=target, session=session,
-                      recipe=options["recipe"], clock=OUR_CLOCK)
+
+    ours = make_entry(
+        summaries,
+        name=options["recipe"],
+        kind="ours",
+        target=target,
+        session=session,
+        recipe=options["recipe"],
+        clock=OUR_CLOCK,
+    )
     entries = [ours]
     for name, runs in references.items():
-        entry = make_entry(runs, name=f"airbench {name}", recipe=name, kind="reference", target=target,
-                           session=session, clock=CLOCK)
+        entry = make_entry(
+            runs, name=f"airbench {name}", recipe=name, kind="reference", target=target, session=session, clock=CLOCK
+        )
         entry["data"] = ours["data"]  # the reference trained on the very same in-memory tensors
         entries.append(entry)
     if references:
@@ -147,6 +177,7 @@ def reference_skipped(names, data, required):
     if not names:
         return {}
     from speedrun.reference import check_available
+
     try:
         check_available(reference_device(data))
     except (ImportError, RuntimeError) as error:

@@ -13,6 +13,7 @@ Images of any size and mode are brought to what the net was trained on, a 32x32 
 Then they are normalised like the training data and run through the net in eval mode, with the
 test-time augmentation the run was evaluated with, and the softmax gives the probabilities.
 """
+
 import argparse
 import os
 import sys
@@ -38,8 +39,9 @@ class ImageError(ValueError):
     def __init__(self, problems):
         self.problems = problems
         lines = [f"{path}: {reason}" for path, reason in problems]
-        super().__init__(f"{len(problems)} input(s) could not be read as images, nothing was "
-                         f"classified:\n  " + "\n  ".join(lines))
+        super().__init__(
+            f"{len(problems)} input(s) could not be read as images, nothing was classified:\n  " + "\n  ".join(lines)
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,8 +111,7 @@ def load_net(path, policy=None):
     try:
         net.load_state_dict(state.get("average") or state["model"])
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the net its config describes "
-                              f"({error})") from None
+        raise CheckpointError(f"{path}: weights do not fit the net its config describes ({error})") from None
     policy = policy or device_policy("cpu", "fp32")
     return policy.prepare(net).eval(), cfg, state.get("classes") or CIFAR10_CLASSES
 
@@ -122,8 +123,10 @@ def class_probabilities(net, images, tta=0, policy=None):
     table = normalize_table(CIFAR10_MEAN, CIFAR10_STD, policy.input_dtype, policy.device)
     images = torch.as_tensor(images, device=policy.device)
     with policy.autocast():
-        chunks = [tta_logits(net, normalize(images[i:i + BATCH_SIZE], table), tta).float().softmax(1)
-                  for i in range(0, len(images), BATCH_SIZE)]
+        chunks = [
+            tta_logits(net, normalize(images[i : i + BATCH_SIZE], table), tta).float().softmax(1)
+            for i in range(0, len(images), BATCH_SIZE)
+        ]
     return torch.cat(chunks).cpu() if chunks else torch.zeros(0, len(CIFAR10_CLASSES))
 
 
@@ -145,11 +148,14 @@ def predict(checkpoint, paths, top=3, device=None, classes=None, precision="fp32
         raise ValueError(f"top must be between 1 and {len(classes)}, got {top}")
     probabilities = class_probabilities(net, images, cfg.get("training", {}).get("tta", 0), policy)
     if probabilities.shape[1] != len(classes):
-        raise ValueError(f"the net tells {probabilities.shape[1]} classes apart, but "
-                         f"{len(classes)} class names were given")
+        raise ValueError(
+            f"the net tells {probabilities.shape[1]} classes apart, but {len(classes)} class names were given"
+        )
     values, indices = probabilities.topk(top, dim=1)
-    return [(path, [(classes[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist())])
-            for path, row_p, row_i in zip(paths, values, indices)]
+    return [
+        (path, [(classes[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist())])
+        for path, row_p, row_i in zip(paths, values, indices)
+    ]
 
 
 def format_prediction(path, ranked):
@@ -162,19 +168,35 @@ def format_prediction(path, ranked):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m speedrun.predict", description=__doc__.splitlines()[0],
+        prog="python -m speedrun.predict",
+        description=__doc__.splitlines()[0],
         epilog="Every image is read before anything is classified: if any file is missing or is not "
-               "an image, the command lists all such files and exits with status 1 without "
-               "printing predictions. Images are made 32x32 RGB: alpha composited onto black, "
-               "shorter side resized to 32 (bicubic), centre-cropped.")
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a checkpoint file or a run folder (its newest checkpoint is used)")
-    parser.add_argument("--top", type=int, default=3, metavar="K",
-                        help=f"classes shown per image, 1 to {len(CIFAR10_CLASSES)} (default 3)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto = cuda when present (default)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="auto = bf16 on CUDA and on CPUs with native bf16 (default fp32)")
+        "an image, the command lists all such files and exits with status 1 without "
+        "printing predictions. Images are made 32x32 RGB: alpha composited onto black, "
+        "shorter side resized to 32 (bicubic), centre-cropped.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        help="a checkpoint file or a run folder (its newest checkpoint is used)",
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=3,
+        metavar="K",
+        help=f"classes shown per image, 1 to {len(CIFAR10_CLASSES)} (default 3)",
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda when present (default)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="auto = bf16 on CUDA and on CPUs with native bf16 (default fp32)",
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     args = parser.parse_args(argv)
     if not 1 <= args.top <= len(CIFAR10_CLASSES):

@@ -38,6 +38,7 @@ we hold our test set in memory from the start. 'total_seconds' = prepare + loop.
 split so (another airbench whose training call takes no `make_net`, or normalizes otherwise), the whole
 call is the loop and the total, and 'clock_split' is False.
 """
+
 import argparse
 import contextlib
 import importlib
@@ -62,21 +63,28 @@ INSTALL_HINT = "the reference trainer needs airbench: pip install 'speedrun[refe
 FULL_WIDTH = 64  # our nets' full `model.width`, at which airbench's widths are its own
 
 # What each region of a reference run's clock covers (the module's docstring says how it is found).
-CLOCK = ("airbench: build untimed (its loader and one whole untimed training call as warm-up); prepare = "
-         "its net build, optimizer and whitening initialisation; loop = its epochs")
+CLOCK = (
+    "airbench: build untimed (its loader and one whole untimed training call as warm-up); prepare = "
+    "its net build, optimizer and whitening initialisation; loop = its epochs"
+)
 
 
 def export_for_airbench(data, folder):
     """Write `folder`/train.pt and `folder`/test.pt (CPU, uint8 NHWC, int64 labels) from our data."""
     os.makedirs(folder, exist_ok=True)
-    splits = {"train.pt": (data.train_images, data.train_labels),
-              "test.pt": (data.test_images, data.test_labels)}
+    splits = {"train.pt": (data.train_images, data.train_labels), "test.pt": (data.test_images, data.test_labels)}
     for filename, (images, labels) in splits.items():
         images, labels = torch.as_tensor(images).cpu(), torch.as_tensor(labels).cpu()
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected uint8 NHWC images, got {images.dtype} {tuple(images.shape)}")
-        torch.save({"images": images.contiguous(), "labels": labels.to(torch.int64).contiguous(),
-                    "classes": list(CIFAR10_CLASSES)}, os.path.join(folder, filename))
+        torch.save(
+            {
+                "images": images.contiguous(),
+                "labels": labels.to(torch.int64).contiguous(),
+                "classes": list(CIFAR10_CLASSES),
+            },
+            os.path.join(folder, filename),
+        )
     return folder
 
 
@@ -147,6 +155,7 @@ def on_cpu(airbench):
     CPU with native bf16 (16 channels, 16x16, batch 256: 0.47 s against 0.0084 s;
     benchmarks/results/cpu-intel-xeon-2-cores-amx-float16-conv/), and float32 only
     removes float16's rounding. Nothing else changes."""
+
     def unmoved(self, *args, **kwargs):
         return self
 
@@ -155,10 +164,15 @@ def on_cpu(airbench):
 
     library = sys.modules[airbench.CifarLoader.__module__]
     loader = airbench.CifarLoader
-    patches = [(torch.Tensor, "cuda", unmoved), (torch.nn.Module, "cuda", unmoved),
-               (torch.Tensor, "half", widened), (torch.nn.Module, "half", widened), (torch.cuda, "Event", HostEvent),
-               (torch.cuda, "synchronize", lambda device=None: None),
-               (library, "CifarLoader", lambda *args, gpu="cpu", **kwargs: loader(*args, gpu=gpu, **kwargs))]
+    patches = [
+        (torch.Tensor, "cuda", unmoved),
+        (torch.nn.Module, "cuda", unmoved),
+        (torch.Tensor, "half", widened),
+        (torch.nn.Module, "half", widened),
+        (torch.cuda, "Event", HostEvent),
+        (torch.cuda, "synchronize", lambda device=None: None),
+        (library, "CifarLoader", lambda *args, gpu="cpu", **kwargs: loader(*args, gpu=gpu, **kwargs)),
+    ]
     saved = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in patches]
     for owner, name, value in patches:
         setattr(owner, name, value)
@@ -248,9 +262,11 @@ def marked_call(train_fn, loader, device, build=None):
     options = {}
     build = build or net_builder(train_fn)
     if build is not None:
+
         def marked_make_net():
             mark("prepare")
             return build()
+
         options["make_net"] = marked_make_net
     normalize, normalized = loader.normalize, []
 
@@ -270,8 +286,12 @@ def marked_call(train_fn, loader, device, build=None):
     call = marks["end"] - marks["call"]
     if "prepare" not in marks or "training" not in marks or marks["training"] < marks["prepare"]:
         return net, {"setup": 0.0, "prepare": None, "training": call, "call": call}
-    return net, {"setup": marks["prepare"] - marks["call"], "prepare": marks["training"] - marks["prepare"],
-                 "training": marks["end"] - marks["training"], "call": call}
+    return net, {
+        "setup": marks["prepare"] - marks["call"],
+        "prepare": marks["training"] - marks["prepare"],
+        "training": marks["end"] - marks["training"],
+        "call": call,
+    }
 
 
 def run_reference(name, data, folder, seed=0, device="cuda", warmup=True, width=FULL_WIDTH):
@@ -290,8 +310,9 @@ def run_reference(name, data, folder, seed=0, device="cuda", warmup=True, width=
     build = net_builder(train_fn, widths)
     export_for_airbench(data, os.path.join(folder, "cifar10"))
     with working_directory(folder), on_device(airbench, device), cudnn_benchmark(True):  # airbench's own
-        loader = airbench.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"],
-                                      aug=hyp["aug"], altflip=True, gpu=device)
+        loader = airbench.CifarLoader(
+            "cifar10", train=True, batch_size=hyp["opt"]["batch_size"], aug=hyp["aug"], altflip=True, gpu=device
+        )
         warmup_seconds = 0.0
         if warmup:
             options = {"make_net": build} if build else {}
@@ -315,11 +336,17 @@ def run_reference(name, data, folder, seed=0, device="cuda", warmup=True, width=
         "clock_split": split,
         "compile_seconds": warmup_seconds,
         "device": device_name(device),
-        "versions": {"airbench": airbench_version(airbench), "torch": torch.__version__,
-                     "cuda": torch.version.cuda},
+        "versions": {"airbench": airbench_version(airbench), "torch": torch.__version__, "cuda": torch.version.cuda},
         "seed": seed,
-        "config": {"reference": {"name": name, "hyp": hyp, "width": width, "widths": widths or hyp["net"].get("widths"),
-                                 "train_images": len(data.train_images)}},
+        "config": {
+            "reference": {
+                "name": name,
+                "hyp": hyp,
+                "width": width,
+                "widths": widths or hyp["net"].get("widths"),
+                "train_images": len(data.train_images),
+            }
+        },
         "history": [{"epoch": epochs, "train_seconds": seconds, "test_acc": accuracy}],
     }
 
@@ -335,9 +362,12 @@ def seed_data(data, subset, seed):
 def run_seeds(name, data, seeds, device, width=FULL_WIDTH, subset=0):
     """run_reference over `seeds`, warmed up before the first only, each on its seed's data."""
     import tempfile
+
     with tempfile.TemporaryDirectory(prefix="airbench-") as folder:
-        return [run_reference(name, seed_data(data, subset, seed), folder, seed, device, warmup=index == 0,
-                              width=width) for index, seed in enumerate(seeds)]
+        return [
+            run_reference(name, seed_data(data, subset, seed), folder, seed, device, warmup=index == 0, width=width)
+            for index, seed in enumerate(seeds)
+        ]
 
 
 def main(argv=None):
@@ -347,6 +377,7 @@ def main(argv=None):
     from speedrun.data.betons import load_cifar_betons
     from speedrun.runs.config import parse_args, parse_seeds, resolve_config
     from speedrun.system.device import pick_device
+
     parser = argparse.ArgumentParser(prog="python -m speedrun.reference", description=__doc__.splitlines()[0])
     parser.add_argument("--name", choices=sorted(REFERENCES), default="train94")
     parser.add_argument("--seeds", default="0", help="'0,1,2' or '0-4'")
@@ -356,8 +387,9 @@ def main(argv=None):
         device = pick_device(cfg["training"]["device"])
         data = load_cifar_betons(cfg["data"]["train_dataset"], cfg["data"]["val_dataset"], device)
         folder = cfg["logging"]["folder"] or os.path.join("runs", f"reference-{args.name}")
-        summaries = run_seeds(args.name, data, parse_seeds(args.seeds), device, cfg["model"]["width"],
-                              cfg["training"]["train_subset"])
+        summaries = run_seeds(
+            args.name, data, parse_seeds(args.seeds), device, cfg["model"]["width"], cfg["training"]["train_subset"]
+        )
     except (ValueError, RuntimeError, OSError, ImportError) as error:  # a bad beton is a ValueError
         print(f"speedrun.reference: error: {error}", file=sys.stderr)
         sys.exit(1)
@@ -365,8 +397,11 @@ def main(argv=None):
         os.makedirs(os.path.join(folder, f"seed{summary['seed']}"), exist_ok=True)
         with open(os.path.join(folder, f"seed{summary['seed']}", "summary.json"), "w") as f:
             json.dump(summary, f, indent=1, default=str)
-        print(f"{args.name} seed {summary['seed']}: test acc {summary['final_test_acc']:.4f} "
-              f"({summary['test_acc_without_tta']:.4f} without tta) in {summary['train_seconds']:.2f} s", flush=True)
+        print(
+            f"{args.name} seed {summary['seed']}: test acc {summary['final_test_acc']:.4f} "
+            f"({summary['test_acc_without_tta']:.4f} without tta) in {summary['train_seconds']:.2f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

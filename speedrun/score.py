@@ -12,6 +12,7 @@ and each threshold, the accuracy when only the images whose plain top probabilit
 get the level's views, and the fraction of images that got them, which is the fraction of the level's
 extra forward passes still paid (the plain pass that picks them is shared).
 """
+
 import argparse
 import json
 import sys
@@ -47,8 +48,9 @@ def score_run(run, levels=TTA_LEVELS, thresholds=(), policy=None, batch_size=100
     for level in (level for level in levels if level > 0):
         for below in thresholds:
             with policy.autocast():
-                _, correct, count, augmented = evaluate_selective(net, images, labels, table, batch_size,
-                                                                  level, below).tolist()
+                _, correct, count, augmented = evaluate_selective(
+                    net, images, labels, table, batch_size, level, below
+                ).tolist()
             selective[selective_key(level, below)] = {"accuracy": correct / count, "tta_fraction": augmented / count}
     return scores, selective
 
@@ -71,8 +73,9 @@ def parse_thresholds(text):
         for below in thresholds:
             check_threshold(below)
     except ValueError:
-        raise ValueError(f"--tta-below takes confidence thresholds between 0 and 1, comma-separated; "
-                         f"got {text!r}") from None
+        raise ValueError(
+            f"--tta-below takes confidence thresholds between 0 and 1, comma-separated; got {text!r}"
+        ) from None
     return thresholds
 
 
@@ -80,15 +83,25 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m speedrun.score", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or checkpoint files)")
     parser.add_argument("--tta", default="0,1,2", help="levels: 0 none, 1 flip, 2 flip + translate (default 0,1,2)")
-    parser.add_argument("--tta-below", metavar="P[,P...]",
-                        help="also score each level above 0 with tta only for images whose plain top "
-                             "probability is below P (e.g. 0.6,0.9), and report the fraction that got it")
+    parser.add_argument(
+        "--tta-below",
+        metavar="P[,P...]",
+        help="also score each level above 0 with tta only for images whose plain top "
+        "probability is below P (e.g. 0.6,0.9), and report the fraction that got it",
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda when present")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto = bf16 on CUDA and on CPUs with native bf16, as training uses")
-    parser.add_argument("--json", metavar="PATH",
-                        help='also write {run: {level: accuracy}} here; --tta-below adds to each run '
-                             '"selective": {"level@P": {"accuracy": ..., "tta_fraction": ...}}')
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto = bf16 on CUDA and on CPUs with native bf16, as training uses",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write {run: {level: accuracy}} here; --tta-below adds to each run "
+        '"selective": {"level@P": {"accuracy": ..., "tta_fraction": ...}}',
+    )
     return parser.parse_args(argv)
 
 
@@ -103,18 +116,33 @@ def main(argv=None):
         results = {}
         for run in args.runs:
             scores, selective = results[run] = score_run(run, levels, thresholds, policy)
-            print(f"{run}: " + "  ".join(
-                [f"tta{level} {100 * acc:.2f}%" for level, acc in scores.items()]
-                + [f"tta{key} {100 * entry['accuracy']:.2f}% ({100 * entry['tta_fraction']:.1f}% augmented)"
-                   for key, entry in selective.items()]), flush=True)
+            print(
+                f"{run}: "
+                + "  ".join(
+                    [f"tta{level} {100 * acc:.2f}%" for level, acc in scores.items()]
+                    + [
+                        f"tta{key} {100 * entry['accuracy']:.2f}% ({100 * entry['tta_fraction']:.1f}% augmented)"
+                        for key, entry in selective.items()
+                    ]
+                ),
+                flush=True,
+            )
     except (ValueError, CheckpointError, BetonError) as error:
         print(f"speedrun.score: error: {error}", file=sys.stderr)
         sys.exit(1)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({run: {**{str(level): acc for level, acc in scores.items()},
-                             **({"selective": selective} if selective else {})}
-                       for run, (scores, selective) in results.items()}, handle, indent=1)
+            json.dump(
+                {
+                    run: {
+                        **{str(level): acc for level, acc in scores.items()},
+                        **({"selective": selective} if selective else {}),
+                    }
+                    for run, (scores, selective) in results.items()
+                },
+                handle,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

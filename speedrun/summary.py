@@ -1,7 +1,8 @@
 """The Custom ResNet layer by layer: output shapes, parameters, receptive fields, and a net's FLOPs.
 
-    python -m speedrun.summary [--model.width 64]    # a torchsummary-like table with every layer's field
+python -m speedrun.summary [--model.width 64]    # a torchsummary-like table with every layer's field
 """
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -37,8 +38,16 @@ def _next_field(field, module):
     return r + (kernel - 1) * j, j * stride, start + ((kernel - 1) / 2 - padding) * j
 
 
-_KINDS = {nn.Conv2d: "conv", nn.MaxPool2d: "pool", nn.AvgPool2d: "pool", nn.BatchNorm2d: "bn",
-          nn.ReLU: "relu", nn.Flatten: "flatten", nn.Linear: "fc", Residual: "add"}
+_KINDS = {
+    nn.Conv2d: "conv",
+    nn.MaxPool2d: "pool",
+    nn.AvgPool2d: "pool",
+    nn.BatchNorm2d: "bn",
+    nn.ReLU: "relu",
+    nn.Flatten: "flatten",
+    nn.Linear: "fc",
+    Residual: "add",
+}
 
 
 @torch.no_grad()
@@ -61,10 +70,19 @@ def layer_table(model, input_size=(3, 32, 32)):
                 field[0] = _next_field(field[0], mod)
             own = list(mod.parameters(recurse=False))
             r, j, start = field[0]
-            rows.append(dict(name=name, kind=_KINDS.get(type(mod), type(mod).__name__.lower()),
-                             output_shape=tuple(output.shape[1:]), params=sum(p.numel() for p in own),
-                             trainable=sum(p.numel() for p in own if p.requires_grad),
-                             r=r, j=j, start=start))
+            rows.append(
+                dict(
+                    name=name,
+                    kind=_KINDS.get(type(mod), type(mod).__name__.lower()),
+                    output_shape=tuple(output.shape[1:]),
+                    params=sum(p.numel() for p in own),
+                    trainable=sum(p.numel() for p in own if p.requires_grad),
+                    r=r,
+                    j=j,
+                    start=start,
+                )
+            )
+
         return hook
 
     handles = []
@@ -112,22 +130,26 @@ def format_summary(rows, input_size=(3, 32, 32)):
     lines = [rule, header, rule]
     for row in rows:
         label = f"{row['name']} ({row['kind']})"
-        lines.append(f"{label:<30}{str(list(row['output_shape'])):>18}{row['params']:>12,}"
-                     f"{row['r']:>6}{row['j']:>6}{row['start']:>7.1f}")
+        lines.append(
+            f"{label:<30}{str(list(row['output_shape'])):>18}{row['params']:>12,}"
+            f"{row['r']:>6}{row['j']:>6}{row['start']:>7.1f}"
+        )
     total = sum(row["params"] for row in rows)
     trainable = sum(row["trainable"] for row in rows)
     image = max(input_size[1:])
     final = rows[-1]["r"]
     relation = "exceeds" if final > image else "does not exceed"
-    lines += [rule,
-              "RF = receptive field size in input pixels, Jump = input pixels between neighbouring units,",
-              "Start = centre of the first unit's field (input pixel i spans [i, i+1)).",
-              f"Note: the final receptive field ({final}x{final} px) {relation} the "
-              f"{input_size[1]}x{input_size[2]} input image.",
-              rule,
-              f"Trainable params: {trainable:,}",
-              f"Non-trainable params: {total - trainable:,}",
-              f"Total params: {total:,}"]
+    lines += [
+        rule,
+        "RF = receptive field size in input pixels, Jump = input pixels between neighbouring units,",
+        "Start = centre of the first unit's field (input pixel i spans [i, i+1)).",
+        f"Note: the final receptive field ({final}x{final} px) {relation} the "
+        f"{input_size[1]}x{input_size[2]} input image.",
+        rule,
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
+        f"Total params: {total:,}",
+    ]
     return "\n".join(lines)
 
 

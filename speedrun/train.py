@@ -11,6 +11,7 @@ The config a run reads is built once (speedrun/runs/config.py) and never changed
 it (the peak LR the range test picks, the peak epoch of a short run) is kept in `Run.derived`. The
 command line and seed sweeps are in speedrun/cli.py.
 """
+
 import copy
 import os
 import sys
@@ -60,6 +61,7 @@ def evaluation_steps(epoch, steps, t):
 @dataclass
 class Run:
     """Everything one run holds while its epochs go by."""
+
     cfg: dict
     derived: dict
     dist: distributed.Dist
@@ -137,6 +139,7 @@ def prepare(config, data, independent, steps=None, clock=None):
         whole = Loader(data, cfg, device, dtype=policy.input_dtype) if dist.world > 1 else batcher
         suggested = run_lr_test(model, whole, cfg, log, lr_test_step) if dist.is_main else 0.0
         return distributed.broadcast_from_main(suggested, dist)
+
     clock.charge("startup")
     derived = {"lr_max": peak_lr(cfg, state, pick), "peak_epoch": peak_epoch(cfg)}
     clock.charge("range_test")
@@ -158,9 +161,26 @@ def prepare(config, data, independent, steps=None, clock=None):
             sums = evaluate(step.eval_net, *eval_data, batcher.table, t["eval_batch_size"], tta, t["tta_below"])
         return distributed.all_reduce_sum(sums, dist)
 
-    run = Run(cfg, derived, dist, policy, log, batcher, step.model, step.optimizer, step.average, step.lookahead,
-              step.train_step, run_eval, lrs, step.schedule, sides, data_info=data_info(cfg), clock=clock,
-              checkpoints=CheckpointWriter(background=device.type == "cuda"))
+    run = Run(
+        cfg,
+        derived,
+        dist,
+        policy,
+        log,
+        batcher,
+        step.model,
+        step.optimizer,
+        step.average,
+        step.lookahead,
+        step.train_step,
+        run_eval,
+        lrs,
+        step.schedule,
+        sides,
+        data_info=data_info(cfg),
+        clock=clock,
+        checkpoints=CheckpointWriter(background=device.type == "cuda"),
+    )
     if state is not None:
         restore(run, state)
     step.pin(policy)
@@ -183,8 +203,12 @@ def train_epoch(run, epoch, losses, correct):
     t, steps, dist = run.cfg["training"], run.batcher.steps_per_epoch, run.dist
     run.model.train()
     run.schedule.seek(epoch * steps)
-    bar = tqdm(total=steps, disable=not (run.cfg["logging"]["progress"] and dist.is_main), leave=False,
-               desc=f"Epoch {epoch + 1}/{t['epochs']}")
+    bar = tqdm(
+        total=steps,
+        disable=not (run.cfg["logging"]["progress"] and dist.is_main),
+        leave=False,
+        desc=f"Epoch {epoch + 1}/{t['epochs']}",
+    )
     first = 0
     for last in evaluation_steps(epoch, steps, t):
         synchronize(run.device)
@@ -216,16 +240,24 @@ def record_evaluation(run, epoch, steps, losses, correct, bar):
     t, per_epoch, dist = run.cfg["training"], run.batcher.steps_per_epoch, run.dist
     first, last = steps.start, steps.stop
     check_finite(losses[:last], epoch, run.lrs, per_epoch, run.cfg["logging"]["folder"], dist)
-    sums = distributed.all_reduce_sum(torch.stack([losses[first:last].sum(), correct[first:last].sum().double()]),
-                                      dist)
-    record = {"epoch": round(epoch + last / per_epoch, 4), "lr": run.lrs[epoch * per_epoch + last - 1],
-              "train_loss": sums[0].item() / (len(steps) * dist.world),
-              "train_acc": sums[1].item() / (len(steps) * t["batch_size"]),
-              "train_seconds": round(run.train_seconds, 4)}
-    check_not_exploded(record["train_loss"], epoch, steps, run.lrs, per_epoch, run.cfg["logging"]["folder"],
-                       picked=not run.cfg["lr"]["lr_max"])
-    bar.set_description(f"Batch_id={last - 1} Loss={record['train_loss']:.4f} "
-                        f"Accuracy={100 * record['train_acc']:.2f}")
+    sums = distributed.all_reduce_sum(torch.stack([losses[first:last].sum(), correct[first:last].sum().double()]), dist)
+    record = {
+        "epoch": round(epoch + last / per_epoch, 4),
+        "lr": run.lrs[epoch * per_epoch + last - 1],
+        "train_loss": sums[0].item() / (len(steps) * dist.world),
+        "train_acc": sums[1].item() / (len(steps) * t["batch_size"]),
+        "train_seconds": round(run.train_seconds, 4),
+    }
+    check_not_exploded(
+        record["train_loss"],
+        epoch,
+        steps,
+        run.lrs,
+        per_epoch,
+        run.cfg["logging"]["folder"],
+        picked=not run.cfg["lr"]["lr_max"],
+    )
+    bar.set_description(f"Batch_id={last - 1} Loss={record['train_loss']:.4f} Accuracy={100 * record['train_acc']:.2f}")
     final = epoch + 1 == t["epochs"] and last == per_epoch
     record["tta"] = t["tta"] if final or t["tta_when"] == "every" else 0  # test-time augmentation: costly
     record.update(eval_record(run.run_eval(record["tta"]), dist.is_main))
@@ -262,14 +294,17 @@ def train(config=None, data=None, independent=False, steps=None, started=None):
     if out_of_memory:
         run.optimizer.zero_grad(set_to_none=True)
         fits = largest_fitting_batch(run.model, t["batch_size"] // run.dist.world, run.policy) * run.dist.world
-        raise OutOfMemory(f"the device ran out of memory at batch size {t['batch_size']}; the largest batch "
-                          f"that fits a forward and backward pass is {fits}: try --training.batch_size {fits} "
-                          f"(and scale lr.lr_max with it)")
+        raise OutOfMemory(
+            f"the device ran out of memory at batch size {t['batch_size']}; the largest batch "
+            f"that fits a forward and backward pass is {fits}: try --training.batch_size {fits} "
+            f"(and scale lr.lr_max with it)"
+        )
     return summarise(run)
 
 
 if __name__ == "__main__":  # python -m speedrun.train: the command line is speedrun/cli.py's, which imports this
     from speedrun.cli import main
+
     main()
     # Every file is written and closed: skip the interpreter's teardown of torch, ffcv and the dataset,
     # which took 1.4 s after a tiny run on a 2-core CPU, outside any run's seconds table and waited for all the same.

@@ -8,6 +8,7 @@
 Every test runs with `auto` unable to read the CPU (`precision_is_pinned`): a test that trains sets its
 precision, so that its outcome is the same on a CPU with native bf16 and on one without.
 """
+
 import io
 import pickle
 import sys
@@ -25,8 +26,20 @@ from speedrun.data.cifar import CIFAR10_CLASSES, CifarArrays
 from speedrun.system import device as device_module
 
 # Ten well separated colours, one per class.
-PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [0, 0, 128]])
+PALETTE = np.array(
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [0, 0, 128],
+    ]
+)
 
 
 def learnable_images(labels, rng):
@@ -42,8 +55,14 @@ def learnable_images(labels, rng):
 def learnable_arrays(n_train=256, n_test=128, seed=0):
     rng = np.random.default_rng(seed)
     train_labels, test_labels = (rng.permutation(np.arange(n) % 10) for n in (n_train, n_test))
-    return CifarArrays(learnable_images(train_labels, rng), train_labels,
-                       learnable_images(test_labels, rng), test_labels, list(CIFAR10_CLASSES), {})
+    return CifarArrays(
+        learnable_images(train_labels, rng),
+        train_labels,
+        learnable_images(test_labels, rng),
+        test_labels,
+        list(CIFAR10_CLASSES),
+        {},
+    )
 
 
 def write_tar(path, files):
@@ -68,21 +87,33 @@ def to_planes(images):
 
 
 def binary_files(arrays):
-    files = {f"cifar-10-batches-bin/{stem}.bin":
-             np.concatenate([labels[:, None].astype(np.uint8), to_planes(images)], axis=1).tobytes()
-             for stem, images, labels in split_batches(arrays)}
+    files = {
+        f"cifar-10-batches-bin/{stem}.bin": np.concatenate(
+            [labels[:, None].astype(np.uint8), to_planes(images)], axis=1
+        ).tobytes()
+        for stem, images, labels in split_batches(arrays)
+    }
     files["cifar-10-batches-bin/batches.meta.txt"] = "\n".join(CIFAR10_CLASSES).encode() + b"\n"
     return files
 
 
 def python_files(arrays):
     """Pickles shaped like the official ones: protocol 2, bytes keys, labels as a list."""
-    files = {f"cifar-10-batches-py/{stem}": pickle.dumps(
-        {b"batch_label": stem.encode(), b"labels": labels.tolist(), b"data": to_planes(images),
-         b"filenames": [b"%d.png" % i for i in range(len(labels))]}, protocol=2)
-        for stem, images, labels in split_batches(arrays)}
+    files = {
+        f"cifar-10-batches-py/{stem}": pickle.dumps(
+            {
+                b"batch_label": stem.encode(),
+                b"labels": labels.tolist(),
+                b"data": to_planes(images),
+                b"filenames": [b"%d.png" % i for i in range(len(labels))],
+            },
+            protocol=2,
+        )
+        for stem, images, labels in split_batches(arrays)
+    }
     files["cifar-10-batches-py/batches.meta"] = pickle.dumps(
-        {b"label_names": [c.encode() for c in CIFAR10_CLASSES]}, protocol=2)
+        {b"label_names": [c.encode() for c in CIFAR10_CLASSES]}, protocol=2
+    )
     return files
 
 
@@ -101,8 +132,10 @@ def write_image_folder(root, arrays, suffix=".png", classes=CIFAR10_CLASSES, **s
 
 
 def cpu_flags_unread():
-    raise AssertionError("precision auto read this CPU's flags in a test: set --training.precision "
-                         "(or mark the test reads_cpu_flags when it tests auto on flags it fakes)")
+    raise AssertionError(
+        "precision auto read this CPU's flags in a test: set --training.precision "
+        "(or mark the test reads_cpu_flags when it tests auto on flags it fakes)"
+    )
 
 
 @pytest.fixture(autouse=True)

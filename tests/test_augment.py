@@ -1,5 +1,6 @@
 """GPU augmentation: the Triton kernel (interpreted on CPU) against the torch reference, bit for bit,
 and the reference against a plain per-image implementation (F.pad + slicing + flip)."""
+
 import os
 
 # Triton reads this when it is first imported (its own library functions are wrapped then), so one
@@ -40,8 +41,9 @@ def random_batch(batch_size, seed=0, pad=4, cutout=8):
 
 def augment(images, indices, generator, table, pad=4, cutout=8, flip=True, **options):
     """Draw a batch's parameters with `generator`, then augment it, as the loader does."""
-    params = draw_params(indices.shape[0], generator, images.device, pad=pad, cutout=cutout, flip=flip,
-                         image_size=images.shape[1])
+    params = draw_params(
+        indices.shape[0], generator, images.device, pad=pad, cutout=cutout, flip=flip, image_size=images.shape[1]
+    )
     return augment_batch(images, indices, params, table, pad=pad, cutout=cutout, **options)
 
 
@@ -62,11 +64,11 @@ def slow_augment(image, params, table, pad_mode, pad=4, cutout=8):
     dy, dx, flip, cy0, cx0 = params.tolist()
     normalised = table[torch.arange(3)[:, None, None], image.permute(2, 0, 1).long()]
     padded = F.pad(normalised, (pad,) * 4, mode=pad_mode, value=0.0)
-    result = padded[:, dy:dy + 32, dx:dx + 32]
+    result = padded[:, dy : dy + 32, dx : dx + 32]
     if flip:
         result = result.flip(-1)
     result = result.clone()
-    result[:, max(cy0, 0):max(cy0 + cutout, 0), max(cx0, 0):max(cx0 + cutout, 0)] = 0.0
+    result[:, max(cy0, 0) : max(cy0 + cutout, 0), max(cx0, 0) : max(cx0 + cutout, 0)] = 0.0
     return result
 
 
@@ -180,8 +182,7 @@ def test_output_layout_and_out_buffer(impl, dtype):
 def test_no_augmentation_is_just_normalisation(impl):
     images, table = random_images(), normalize_table()
     indices = torch.tensor([5, 0, 39])
-    out = augment(images, indices, torch.Generator().manual_seed(0), table, pad=0, cutout=0,
-                  flip=False, impl=impl)
+    out = augment(images, indices, torch.Generator().manual_seed(0), table, pad=0, cutout=0, flip=False, impl=impl)
     mean, std = torch.tensor(aug.CIFAR10_MEAN), torch.tensor(aug.CIFAR10_STD)
     expected = ((images[indices].float() / 255 - mean) / std).permute(0, 3, 1, 2)
     assert torch.allclose(out, expected, atol=1e-6)
@@ -191,8 +192,10 @@ def test_no_augmentation_is_just_normalisation(impl):
 def test_auto_uses_reference_on_cpu_and_matches_triton():
     images, table = random_images(), normalize_table(dtype=torch.bfloat16)
     indices = torch.arange(5)
-    outs = [augment(images, indices, torch.Generator().manual_seed(3), table, pad_mode="constant",
-                    impl=impl) for impl in ("auto", "torch", "triton")]
+    outs = [
+        augment(images, indices, torch.Generator().manual_seed(3), table, pad_mode="constant", impl=impl)
+        for impl in ("auto", "torch", "triton")
+    ]
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[1], outs[2])
 
 
@@ -235,20 +238,29 @@ def test_triton_errors_are_clear(monkeypatch):
 
 
 def test_module_imports_without_triton():
-    code = ("import sys; sys.modules['triton'] = None\n"
-            "import torch\n"
-            "from speedrun.data.augment import augment_batch, draw_params, normalize_table\n"
-            "images = torch.zeros(4, 32, 32, 3, dtype=torch.uint8)\n"
-            "params = draw_params(4, torch.Generator(), 'cpu')\n"
-            "out = augment_batch(images, torch.arange(4), params, normalize_table())\n"
-            "assert out.shape == (4, 3, 32, 32)\n")
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch\n"
+        "from speedrun.data.augment import augment_batch, draw_params, normalize_table\n"
+        "images = torch.zeros(4, 32, 32, 3, dtype=torch.uint8)\n"
+        "params = draw_params(4, torch.Generator(), 'cpu')\n"
+        "out = augment_batch(images, torch.arange(4), params, normalize_table())\n"
+        "assert out.shape == (4, 3, 32, 32)\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_config_section_defaults():
     from speedrun.runs.config import defaults
-    assert defaults()["augment"] == {"pad": 4, "pad_mode": "reflect", "cutout": 8, "flip": True,
-                                     "flip_mode": "random", "impl": "auto"}
+
+    assert defaults()["augment"] == {
+        "pad": 4,
+        "pad_mode": "reflect",
+        "cutout": 8,
+        "flip": True,
+        "flip_mode": "random",
+        "impl": "auto",
+    }
 
 
 CUDA_CHECK = """
@@ -269,7 +281,8 @@ print("equal" if torch.equal(augment_triton(images, indices, params, table, sys.
 def test_compiled_kernel_matches_reference_on_cuda(pad_mode):
     """The real compiled kernel, in a process that imports triton without the interpreter."""
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    done = subprocess.run([sys.executable, "-c", CUDA_CHECK, os.path.dirname(__file__), pad_mode], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CUDA_CHECK, os.path.dirname(__file__), pad_mode], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-1] == "equal"

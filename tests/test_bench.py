@@ -4,6 +4,7 @@ Each case of the command runs in a subprocess: the command registers its own con
 should not leak into the other tests' configs. The model stages' workload is tested in this process. No
 assertion is about speed.
 """
+
 import json
 import os
 import re
@@ -20,11 +21,39 @@ from speedrun.optim.optimizers import step_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench.py"
-STAGES = ["ceilings", "write_beton", "beton_to_device", "augment", "forward", "forward_backward",
-          "optimizer_step", "train_step", "versus_plain", "step_modes", "host_overhead", "memory", "eval", "epoch", "train_24"]
-REQUIRED_KEYS = ["device", "torch", "triton", "measured_peak_tflops", "measured_copy_gbps", "stages",
-                 "train_step_peak_fraction", "augment_bandwidth_fraction", "train_24_epochs_s", "compile_s",
-                 "test_accuracy", "command", "size", "timestamp"]
+STAGES = [
+    "ceilings",
+    "write_beton",
+    "beton_to_device",
+    "augment",
+    "forward",
+    "forward_backward",
+    "optimizer_step",
+    "train_step",
+    "versus_plain",
+    "step_modes",
+    "host_overhead",
+    "memory",
+    "eval",
+    "epoch",
+    "train_24",
+]
+REQUIRED_KEYS = [
+    "device",
+    "torch",
+    "triton",
+    "measured_peak_tflops",
+    "measured_copy_gbps",
+    "stages",
+    "train_step_peak_fraction",
+    "augment_bandwidth_fraction",
+    "train_24_epochs_s",
+    "compile_s",
+    "test_accuracy",
+    "command",
+    "size",
+    "timestamp",
+]
 PINNED = ["--training.precision", "fp32"]  # the same precision (and so compile choice) on every CPU
 
 
@@ -46,7 +75,7 @@ def test_small_run_writes_every_key_and_times_every_stage(tiny_betons, tmp_path)
     assert sorted(report["stages"]) == sorted(STAGES)
     assert all(record["median_s"] > 0 for record in report["stages"].values()), report["stages"]
     assert report["size"] == "small" and report["command"][1:3] == ["--size", "small"]
-    table = done.stdout[done.stdout.index("stage"):]
+    table = done.stdout[done.stdout.index("stage") :]
     rows = [line.split()[0] for line in table.splitlines()[2:] if line and not line.startswith("wrote")]
     assert rows == STAGES
 
@@ -78,9 +107,11 @@ def test_stages_without_betons_are_skipped_and_unknown_stages_refused(tmp_path):
 
 
 def test_flop_counter_finds_the_seed_nets_0_759_gflop():
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import bench; from speedrun.nets.model import CustomResNet; "
-            "from speedrun.summary import forward_flops; "
-            "print(forward_flops(CustomResNet(width=64)), bench.slugify('NVIDIA H100 80GB HBM3'))")
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import bench; from speedrun.nets.model import CustomResNet; "
+        "from speedrun.summary import forward_flops; "
+        "print(forward_flops(CustomResNet(width=64)), bench.slugify('NVIDIA H100 80GB HBM3'))"
+    )
     done = run(code=code)
     assert done.returncode == 0, done.stderr[-3000:]
     flops, slug = done.stdout.split()
@@ -90,10 +121,12 @@ def test_flop_counter_finds_the_seed_nets_0_759_gflop():
 
 def test_the_benchmark_prints_its_stacks_on_the_signal(tmp_path):
     """The campaign sends it before killing a benchmark that ran past its limit (see test_campaign)."""
-    done = run(code="import faulthandler, sys; sys.path.insert(0, 'benchmarks'); import bench; "
-                    "from speedrun.system.stacks import STACKS_SIGNAL; "
-                    f"bench.main(['--stages', 'ceilings', '--size', 'small', '--out', {str(tmp_path)!r}, *{PINNED!r}]); "
-                    "print('registered', faulthandler.unregister(STACKS_SIGNAL))")
+    done = run(
+        code="import faulthandler, sys; sys.path.insert(0, 'benchmarks'); import bench; "
+        "from speedrun.system.stacks import STACKS_SIGNAL; "
+        f"bench.main(['--stages', 'ceilings', '--size', 'small', '--out', {str(tmp_path)!r}, *{PINNED!r}]); "
+        "print('registered', faulthandler.unregister(STACKS_SIGNAL))"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-1] == "registered True"
 
@@ -108,6 +141,7 @@ def bench_workload(monkeypatch, tmp_path, training, policy=None):
     `policy` or else the Bench's own, the Steps that build_step made for it)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import bench_common
+
     built, real = [], bench_common.build_step
     monkeypatch.setattr(bench_common, "build_step", lambda *args: built.append(real(*args)) or built[-1])
     given = {"training": {"precision": "fp32", "device": "cpu", **training}}

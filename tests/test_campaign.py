@@ -2,6 +2,7 @@
 next one runs), its plan, and the smoke campaign run end to end on the CPU, so that the command that
 meets a GPU has already run every step.
 """
+
 import json
 import os
 import shutil
@@ -27,9 +28,11 @@ def context(tmp_path, python=sys.executable):
 
 def command_step(code):
     """A step that runs `python -c code` and keeps its output."""
+
     def step(ctx):
         """Runs a command."""
         return {"output": campaign.run(ctx, "command", [sys.executable, "-c", code]).output.strip(), "figures": []}
+
     return step
 
 
@@ -44,14 +47,25 @@ def broken_step(ctx):
 
 
 def header(steps):
-    return {"device": "test device", "size": "smoke", "started": "today", "commands": ["campaign"], "versions": {},
-            "steps": steps}
+    return {
+        "device": "test device",
+        "size": "smoke",
+        "started": "today",
+        "commands": ["campaign"],
+        "versions": {},
+        "steps": steps,
+    }
 
 
 def test_each_step_is_recorded_whatever_became_of_the_one_before(tmp_path):
     noisy_failure = "import sys; print('\\n'.join(f'line {i}' for i in range(40))); sys.exit(3)"
-    plan = [("fails", command_step(noisy_failure), 60), ("hangs", command_step("import time; time.sleep(60)"), 1),
-            ("skips", skipping_step, 60), ("broken", broken_step, 60), ("passes", command_step("print('fine')"), 60)]
+    plan = [
+        ("fails", command_step(noisy_failure), 60),
+        ("hangs", command_step("import time; time.sleep(60)"), 1),
+        ("skips", skipping_step, 60),
+        ("broken", broken_step, 60),
+        ("passes", command_step("print('fine')"), 60),
+    ]
     result, written = header([]), []
     started = time.monotonic()
     campaign.run_steps(context(tmp_path), plan, result, lambda: written.append(len(result["steps"])))
@@ -86,8 +100,9 @@ def test_a_variant_the_trainer_does_not_know_is_skipped_and_other_failures_are_n
     for script, label in ((refusal, "refused"), ("echo 'out of memory' >&2; exit 1", "crashed")):
         fake.write_text(f"#!/bin/sh\n{script}\n")
         fake.chmod(0o755)
-        outcomes[label] = campaign.run_parts({"cuda_graphs": lambda: campaign.variant(
-            ctx, "cuda_graphs", campaign.VARIANTS["cuda_graphs"], 1.0)})
+        outcomes[label] = campaign.run_parts(
+            {"cuda_graphs": lambda: campaign.variant(ctx, "cuda_graphs", campaign.VARIANTS["cuda_graphs"], 1.0)}
+        )
     (refused, none_failed), (crashed, failed) = outcomes["refused"], outcomes["crashed"]
     assert refused["cuda_graphs"]["status"] == "skipped" and not none_failed
     assert refused["cuda_graphs"]["reason"].startswith("option not available: --training.compile_mode")
@@ -97,6 +112,7 @@ def test_a_variant_the_trainer_does_not_know_is_skipped_and_other_failures_are_n
 
 def test_a_command_past_its_own_limit_is_killed_before_the_steps_deadline(tmp_path):
     from campaign_runner import StepTimeout
+
     ctx = context(tmp_path)
     ctx.step, ctx.deadline = "variants", time.monotonic() + 60
     started = time.monotonic()
@@ -110,11 +126,14 @@ def test_a_command_killed_at_its_limit_leaves_its_stacks_in_its_log(tmp_path):
     """The trainer and the benchmark print their threads' stacks on the signal the runner sends before it
     kills them, so a hang on a GPU says where it was: here, a child waiting in a function of its own."""
     from campaign_runner import StepTimeout
+
     ctx = context(tmp_path)
     ctx.step, ctx.deadline = "variants", time.monotonic() + 60
-    code = ("import sys, time; from speedrun.system.stacks import dump_stacks_on_signal; dump_stacks_on_signal()\n"
-            "def waiting_for_the_compiler():\n    print('started', flush=True); time.sleep(60)\n"
-            "waiting_for_the_compiler()")
+    code = (
+        "import sys, time; from speedrun.system.stacks import dump_stacks_on_signal; dump_stacks_on_signal()\n"
+        "def waiting_for_the_compiler():\n    print('started', flush=True); time.sleep(60)\n"
+        "waiting_for_the_compiler()"
+    )
     with pytest.raises(StepTimeout, match="stacks at that moment end stuck.log") as raised:
         campaign.run(ctx, "stuck", [sys.executable, "-c", code], limit_s=3)
     log = (ctx.folder / "stuck.log").read_text()
@@ -126,10 +145,13 @@ def test_a_killed_command_that_outlived_the_signal_silently_is_not_said_to_have_
     """Seen on a GPU machine: two runs outlived the signal and printed nothing. The record must not point
     at stacks that are not there."""
     from campaign_runner import StepTimeout
+
     ctx = context(tmp_path)
     ctx.step, ctx.deadline = "variants", time.monotonic() + 60
-    code = ("import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
-            "print('started', flush=True); time.sleep(60)")
+    code = (
+        "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
+        "print('started', flush=True); time.sleep(60)"
+    )
     with pytest.raises(StepTimeout, match=r"its own limit \(3 s\)") as raised:
         campaign.run(ctx, "silent", [sys.executable, "-c", code], limit_s=3)
     assert "stacks" not in str(raised.value)
@@ -140,8 +162,10 @@ def test_the_plan_steps_parts_and_budgets():
     assert campaign.select_steps("part2,environment") == ["data", "variants", "environment"]  # campaign order
     assert set(campaign.STEPS) == {name for steps in campaign.PARTS.values() for name in steps}
     assert set(campaign.BUDGETS_S) == set(campaign.STEPS)
-    budgets = {part: min(sum(campaign.BUDGETS_S[name] for name in steps), campaign.PART_TOTAL_S.get(part, 1e9))
-               for part, steps in campaign.PARTS.items()}
+    budgets = {
+        part: min(sum(campaign.BUDGETS_S[name] for name in steps), campaign.PART_TOTAL_S.get(part, 1e9))
+        for part, steps in campaign.PARTS.items()
+    }
     assert max(budgets.values()) < 9 * 60  # one 10-minute command each
     assert sum(budgets[part] for part in campaign.CORE_PARTS) < 25 * 60  # the core plan: 25 minutes in all
     with pytest.raises(ValueError, match="warp_drive"):
@@ -158,6 +182,7 @@ def test_the_visit_gives_what_no_file_answers_yet_its_whole_budget_first(tmp_pat
     betons, the default command, the record recipe against airbench, the variants of both recipes and
     the correctness checks each get their whole budget; the rest gets what is left."""
     import campaign_runner
+
     clock = [0.0]
     monkeypatch.setattr(campaign_runner, "time", SimpleNamespace(monotonic=lambda: clock[0]))
 
@@ -169,9 +194,10 @@ def test_the_visit_gives_what_no_file_answers_yet_its_whole_budget_first(tmp_pat
     ctx = context(tmp_path)
     ctx.campaign_deadline = campaign.PART_TOTAL_S["visit"]
     visit = campaign.select_steps("visit")
-    assert visit == list(campaign.PARTS["visit"]) and visit[:len(VISIT_FIRST)] == list(VISIT_FIRST)
-    result = campaign.run_steps(ctx, [(name, spends_it_all, campaign.BUDGETS_S[name]) for name in visit],
-                                header([]), lambda: None)
+    assert visit == list(campaign.PARTS["visit"]) and visit[: len(VISIT_FIRST)] == list(VISIT_FIRST)
+    result = campaign.run_steps(
+        ctx, [(name, spends_it_all, campaign.BUDGETS_S[name]) for name in visit], header([]), lambda: None
+    )
     steps = {step["name"]: step for step in result["steps"]}
     for name in VISIT_FIRST:
         assert (steps[name]["status"], steps[name]["seconds"]) == ("passed", campaign.BUDGETS_S[name]), name
@@ -188,8 +214,9 @@ def test_a_gpu_visit_measures_both_recipes_over_enough_seeds_and_fails_a_skipped
     without, at budgets doubled for its slow shared machine."""
     gpu = campaign.SIZES["gpu"]
     assert gpu["record_seeds"] >= 5  # the fewest the comparison gives intervals for (the record step's test)
-    assert {f"{recipe}{mode}" for recipe in ("", "record_") for mode in ("eager", "whole_step", "cuda_graphs")} \
-        <= set(gpu["variants"])
+    assert {f"{recipe}{mode}" for recipe in ("", "record_") for mode in ("eager", "whole_step", "cuda_graphs")} <= set(
+        gpu["variants"]
+    )
     assert [name for name in gpu["variants"] if name.startswith("record_")] == list(gpu["variants"][:3])
     seen = {}
     monkeypatch.delenv("TORCHINDUCTOR_CUDAGRAPH_OR_ERROR", raising=False)
@@ -197,6 +224,7 @@ def test_a_gpu_visit_measures_both_recipes_over_enough_seeds_and_fails_a_skipped
 
     def run_steps(ctx, plan, result, after_each):
         seen.update({ctx.size_name: ctx.env, f"{ctx.size_name} plan": plan})
+
     monkeypatch.setattr(campaign, "run_steps", run_steps)
     for size in ([], ["--smoke"]):
         assert campaign.main(["--steps", "data", *size, "--out", str(tmp_path / "out"), "--work", str(tmp_path)]) == 0
@@ -210,17 +238,25 @@ def test_the_command_step_says_whether_cuda_graphs_ran_with_no_graph_skipped():
     verdict = campaign.campaign_steps.cuda_graphs_verdict
     counters = {"cudagraph_skips": 0, "recompiles": 0, "graph_breaks": 0, "cudagraph_skip_reasons": [], "graphs": 1}
     assert verdict({"compiled": "cudagraph", "compile_counters": counters}) == (
-        True, "CUDA graphs ran (compiled cudagraph): 0 CUDA-graph skips, 0 recompiles, 0 graph breaks")
+        True,
+        "CUDA graphs ran (compiled cudagraph): 0 CUDA-graph skips, 0 recompiles, 0 graph breaks",
+    )
     # the trainer names the mode that ran: the whole step, where inductor skipped CUDA graphs
     skipped = {**counters, "cudagraph_skips": 1, "recompiles": 2, "cudagraph_skip_reasons": ["mutated inputs"]}
     assert verdict({"compiled": "whole-step", "compile_counters": skipped}) == (
-        False, "no CUDA graphs (compiled whole-step): 1 CUDA-graph skips, 2 recompiles, 0 graph breaks; mutated inputs")
+        False,
+        "no CUDA graphs (compiled whole-step): 1 CUDA-graph skips, 2 recompiles, 0 graph breaks; mutated inputs",
+    )
     assert verdict({"compiled": "cudagraph", "compile_counters": skipped})[0] is False
     assert verdict({"compiled": "no", "compile_counters": {"recompiles": 0}}) == (
-        False, "no CUDA graphs (compiled no): 0 recompiles")
+        False,
+        "no CUDA graphs (compiled no): 0 recompiles",
+    )
     # a summary from before the trainer counted its skips cannot tell: unknown, not an error
     assert verdict({"compiled": "cudagraph"}) == (
-        None, "CUDA graphs unknown (compiled cudagraph, its CUDA-graph skips not counted)")
+        None,
+        "CUDA graphs unknown (compiled cudagraph, its CUDA-graph skips not counted)",
+    )
     assert verdict({})[0] is None
 
 
@@ -236,20 +272,24 @@ def test_the_record_recipes_variants_run_at_its_own_peak_lr_on_its_own_net(tmp_p
         record = name.startswith("record_")
         assert ("--training.recipe" in words) == record and ("--lr.lr_max" in words) == (not record), name
     assert result["variants"]["record_cuda_graphs"]["tflops"] == pytest.approx(
-        3 * 236294720 * result["variants"]["cuda_graphs"]["tflops"] / (3 * 758523904))
+        3 * 236294720 * result["variants"]["cuda_graphs"]["tflops"] / (3 * 758523904)
+    )
 
 
 def test_the_candidate_takes_each_change_that_beat_the_pick_once_per_option():
     def result(accuracy, *options, factor=None, status="passed"):
         return {"status": status, "final_test_acc": accuracy, "options": list(options), "factor": factor}
 
-    runs = {"x1": {**result(0.900, factor=1), "tta": {0: 0.900, 1: 0.905, 2: 0.9045}},
-            "x0.5": result(0.880, factor=0.5), "x2": result(0.903, factor=2),
-            "smoothing-0.2": result(0.904, "--training.label_smoothing", "0.2"),
-            "no-smoothing": result(0.903, "--training.label_smoothing", "0"),  # the same option, less: left out
-            "weight-decay-0.05": result(0.901, "--training.weight_decay", "0.05"),  # within the margin
-            "sgd": result(0.950, "--training.optimizer", "sgd"),  # another optimizer at its own pick: never
-            "pad-constant": result(None, "--augment.pad_mode", "constant", status="failed")}
+    runs = {
+        "x1": {**result(0.900, factor=1), "tta": {0: 0.900, 1: 0.905, 2: 0.9045}},
+        "x0.5": result(0.880, factor=0.5),
+        "x2": result(0.903, factor=2),
+        "smoothing-0.2": result(0.904, "--training.label_smoothing", "0.2"),
+        "no-smoothing": result(0.903, "--training.label_smoothing", "0"),  # the same option, less: left out
+        "weight-decay-0.05": result(0.901, "--training.weight_decay", "0.05"),  # within the margin
+        "sgd": result(0.950, "--training.optimizer", "sgd"),  # another optimizer at its own pick: never
+        "pad-constant": result(None, "--augment.pad_mode", "constant", status="failed"),
+    }
     options, factor, why = campaign.campaign_accuracy.candidate_of(runs)
     assert options == ["--training.label_smoothing", "0.2", "--training.tta", "1"] and factor == 2
     assert why.startswith("against the pick's 90.00%") and "smoothing-0.2 (90.40%)" in why
@@ -260,35 +300,75 @@ def test_the_candidate_takes_each_change_that_beat_the_pick_once_per_option():
 def test_parts_merge_keeping_every_record_of_every_step_each_marked_with_its_part(tmp_path):
     """A step that ran in two commands (the betons written by the first, kept by the second) keeps both
     records in campaign.json and campaign.md, steps and figures, each with the part it came from."""
-    def step(name, note, *figures):
-        return {"name": name, "status": "passed", "what": f"the {name} step", "budget_s": 10, "seconds": 1.0,
-                "result": {"note": note, "figures": [figure(text, text, command=f"run {text}") for text in figures]}}
 
-    first = {**header([step("environment", "e", "ceiling"), step("data", "written", "950 images/s"),
-                       step("variants", "v1", "base 6.55 ms")]), "started": "2", "finished": "3"}
-    second = {**header([step("data", "kept", "kept betons"), step("variants", "v2", "whole step 3.51 ms")]),
-              "started": "4", "finished": "5", "commands": [{"command": "part2", "started": "4", "finished": "5",
-                                                             "wall_s": 61.0}]}
+    def step(name, note, *figures):
+        return {
+            "name": name,
+            "status": "passed",
+            "what": f"the {name} step",
+            "budget_s": 10,
+            "seconds": 1.0,
+            "result": {"note": note, "figures": [figure(text, text, command=f"run {text}") for text in figures]},
+        }
+
+    first = {
+        **header(
+            [
+                step("environment", "e", "ceiling"),
+                step("data", "written", "950 images/s"),
+                step("variants", "v1", "base 6.55 ms"),
+            ]
+        ),
+        "started": "2",
+        "finished": "3",
+    }
+    second = {
+        **header([step("data", "kept", "kept betons"), step("variants", "v2", "whole step 3.51 ms")]),
+        "started": "4",
+        "finished": "5",
+        "commands": [{"command": "part2", "started": "4", "finished": "5", "wall_s": 61.0}],
+    }
     for folder, part in (("visit", first), ("variants", second)):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "campaign.json").write_text(json.dumps(part))
-    assert campaign.main(["report", str(tmp_path / "visit"), str(tmp_path / "variants"), "--out",
-                          str(tmp_path / "merged"), "--readme", ""]) == 0
+    assert (
+        campaign.main(
+            [
+                "report",
+                str(tmp_path / "visit"),
+                str(tmp_path / "variants"),
+                "--out",
+                str(tmp_path / "merged"),
+                "--readme",
+                "",
+            ]
+        )
+        == 0
+    )
     merged = json.loads((tmp_path / "merged" / "campaign.json").read_text())
     assert [(s["name"], s["part"], s["result"]["note"]) for s in merged["steps"]] == [
-        ("data", "visit", "written"), ("data", "variants", "kept"), ("variants", "visit", "v1"),
-        ("variants", "variants", "v2"), ("environment", "visit", "e")]
+        ("data", "visit", "written"),
+        ("data", "variants", "kept"),
+        ("variants", "visit", "v1"),
+        ("variants", "variants", "v2"),
+        ("environment", "visit", "e"),
+    ]
     assert merged["started"] == "2" and merged["finished"] == "5"
     # the first part's campaign.json has its command as text alone (written before commands were timed)
-    assert merged["commands"] == [{"command": "campaign", "part": "visit"},
-                                  {"command": "part2", "started": "4", "finished": "5", "wall_s": 61.0,
-                                   "part": "variants"}]
+    assert merged["commands"] == [
+        {"command": "campaign", "part": "visit"},
+        {"command": "part2", "started": "4", "finished": "5", "wall_s": 61.0, "part": "variants"},
+    ]
 
     markdown = (tmp_path / "merged" / "campaign.md").read_text()
     assert "| 1 | data | **passed** | visit | 1 (10) | the data step | written |" in markdown
     assert "| 2 | data | **passed** | variants | 1 (10) | the data step | kept |" in markdown
-    for part, figure_name in (("visit", "950 images/s"), ("variants", "kept betons"), ("visit", "base 6.55 ms"),
-                              ("variants", "whole step 3.51 ms")):
+    for part, figure_name in (
+        ("visit", "950 images/s"),
+        ("variants", "kept betons"),
+        ("visit", "base 6.55 ms"),
+        ("variants", "whole step 3.51 ms"),
+    ):
         assert f"| {part} | {figure_name} | {figure_name} |" in markdown
     assert "- visit: `campaign`: wall time not recorded" in markdown
     assert "- variants: `part2`: 4 to 5, 61 s" in markdown
@@ -298,8 +378,10 @@ def test_parts_merge_keeping_every_record_of_every_step_each_marked_with_its_par
     again = campaign.merge_campaigns([first, rebuilt])
     assert [s["part"] for s in again["steps"]] == ["part1", "part1", "part2", "part1"]
     markdown = campaign.render(again)
-    assert ("| 3 | variants | **passed** | part2 | not recorded (10) | the variants step | reconstructed from the "
-            "archive's run files (below); v2 |") in markdown
+    assert (
+        "| 3 | variants | **passed** | part2 | not recorded (10) | the variants step | reconstructed from the "
+        "archive's run files (below); v2 |"
+    ) in markdown
     assert "| variants | part2 (reconstructed) | whole step 3.51 ms |" in markdown
     assert "## Reconstructed records\n\n- variants (part2): from the run files" in markdown
 
@@ -323,8 +405,10 @@ def test_each_command_records_its_wall_time_from_its_start_to_its_end(tmp_path, 
     assert command["started"] == result["started"] and command["finished"] == result["finished"]
     assert command["started"] <= command["finished"]
     markdown = (out / "campaign.md").read_text()
-    assert f"- `{command['command']}`: {command['started']} to {command['finished']}, {command['wall_s']:.0f} s" \
+    assert (
+        f"- `{command['command']}`: {command['started']} to {command['finished']}, {command['wall_s']:.0f} s"
         in markdown
+    )
 
 
 def fake_trainer(tmp_path):
@@ -375,13 +459,15 @@ def test_the_seed_recipe_names_each_process_it_ran_once(tmp_path, seeds):
     else:
         rest = first.replace("--seeds 0", f"--lr.lr_max {result['lr_max']} --seeds 1-2")
         assert commands == {first, f"{first}; then {rest}"}
-    markdown = campaign.render({**header([{"name": "seed_recipe", "status": "passed", "what": "", "budget_s": 1,
-                                           "result": result}])})
+    markdown = campaign.render(
+        {**header([{"name": "seed_recipe", "status": "passed", "what": "", "budget_s": 1, "result": result}])}
+    )
     assert markdown.count("--seeds 0") == (1 if seeds == 1 else 2)
 
 
 def test_a_command_killed_at_the_campaigns_total_says_so_not_the_steps_budget(tmp_path):
     from campaign_runner import StepTimeout
+
     ctx = context(tmp_path)
     ctx.step = "variants"
     ctx.deadline = ctx.campaign_deadline = time.monotonic() + 1
@@ -394,8 +480,14 @@ def test_a_command_killed_at_the_campaigns_total_says_so_not_the_steps_budget(tm
 def test_smoke_campaign_runs_every_step_on_the_cpu_and_reports_them(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "benchmarks/campaign.py", "--smoke", "--out", str(out), "--work", str(work)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/campaign.py", "--smoke", "--out", str(out), "--work", str(work)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     result = json.loads((out / "campaign.json").read_text())
     steps = {step["name"]: step for step in result["steps"]}
     assert list(steps) == list(campaign.STEPS)
@@ -428,9 +520,23 @@ def test_smoke_campaign_runs_every_step_on_the_cpu_and_reports_them(tmp_path):
 
     readme = tmp_path / "README.md"
     shutil.copy(ROOT / "benchmarks" / "README.md", readme)
-    merged = subprocess.run([sys.executable, "benchmarks/campaign.py", "report", str(out), "--out",
-                             str(tmp_path / "merged"), "--readme", str(readme)], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+    merged = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/campaign.py",
+            "report",
+            str(out),
+            "--out",
+            str(tmp_path / "merged"),
+            "--readme",
+            str(readme),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert merged.returncode == 0, merged.stderr[-3000:]
     assert "| seed | ours |" in (tmp_path / "merged" / "leaderboard.md").read_text()
     section = readme.read_text().split(campaign.README_MARKERS[0])[1].split(campaign.README_MARKERS[1])[0]
@@ -442,13 +548,22 @@ def test_record_step_reports_the_leaderboards_comparison_with_its_intervals_and_
     from campaign_accuracy import comparison_figure
 
     from speedrun.runs.leaderboard_entries import compare
-    ours = {"name": "speedrun", "accuracies": [0.910, 0.911, 0.912, 0.910, 0.911], "train_seconds": [2.0] * 4 + [2.1],
-            "total_seconds": [2.2] * 5}
-    airbench = {"name": "airbench train94", "accuracies": [0.905, 0.904, 0.906, 0.903, 0.905],
-                "train_seconds": [2.1, 2.2, 2.1, 2.2, 2.1], "total_seconds": [2.5, 2.6, 2.5, 2.6, 2.5]}
+
+    ours = {
+        "name": "speedrun",
+        "accuracies": [0.910, 0.911, 0.912, 0.910, 0.911],
+        "train_seconds": [2.0] * 4 + [2.1],
+        "total_seconds": [2.2] * 5,
+    }
+    airbench = {
+        "name": "airbench train94",
+        "accuracies": [0.905, 0.904, 0.906, 0.903, 0.905],
+        "train_seconds": [2.1, 2.2, 2.1, 2.2, 2.1],
+        "total_seconds": [2.5, 2.6, 2.5, 2.6, 2.5],
+    }
     made = comparison_figure("airbench train94", compare(ours, airbench), "the command")
     assert made["name"] == "record recipe against airbench train94" and made["command"] == "the command"
     assert made["text"].startswith("total time 0.8") and "(95% interval" in made["text"]
-    assert "verdict: ahead" in made["text"] and made["value"] == pytest.approx(2.2 / (2.5 ** 3 * 2.6 ** 2) ** 0.2)
+    assert "verdict: ahead" in made["text"] and made["value"] == pytest.approx(2.2 / (2.5**3 * 2.6**2) ** 0.2)
     few = comparison_figure("airbench train94", compare({**ours, "accuracies": ours["accuracies"][:2]}, airbench), "c")
     assert "verdict: none (too few seeds" in few["text"]

@@ -1,4 +1,5 @@
 """Checkpoints: atomic writes that keep the previous one, safe loading, refusal of the wrong net."""
+
 import errno
 
 import pytest
@@ -73,6 +74,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch
 def test_a_background_writer_saves_the_state_as_it_was_and_raises_its_error_later(tmp_path, monkeypatch):
     """How a CUDA run checkpoints (the next epoch trains while the file is written), run on the CPU."""
     from speedrun.runs.run_state import CheckpointWriter
+
     weights, history = torch.ones(3), [{"epoch": 1.0}]
     writer = CheckpointWriter(background=True)
     writer.write(str(tmp_path), {"model": {"w": weights}, "history": history}, True)

@@ -1,4 +1,5 @@
 """speedrun.data.betons: betons load exactly into tensors, and anything else fails with a BetonError saying what to run."""
+
 import shutil
 
 import numpy as np
@@ -73,10 +74,12 @@ def test_beton_with_other_fields(tmp_path):
     from ffcv.fields import FloatField
 
     image = np.zeros((32, 32, 3), np.uint8)
-    path = write_test_beton(tmp_path / "extra.beton", {**cifar_fields(), "weight": FloatField()},
-                           [(image, 1, 0.5)] * 4)
-    with pytest.raises(BetonError, match=r"fields \{'image': 'RGBImageField', 'label': 'IntField', "
-                                         r"'weight': 'FloatField'\}.*python write_beton.py"):
+    path = write_test_beton(tmp_path / "extra.beton", {**cifar_fields(), "weight": FloatField()}, [(image, 1, 0.5)] * 4)
+    with pytest.raises(
+        BetonError,
+        match=r"fields \{'image': 'RGBImageField', 'label': 'IntField', "
+        r"'weight': 'FloatField'\}.*python write_beton.py",
+    ):
         load_beton(path, "cpu")
 
 

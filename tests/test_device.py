@@ -1,4 +1,5 @@
 """The device policy (precision, memory format, compilation) and torch's thread count around ffcv."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-@pytest.mark.parametrize("flags, native", [
-    ({"avx2", "avx512f", "avx512_bf16"}, True),   # x86 with AVX-512 BF16
-    ({"avx2", "amx_bf16", "amx_tile"}, True),     # x86 with AMX
-    ({"fp", "asimd", "bf16"}, True),              # Arm with FEAT_BF16
-    ({"avx2", "fma", "avx512f"}, False),          # AVX-512 without its BF16 extension
-    (set(), False),                               # flags unknown
-])
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, True),  # x86 with AVX-512 BF16
+        ({"avx2", "amx_bf16", "amx_tile"}, True),  # x86 with AMX
+        ({"fp", "asimd", "bf16"}, True),  # Arm with FEAT_BF16
+        ({"avx2", "fma", "avx512f"}, False),  # AVX-512 without its BF16 extension
+        (set(), False),  # flags unknown
+    ],
+)
 def test_native_bf16_is_read_from_the_cpu_flags(flags, native):
     assert has_native_bf16(flags) is native
 
@@ -149,7 +153,12 @@ print(torch.get_num_threads())
 
 def test_importing_and_using_ffcv_keeps_torchs_thread_count():
     # a fresh process: ffcv sets the count only on its first import
-    done = subprocess.run([sys.executable, "-c", THREADS_SCRIPT.format(root=str(ROOT))], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT.format(root=str(ROOT))],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-1] == "2"

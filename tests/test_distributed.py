@@ -1,4 +1,5 @@
 """torchrun on the CPU: 2 gloo processes train exactly what 1 process does with the same global batch."""
+
 import json
 import os
 import socket
@@ -19,17 +20,44 @@ def free_port():
 
 
 def torchrun(processes, *args, module=("-m", "speedrun.train"), timeout=600):
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-               "--master_addr=127.0.0.1", f"--master_port={free_port()}", *module, *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        *module,
+        *args,
+    ]
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def common_args(betons, folder, *extra):
-    return ["--data.train_dataset", betons[0], "--data.val_dataset", betons[1], "--model.width", "8",
-            "--training.batch_size", "64", "--training.device", "cpu", "--training.precision", "fp32", "--epochs", "2",
-            "--lr.lr_max", "0.002",
-            "--logging.plots", "false", "--logging.folder", str(folder), *extra]
+    return [
+        "--data.train_dataset",
+        betons[0],
+        "--data.val_dataset",
+        betons[1],
+        "--model.width",
+        "8",
+        "--training.batch_size",
+        "64",
+        "--training.device",
+        "cpu",
+        "--training.precision",
+        "fp32",
+        "--epochs",
+        "2",
+        "--lr.lr_max",
+        "0.002",
+        "--logging.plots",
+        "false",
+        "--logging.folder",
+        str(folder),
+        *extra,
+    ]
 
 
 def metrics(folder):
@@ -75,6 +103,7 @@ def gradient_check(out):
 
     from speedrun.nets.model import CustomResNet
     from speedrun.system import distributed
+
     torch.set_default_dtype(torch.float64)
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.rand(16, 3, 32, 32, generator=generator), torch.randint(0, 10, (16,), generator=generator)
@@ -107,20 +136,27 @@ def test_batch_not_divisible_by_processes_is_refused(tiny_betons, tmp_path):
 def test_seeds_are_spread_over_processes_as_independent_runs(tiny_betons, tmp_path):
     result = torchrun(2, *common_args(tiny_betons, tmp_path / "sweep", "--epochs", "1", "--seeds", "0-2"))
     assert result.returncode == 0, result.stderr[-3000:]
-    seeds = sorted(json.loads((tmp_path / "sweep" / f"seed{s}" / "summary.json").read_text())["seed"]
-                   for s in range(3))
+    seeds = sorted(json.loads((tmp_path / "sweep" / f"seed{s}" / "summary.json").read_text())["seed"] for s in range(3))
     assert seeds == [0, 1, 2]
 
 
-@pytest.mark.parametrize("local_rank, choice, available, count, device", [
-    (1, "auto", True, 2, "cuda:1"), (0, "cuda", True, 2, "cuda:0"), (1, "cpu", True, 2, "cpu"),
-    (1, "auto", False, 0, "cpu")])
+@pytest.mark.parametrize(
+    "local_rank, choice, available, count, device",
+    [
+        (1, "auto", True, 2, "cuda:1"),
+        (0, "cuda", True, 2, "cuda:0"),
+        (1, "cpu", True, 2, "cpu"),
+        (1, "auto", False, 0, "cpu"),
+    ],
+)
 def test_each_rank_takes_its_own_device(local_rank, choice, available, count, device):
     assert distributed.rank_device(local_rank, choice, available, count) == torch.device(device)
 
 
-@pytest.mark.parametrize("local_rank, choice, available, count, message", [
-    (2, "auto", True, 2, "process 2 on this node has no GPU of its own"), (0, "cuda", False, 0, "no CUDA device")])
+@pytest.mark.parametrize(
+    "local_rank, choice, available, count, message",
+    [(2, "auto", True, 2, "process 2 on this node has no GPU of its own"), (0, "cuda", False, 0, "no CUDA device")],
+)
 def test_a_rank_without_a_device_is_refused(local_rank, choice, available, count, message):
     with pytest.raises(ValueError, match=message):
         distributed.rank_device(local_rank, choice, available, count)
@@ -144,6 +180,7 @@ def diverge_on_rank_one(*args):
     """Run under torchrun: train with rank 1's recorded loss turned NaN at epoch 2, step 2."""
     from speedrun import cli
     from speedrun.engine import step as step_module
+
     real, calls = step_module.make_train_step, {"n": 0}
 
     def poisoned(*step_args):
@@ -154,6 +191,7 @@ def diverge_on_rank_one(*args):
             loss, correct = step(inputs, targets)
             bad = calls["n"] == 6 and os.environ["RANK"] == "1"  # 4 steps an epoch
             return (loss * float("nan") if bad else loss), correct
+
         return wrapped
 
     step_module.make_train_step = poisoned
@@ -161,8 +199,9 @@ def diverge_on_rank_one(*args):
 
 
 def test_divergence_on_one_rank_stops_every_rank_naming_it(tiny_betons, tmp_path):
-    result = torchrun(2, *common_args(tiny_betons, tmp_path / "nan"), module=(__file__, "diverge_on_rank_one"),
-                      timeout=300)
+    result = torchrun(
+        2, *common_args(tiny_betons, tmp_path / "nan"), module=(__file__, "diverge_on_rank_one"), timeout=300
+    )
     assert result.returncode != 0
     # each rank stops on its own with the same message (not killed by torchrun after the other's failure)
     assert result.stderr.count("loss became nan on rank 1 at epoch 2, step 2 (lr ") == 2, result.stderr[-3000:]
@@ -172,6 +211,7 @@ def test_divergence_on_one_rank_stops_every_rank_naming_it(tiny_betons, tmp_path
 def test_global_batch_norm_equals_batch_norm_in_one_process():
     """With a single-member gloo group, the synchronised layer must agree with BatchNorm2d."""
     import torch.distributed as dist
+
     if not dist.is_initialized():
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
@@ -180,8 +220,8 @@ def test_global_batch_norm_equals_batch_norm_in_one_process():
         plain, synced = torch.nn.BatchNorm2d(4), GlobalBatchNorm(4)
         y_plain, y_synced = plain(x), synced(x)
         torch.testing.assert_close(y_synced, y_plain, rtol=1e-4, atol=1e-5)
-        grad_plain, = torch.autograd.grad(y_plain.square().sum(), x)
-        grad_synced, = torch.autograd.grad(y_synced.square().sum(), x)
+        (grad_plain,) = torch.autograd.grad(y_plain.square().sum(), x)
+        (grad_synced,) = torch.autograd.grad(y_synced.square().sum(), x)
         torch.testing.assert_close(grad_synced, grad_plain, rtol=1e-3, atol=1e-4)
         torch.testing.assert_close(synced.running_var, plain.running_var)
     finally:

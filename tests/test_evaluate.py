@@ -1,4 +1,5 @@
 """Evaluation: table-lookup normalisation, test-time augmentation views, summed metrics."""
+
 import pytest
 import torch
 
@@ -35,8 +36,6 @@ def test_tta_levels():
     assert level2.shape == plain.shape == (3, 10)
     with pytest.raises(ValueError):
         tta_logits(net, x, 3)
-
-
 
 
 def test_normalize_looks_up_each_channel():
@@ -76,8 +75,9 @@ def test_selective_tta_at_threshold_one_is_plain_tta_and_at_zero_is_no_tta(tta):
     net, (images, labels, table) = tiny_net(), random_set()
     every = evaluate(net, images, labels, table, batch_size=16, tta=tta)
     assert torch.equal(evaluate(net, images, labels, table, batch_size=16, tta=tta, tta_below=1.0), every)
-    assert torch.equal(evaluate_selective(net, images, labels, table, 16, tta, 1.0),
-                       torch.cat([every, every[2:]]))  # every image got the views
+    assert torch.equal(
+        evaluate_selective(net, images, labels, table, 16, tta, 1.0), torch.cat([every, every[2:]])
+    )  # every image got the views
     # No top probability is below 0: the plain pass alone, the same sums as tta=0 to the bit.
     plain = evaluate(net, images, labels, table, batch_size=16, tta=0)
     assert torch.equal(evaluate(net, images, labels, table, batch_size=16, tta=tta, tta_below=0.0), plain)

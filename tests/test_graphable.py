@@ -6,6 +6,7 @@ decided before inductor, by aot_autograd's forward metadata: which inputs are st
 (`static_input_indices`: parameters, and what `torch._dynamo.mark_static_address` marked) and which the
 graph mutates. A backend that reads that metadata and compiles nothing shows on a CPU what a GPU would do.
 """
+
 import pytest
 import torch
 import torch.distributed as torch_dist
@@ -21,8 +22,17 @@ from speedrun.system.device import policy_from_config
 from speedrun.system.distributed import Dist
 from speedrun.train import train
 
-TINY = {"model": {"width": 8}, "training": {"batch_size": 16, "device": "cpu", "precision": "fp32", "compile": "on",
-                                            "compile_mode": "whole-step", "compile_cache": ""}}
+TINY = {
+    "model": {"width": 8},
+    "training": {
+        "batch_size": 16,
+        "device": "cpu",
+        "precision": "fp32",
+        "compile": "on",
+        "compile_mode": "whole-step",
+        "compile_cache": "",
+    },
+}
 
 
 class GraphInputs:
@@ -36,8 +46,14 @@ class GraphInputs:
     def forward(self, graph, inputs):
         meta = TracingContext.try_get().fw_metadata
         mutated = {i for i, info in enumerate(meta.input_info) if info.mutates_data or info.mutates_metadata}
-        self.graphs.append({"inputs": len(inputs), "static": set(meta.static_input_indices), "mutated": mutated,
-                            "all_reduce": "all_reduce" in graph.code})
+        self.graphs.append(
+            {
+                "inputs": len(inputs),
+                "static": set(meta.static_input_indices),
+                "mutated": mutated,
+                "all_reduce": "all_reduce" in graph.code,
+            }
+        )
         return graph
 
     def unpinned(self):
@@ -84,26 +100,37 @@ def test_the_default_command_mutates_only_static_inputs(graph_inputs, tiny_beton
     """The default command (Adam, weight average 0.99) through train(): the step, then evaluation. Before
     the weight average paired its copy with the parameters themselves, with state_dict()'s detached
     aliases of them, the step's graph had 0 static inputs of 174, 170 of them mutated."""
-    config = merged({"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]},
-                     "training": {"epochs": 1, "batch_size": 64, "tta": 0},
-                     "lr": {"lr_max": 0.02}, "logging": {"folder": str(tmp_path), "progress": False, "plots": False,
-                                                         "checkpoint": "none"}})
+    config = merged(
+        {
+            "data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]},
+            "training": {"epochs": 1, "batch_size": 64, "tta": 0},
+            "lr": {"lr_max": 0.02},
+            "logging": {"folder": str(tmp_path), "progress": False, "plots": False, "checkpoint": "none"},
+        }
+    )
     train(config)
     step_graph_record = max(graph_inputs.graphs, key=lambda graph: len(graph["mutated"]))
     assert len(step_graph_record["mutated"]) > 100  # parameters, Adam's moments and step counts, the average
     assert graph_inputs.unpinned() == [[] for _ in graph_inputs.graphs]
 
 
-@pytest.mark.parametrize("overrides", [
-    pytest.param({}, id="adam-weight-average"),
-    pytest.param({"training": {"lookahead": 2}}, id="lookahead"),
-    pytest.param({"training": {"lookahead": 2, "ema": 0.9, "optimizer": "sgd"}}, id="sgd-lookahead-average"),
-    pytest.param({"training": {"recipe": "speedrun", "batch_size": 16}}, id="speedrun-recipe"),
-    pytest.param({"training": {"recipe": "speedrun", "batch_size": 16, "whiten_bias_epochs": 1, "lookahead": 2}},
-                 id="speedrun-recipe-lookahead"),
-    pytest.param({"training": {"recipe": "speedrun", "batch_size": 16, "resolutions": "24,32", "epochs": 2}},
-                 id="resolution-curriculum"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({}, id="adam-weight-average"),
+        pytest.param({"training": {"lookahead": 2}}, id="lookahead"),
+        pytest.param({"training": {"lookahead": 2, "ema": 0.9, "optimizer": "sgd"}}, id="sgd-lookahead-average"),
+        pytest.param({"training": {"recipe": "speedrun", "batch_size": 16}}, id="speedrun-recipe"),
+        pytest.param(
+            {"training": {"recipe": "speedrun", "batch_size": 16, "whiten_bias_epochs": 1, "lookahead": 2}},
+            id="speedrun-recipe-lookahead",
+        ),
+        pytest.param(
+            {"training": {"recipe": "speedrun", "batch_size": 16, "resolutions": "24,32", "epochs": 2}},
+            id="resolution-curriculum",
+        ),
+    ],
+)
 def test_every_whole_step_mutates_only_static_inputs(graph_inputs, overrides):
     step_graph(overrides)
     sides = len(str(overrides.get("training", {}).get("resolutions", "32")).split(","))

@@ -1,4 +1,5 @@
 """Multi-seed statistics, time to target, the leaderboard file, its markdown table and the CLI."""
+
 import json
 import math
 import statistics
@@ -32,21 +33,30 @@ from speedrun.runs.leaderboard_entries import (
 
 def history(*points):
     """[(epoch, train_seconds, test_acc), ...] -> per-evaluation dicts like the trainer's."""
-    return [{"epoch": e, "train_seconds": t, "test_acc": a, "test_loss": 1.0, "lr": 0.1}
-            for e, t, a in points]
+    return [{"epoch": e, "train_seconds": t, "test_acc": a, "test_loss": 1.0, "lr": 0.1} for e, t, a in points]
 
 
 SOURCE = {"kind": "download", "checksum": "md5:1"}
 
 
 def summary(seed, acc, seconds, evaluations, device="fake-gpu", config=None):
-    return {"final_test_acc": acc, "best_test_acc": acc, "train_seconds": seconds, "compile_seconds": 1.0,
-            "device": device, "versions": {"torch": "x"}, "seed": seed,
-            "config": config or {"training": {"seed": seed, "epochs": 10}},
-            "data": {"train": "/somewhere/train.beton", "test": "/somewhere/test.beton",
-                     "train_meta": {"beton_sha256": "abc", "source": SOURCE},
-                     "test_meta": {"beton_sha256": "def", "source": SOURCE}},
-            "history": evaluations}
+    return {
+        "final_test_acc": acc,
+        "best_test_acc": acc,
+        "train_seconds": seconds,
+        "compile_seconds": 1.0,
+        "device": device,
+        "versions": {"torch": "x"},
+        "seed": seed,
+        "config": config or {"training": {"seed": seed, "epochs": 10}},
+        "data": {
+            "train": "/somewhere/train.beton",
+            "test": "/somewhere/test.beton",
+            "train_meta": {"beton_sha256": "abc", "source": SOURCE},
+            "test_meta": {"beton_sha256": "def", "source": SOURCE},
+        },
+        "history": evaluations,
+    }
 
 
 def entry(name, kind, accuracies, seconds, session="s1", target=0.94):
@@ -88,9 +98,11 @@ def test_time_to_target_fractional_epochs_no_interpolation():
 
 
 def test_summarise_runs():
-    runs = [summary(0, 0.945, 10.0, history((1, 5.0, 0.90), (2, 10.0, 0.945))),
-            summary(1, 0.935, 11.0, history((1, 5.5, 0.90), (2, 11.0, 0.935))),
-            summary(2, 0.950, 12.0, history((1, 6.0, 0.941), (2, 12.0, 0.950)))]
+    runs = [
+        summary(0, 0.945, 10.0, history((1, 5.0, 0.90), (2, 10.0, 0.945))),
+        summary(1, 0.935, 11.0, history((1, 5.5, 0.90), (2, 11.0, 0.935))),
+        summary(2, 0.950, 12.0, history((1, 6.0, 0.941), (2, 12.0, 0.950))),
+    ]
     stats = summarise_runs(runs, 0.94)
     assert stats["accuracy"]["mean"] == pytest.approx((0.945 + 0.935 + 0.950) / 3)
     assert stats["train_seconds"]["mean"] == pytest.approx(11.0)
@@ -118,9 +130,11 @@ def test_make_entry_fields():
 
 def test_leaderboard_round_trip(tmp_path):
     path = str(tmp_path / "results" / "leaderboard.jsonl")
-    entries = [entry("seed", "ours", [0.945, 0.935, 0.95], [10.0, 11.0, 12.5]),
-               entry("airbench train94", "reference", [0.9401], [3.83]),
-               entry("speedrun", "ours", [0.1 + 0.2], [1 / 3], session="s2")]
+    entries = [
+        entry("seed", "ours", [0.945, 0.935, 0.95], [10.0, 11.0, 12.5]),
+        entry("airbench train94", "reference", [0.9401], [3.83]),
+        entry("speedrun", "ours", [0.1 + 0.2], [1 / 3], session="s2"),
+    ]
     for made in entries:
         append_entry(path, made)
     assert read_entries(path) == entries
@@ -163,8 +177,10 @@ def test_markdown_published_anchors_are_marked_and_not_in_ratios():
     table = render_markdown([ours])
     published = [line for line in table.splitlines() if "| published |" in line]
     assert len(published) == len(leaderboard_entries.PUBLISHED)
-    assert any("airbench94 " in line and "A100" in line and "94.01% (reported)" in line
-               and "3.83 s to 94.01%" in line for line in published)
+    assert any(
+        "airbench94 " in line and "A100" in line and "94.01% (reported)" in line and "3.83 s to 94.01%" in line
+        for line in published
+    )
     assert any("Page ResNet-9" in line and "V100" in line for line in published)
     ours_row = next(line for line in table.splitlines() if line.startswith("| speedrun "))
     assert ours_row.endswith("| — | — |")  # no reference in the session: published rows never count
@@ -187,8 +203,10 @@ def fake_train(train_module, calls):
         seed = config["training"]["seed"]
         calls.append(("ours", seed, config, data))
         acc = 0.93 + 0.01 * seed
-        return summary(seed, acc, 10.0 + seed, history((1, 5.0, acc - 0.05), (2, 10.0 + seed, acc)),
-                       config=resolve_config(config))
+        return summary(
+            seed, acc, 10.0 + seed, history((1, 5.0, acc - 0.05), (2, 10.0 + seed, acc)), config=resolve_config(config)
+        )
+
     return train
 
 
@@ -196,20 +214,25 @@ def run_cli(monkeypatch, tmp_path, calls, *extra):
     import torch
 
     from speedrun import train as train_module
-    data = FakeData(torch.zeros(4, 32, 32, 3, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64),
-                    torch.zeros(2, 32, 32, 3, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64))
+
+    data = FakeData(
+        torch.zeros(4, 32, 32, 3, dtype=torch.uint8),
+        torch.zeros(4, dtype=torch.int64),
+        torch.zeros(2, 32, 32, 3, dtype=torch.uint8),
+        torch.zeros(2, dtype=torch.int64),
+    )
     monkeypatch.setattr(train_module, "train", fake_train(train_module, calls))
     monkeypatch.setattr(leaderboard, "load_data", lambda overrides: data)
     board, table = tmp_path / "board.jsonl", tmp_path / "board.md"
-    leaderboard.main(["--leaderboard.seeds", "0-2", "--leaderboard.file", str(board),
-                      "--leaderboard.markdown", str(table), *extra])
+    leaderboard.main(
+        ["--leaderboard.seeds", "0-2", "--leaderboard.file", str(board), "--leaderboard.markdown", str(table), *extra]
+    )
     return read_entries(str(board)), table.read_text(), data
 
 
 def test_cli_runs_every_seed_on_data_loaded_once(monkeypatch, tmp_path, capsys):
     calls = []
-    entries, table, data = run_cli(monkeypatch, tmp_path, calls, "--training.late_evals_from", "1",
-                                   "--epochs", "2")
+    entries, table, data = run_cli(monkeypatch, tmp_path, calls, "--training.late_evals_from", "1", "--epochs", "2")
     assert [seed for _, seed, _, _ in calls] == [0, 1, 2]
     assert all(given is data for _, _, _, given in calls)
     for _, seed, config, _ in calls:  # only what was given: train lays it over the recipe
@@ -225,20 +248,37 @@ def test_cli_runs_every_seed_on_data_loaded_once(monkeypatch, tmp_path, capsys):
 
 def test_cli_reference_before_ours_and_compared(monkeypatch, tmp_path):
     from speedrun import reference
+
     calls = []
 
     def fake_reference(name, data, folder, seed, device, warmup=True, width=64):
         assert width == 16  # our width: the reference is scaled alike
         calls.append((name, seed, warmup))
-        return summary(seed, 0.94, 5.0, history((9.9, 5.0, 0.94)), device="fake-gpu",
-                       config={"reference": {"name": name}})
+        return summary(
+            seed, 0.94, 5.0, history((9.9, 5.0, 0.94)), device="fake-gpu", config={"reference": {"name": name}}
+        )
 
     monkeypatch.setattr(reference, "run_reference", fake_reference)
     monkeypatch.setattr(reference, "check_available", lambda device: None)
-    entries, table, _ = run_cli(monkeypatch, tmp_path, calls, "--leaderboard.reference", "train94",
-                                "--leaderboard.reference_order", "before", "--model.width", "16")
-    assert [call[:2] for call in calls] == [("train94", 0), ("train94", 1), ("train94", 2),
-                                           ("ours", 0), ("ours", 1), ("ours", 2)]
+    entries, table, _ = run_cli(
+        monkeypatch,
+        tmp_path,
+        calls,
+        "--leaderboard.reference",
+        "train94",
+        "--leaderboard.reference_order",
+        "before",
+        "--model.width",
+        "16",
+    )
+    assert [call[:2] for call in calls] == [
+        ("train94", 0),
+        ("train94", 1),
+        ("train94", 2),
+        ("ours", 0),
+        ("ours", 1),
+        ("ours", 2),
+    ]
     assert [call[2] for call in calls[:3]] == [True, False, False]  # warmed up once, before the first seed
     ours, ref = entries
     assert ref["kind"] == "reference" and ref["session"] == ours["session"]
@@ -250,16 +290,20 @@ def test_cli_reference_before_ours_and_compared(monkeypatch, tmp_path):
 
 def test_cli_recipe_and_run_folders(monkeypatch, tmp_path):
     calls = []
-    entries, _, _ = run_cli(monkeypatch, tmp_path, calls, "--recipe", "speedrun",
-                            "--logging.folder", str(tmp_path / "runs"))
+    entries, _, _ = run_cli(
+        monkeypatch, tmp_path, calls, "--recipe", "speedrun", "--logging.folder", str(tmp_path / "runs")
+    )
     assert [config["logging"]["folder"] for _, _, config, _ in calls] == [
-        str(tmp_path / "runs" / f"seed{seed}") for seed in (0, 1, 2)]
+        str(tmp_path / "runs" / f"seed{seed}") for seed in (0, 1, 2)
+    ]
     assert all(config["training"]["recipe"] == "speedrun" for _, _, config, _ in calls)
     assert entries[0]["name"] == entries[0]["recipe"] == "speedrun"
 
 
-@pytest.mark.parametrize("bad", [["--leaderboard.reference", "train95"], ["--seeds", "x"],
-                                 ["--recipe", "seed", "--training.recipe", "speedrun"]])
+@pytest.mark.parametrize(
+    "bad",
+    [["--leaderboard.reference", "train95"], ["--seeds", "x"], ["--recipe", "seed", "--training.recipe", "speedrun"]],
+)
 def test_cli_rejects_bad_options(monkeypatch, tmp_path, capsys, bad):
     with pytest.raises(SystemExit) as stopped:
         run_cli(monkeypatch, tmp_path, [], *bad)
@@ -293,7 +337,7 @@ def test_cli_reference_that_cannot_run_leaves_ours_alone_saying_why(monkeypatch,
 def test_welch_interval_by_hand():
     a, b = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 4.0, 6.0, 8.0, 10.0]  # variances 2.5 and 10, 5 values each
     se2 = 2.5 / 5 + 10 / 5  # 2.5
-    df = se2 ** 2 / ((2.5 / 5) ** 2 / 4 + (10 / 5) ** 2 / 4)  # Welch–Satterthwaite: 6.25 / 1.0625 = 100/17
+    df = se2**2 / ((2.5 / 5) ** 2 / 4 + (10 / 5) ** 2 / 4)  # Welch–Satterthwaite: 6.25 / 1.0625 = 100/17
     half = scipy_stats.t.ppf(0.975, df) * math.sqrt(se2)
     found = welch_interval(a, b)
     assert found["difference"] == pytest.approx(-3.0) and found["df"] == pytest.approx(100 / 17)
@@ -305,7 +349,8 @@ def test_welch_interval_by_hand():
 
 def test_welch_interval_without_spread_and_with_too_few_values():
     assert welch_interval([0.9] * 5, [0.8] * 5) == pytest.approx(
-        {"difference": 0.1, "low": 0.1, "high": 0.1, "df": None})
+        {"difference": 0.1, "low": 0.1, "high": 0.1, "df": None}
+    )
     with pytest.raises(ValueError):
         welch_interval([1.0], [1.0, 2.0])
 
@@ -327,19 +372,26 @@ def timed_entry(name, kind, accuracies, seconds, totals=None, session="s1"):
 
 
 def comparison_of(low, high, time_low, time_high):
-    return {"accuracy": {"difference": (low + high) / 2, "low": low, "high": high, "df": 9.0},
-            "total": {"ratio": 1.0, "low": time_low, "high": time_high}, "loop": None,
-            "time_basis": "total", "seeds": [10, 10]}
+    return {
+        "accuracy": {"difference": (low + high) / 2, "low": low, "high": high, "df": 9.0},
+        "total": {"ratio": 1.0, "low": time_low, "high": time_high},
+        "loop": None,
+        "time_basis": "total",
+        "seeds": [10, 10],
+    }
 
 
-@pytest.mark.parametrize("accuracy, time, expected, why", [
-    ((-0.05, 0.30), (0.80, 0.95), "ahead", "as accurate"),  # the margin itself counts as accurate enough
-    ((0.10, 0.30), (0.80, 0.99), "ahead", "faster"),
-    ((-0.30, -0.06), (0.50, 0.60), "behind", "less accurate"),  # faster, but wholly below the margin
-    ((0.10, 0.30), (1.01, 1.20), "behind", "slower"),  # more accurate, but wholly slower
-    ((-0.10, 0.30), (0.80, 0.95), "undecided", "reaches below -0.05"),
-    ((0.10, 0.30), (0.90, 1.00), "undecided", "holds 1"),
-])
+@pytest.mark.parametrize(
+    "accuracy, time, expected, why",
+    [
+        ((-0.05, 0.30), (0.80, 0.95), "ahead", "as accurate"),  # the margin itself counts as accurate enough
+        ((0.10, 0.30), (0.80, 0.99), "ahead", "faster"),
+        ((-0.30, -0.06), (0.50, 0.60), "behind", "less accurate"),  # faster, but wholly below the margin
+        ((0.10, 0.30), (1.01, 1.20), "behind", "slower"),  # more accurate, but wholly slower
+        ((-0.10, 0.30), (0.80, 0.95), "undecided", "reaches below -0.05"),
+        ((0.10, 0.30), (0.90, 1.00), "undecided", "holds 1"),
+    ],
+)
 def test_verdict_rule(accuracy, time, expected, why):
     found, text = verdict(comparison_of(*accuracy, *time))
     assert found == expected and why in text
@@ -358,28 +410,51 @@ def test_fewer_than_five_seeds_give_no_interval_and_no_verdict():
 
 
 def test_compare_uses_the_total_where_both_sides_recorded_it():
-    ours = timed_entry("speedrun", "ours", [0.950, 0.951, 0.949, 0.952, 0.948], [2.0, 2.1, 1.9, 2.05, 1.95],
-                       totals=[None, 2.3, 2.1, 2.25, 2.15])  # an entry with a seed of unknown total
-    ref = timed_entry("airbench train94", "reference", [0.940, 0.941, 0.939, 0.942, 0.938],
-                      [4.0, 4.2, 3.8, 4.1, 3.9], totals=[4.5, 4.7, 4.3, 4.6, 4.4])
+    ours = timed_entry(
+        "speedrun",
+        "ours",
+        [0.950, 0.951, 0.949, 0.952, 0.948],
+        [2.0, 2.1, 1.9, 2.05, 1.95],
+        totals=[None, 2.3, 2.1, 2.25, 2.15],
+    )  # an entry with a seed of unknown total
+    ref = timed_entry(
+        "airbench train94",
+        "reference",
+        [0.940, 0.941, 0.939, 0.942, 0.938],
+        [4.0, 4.2, 3.8, 4.1, 3.9],
+        totals=[4.5, 4.7, 4.3, 4.6, 4.4],
+    )
     found = compare(ours, ref)
     assert found["time_basis"] == "loop" and found["total"]["seeds"] == [4, 5]  # 4 totals: too few for one
     ours["total_seconds"][0] = 2.2
     found = compare(ours, ref)
     assert found["time_basis"] == "total" and found["total"]["seeds"] == [5, 5]
     assert found["total"]["ratio"] == pytest.approx(
-        math.exp(statistics.fmean(map(math.log, ours["total_seconds"])) -
-                 statistics.fmean(map(math.log, ref["total_seconds"]))))
+        math.exp(
+            statistics.fmean(map(math.log, ours["total_seconds"]))
+            - statistics.fmean(map(math.log, ref["total_seconds"]))
+        )
+    )
     assert found["accuracy"]["difference"] == pytest.approx(1.0)
     assert found["accuracy"]["low"] > 0 and found["total"]["high"] < 1
     assert found["verdict"] == "ahead"
 
 
 def test_markdown_shows_both_clocks_the_intervals_and_the_verdict():
-    ours = timed_entry("speedrun", "ours", [0.905, 0.904, 0.906, 0.903, 0.907], [4.6, 4.7, 4.8, 4.65, 4.75],
-                       totals=[None, 4.9, 5.0, 4.95, 5.05])
-    ref = timed_entry("airbench train94", "reference", [0.906, 0.907, 0.905, 0.908, 0.904],
-                      [2.0, 2.1, 2.2, 2.05, 2.15], totals=[2.5, 2.6, 2.7, 2.55, 2.65])
+    ours = timed_entry(
+        "speedrun",
+        "ours",
+        [0.905, 0.904, 0.906, 0.903, 0.907],
+        [4.6, 4.7, 4.8, 4.65, 4.75],
+        totals=[None, 4.9, 5.0, 4.95, 5.05],
+    )
+    ref = timed_entry(
+        "airbench train94",
+        "reference",
+        [0.906, 0.907, 0.905, 0.908, 0.904],
+        [2.0, 2.1, 2.2, 2.05, 2.15],
+        totals=[2.5, 2.6, 2.7, 2.55, 2.65],
+    )
     ours["clock"], ref["clock"] = "ours: the clock of ours", "airbench: the clock of airbench"
     table = render_markdown([ours, ref], anchors=False)
     row = next(line for line in table.splitlines() if line.startswith("| speedrun "))
@@ -402,8 +477,17 @@ def test_markdown_shows_both_clocks_the_intervals_and_the_verdict():
 
 
 def test_our_prepare_is_each_runs_start_up_and_range_test_without_the_build():
-    seconds = {"build": 9.0, "startup": 0.5, "range_test": 0.25, "compile": 30.0, "training": 4.0,
-               "evaluation": 1.0, "checkpoints": 0.0, "plots": 0.0, "total": 44.75}
+    seconds = {
+        "build": 9.0,
+        "startup": 0.5,
+        "range_test": 0.25,
+        "compile": 30.0,
+        "training": 4.0,
+        "evaluation": 1.0,
+        "checkpoints": 0.0,
+        "plots": 0.0,
+        "total": 44.75,
+    }
     for cache in ("cold", "warm", "reused", "none"):  # the first run's build and compiling are left out
         assert leaderboard.our_prepare({"seconds": seconds, "compile_cache": cache, "train_seconds": 4.0}) == 0.75
     assert leaderboard.our_prepare({"train_seconds": 1.0}) is None
@@ -411,12 +495,18 @@ def test_our_prepare_is_each_runs_start_up_and_range_test_without_the_build():
 
 def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_path):
     from speedrun import reference
+
     calls = []
 
     def fake_reference(name, data, folder, seed, device, warmup=True, width=64):
         calls.append((name, seed, warmup))
-        made = summary(seed, 0.94 + 0.001 * seed, 5.0 + 0.01 * seed, history((9.9, 5.0, 0.94)),
-                       config={"reference": {"name": name}})
+        made = summary(
+            seed,
+            0.94 + 0.001 * seed,
+            5.0 + 0.01 * seed,
+            history((9.9, 5.0, 0.94)),
+            config={"reference": {"name": name}},
+        )
         return {**made, "prepare_seconds": 0.5, "total_seconds": made["train_seconds"] + 0.5}
 
     def seconds_of(train):
@@ -425,6 +515,7 @@ def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_pat
             result["seconds"] = {"startup": 1.0, "range_test": 0.0}
             result["compile_cache"] = "none"
             return result
+
         return timed_train
 
     monkeypatch.setattr(reference, "run_reference", fake_reference)
@@ -432,20 +523,32 @@ def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_pat
     import torch
 
     from speedrun import train as train_module
+
     data = FakeData(*[torch.zeros(2, dtype=torch.uint8)] * 4)
     monkeypatch.setattr(leaderboard, "load_data", lambda overrides: data)
     original = fake_train(train_module, calls)
     monkeypatch.setattr(train_module, "train", seconds_of(original))
     board, table = tmp_path / "board.jsonl", tmp_path / "board.md"
-    leaderboard.main(["--seeds", "0-4", "--reference", "train94", "--leaderboard.file", str(board),
-                      "--leaderboard.markdown", str(table)])
+    leaderboard.main(
+        [
+            "--seeds",
+            "0-4",
+            "--reference",
+            "train94",
+            "--leaderboard.file",
+            str(board),
+            "--leaderboard.markdown",
+            str(table),
+        ]
+    )
     ours, ref = read_entries(str(board))
     assert [call[2] for call in calls if call[0] == "train94"] == [True, False, False, False, False]
     assert ours["prepare_seconds"] == [1.0] * 5  # the first seed's too: its build is charged apart
     assert ours["total_seconds"] == [11.0 + seed for seed in range(5)]
     assert ours["clock"] == leaderboard.OUR_CLOCK and ref["clock"] == reference.CLOCK
     assert ref["prepare_seconds"] == [0.5] * 5 and ref["total_seconds"] == pytest.approx(
-        [5.5 + 0.01 * seed for seed in range(5)])
+        [5.5 + 0.01 * seed for seed in range(5)]
+    )
     found = ours["comparisons"]["airbench train94"]
     assert found == json.loads(json.dumps(compare(ours, ref)))  # the JSON holds what the table shows
     assert found["time_basis"] == "total"  # five totals a side: the total's interval decides
@@ -456,13 +559,44 @@ def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_pat
 def test_record_attempt_command_rehearsed_on_the_cpu(tiny_betons, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "airbench", None)  # airbench missing: ours runs alone, saying why
     board, table = tmp_path / "board.jsonl", tmp_path / "board.md"
-    leaderboard.main(["--recipe", "speedrun", "--seeds", "0-1", "--reference", "train94",
-                      "--training.precision", "fp32", "--training.device", "cpu", "--model.width", "8",
-                      "--epochs", "1", "--training.batch_size", "64", "--training.compile_cache", "",
-                      "--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1],
-                      "--logging.folder", str(tmp_path / "runs"), "--logging.plots", "false",
-                      "--logging.progress", "false", "--logging.checkpoint", "none",
-                      "--leaderboard.file", str(board), "--leaderboard.markdown", str(table)])
+    leaderboard.main(
+        [
+            "--recipe",
+            "speedrun",
+            "--seeds",
+            "0-1",
+            "--reference",
+            "train94",
+            "--training.precision",
+            "fp32",
+            "--training.device",
+            "cpu",
+            "--model.width",
+            "8",
+            "--epochs",
+            "1",
+            "--training.batch_size",
+            "64",
+            "--training.compile_cache",
+            "",
+            "--data.train_dataset",
+            tiny_betons[0],
+            "--data.val_dataset",
+            tiny_betons[1],
+            "--logging.folder",
+            str(tmp_path / "runs"),
+            "--logging.plots",
+            "false",
+            "--logging.progress",
+            "false",
+            "--logging.checkpoint",
+            "none",
+            "--leaderboard.file",
+            str(board),
+            "--leaderboard.markdown",
+            str(table),
+        ]
+    )
     assert "our seeds run alone, without the reference" in capsys.readouterr().err
     [ours] = read_entries(str(board))
     assert ours["recipe"] == "speedrun" and ours["seeds"] == [0, 1] and ours["kind"] == "ours"
@@ -479,24 +613,60 @@ def test_record_attempt_with_airbench_rehearsed_on_the_cpu(tiny_betons, tmp_path
     1,024 random images in memory (airbench's batch): both entries and their comparison are written."""
     from speedrun import reference
     from speedrun.data.betons import CifarData
+
     try:
         reference.import_airbench()
     except ImportError:
         pytest.skip("airbench not installed (optional: pip install 'speedrun[reference]')")
     generator = torch.Generator().manual_seed(0)
-    data = CifarData(torch.randint(0, 256, (1024, 32, 32, 3), dtype=torch.uint8, generator=generator),
-                     torch.randint(0, 10, (1024,), generator=generator),
-                     torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8, generator=generator),
-                     torch.randint(0, 10, (64,), generator=generator))
+    data = CifarData(
+        torch.randint(0, 256, (1024, 32, 32, 3), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 10, (1024,), generator=generator),
+        torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 10, (64,), generator=generator),
+    )
     monkeypatch.setattr(leaderboard, "load_data", lambda overrides: data)
     board, table = tmp_path / "board.jsonl", tmp_path / "board.md"
-    leaderboard.main(["--recipe", "speedrun", "--seeds", "0-1", "--reference", "train94",
-                      "--leaderboard.require_reference", "true", "--training.precision", "fp32",
-                      "--training.device", "cpu", "--model.width", "4", "--epochs", "1", "--training.batch_size", "256",
-                      "--training.compile_cache", "", "--data.train_dataset", tiny_betons[0],
-                      "--data.val_dataset", tiny_betons[1], "--logging.folder", str(tmp_path / "runs"),
-                      "--logging.plots", "false", "--logging.progress", "false", "--logging.checkpoint", "none",
-                      "--leaderboard.file", str(board), "--leaderboard.markdown", str(table)])
+    leaderboard.main(
+        [
+            "--recipe",
+            "speedrun",
+            "--seeds",
+            "0-1",
+            "--reference",
+            "train94",
+            "--leaderboard.require_reference",
+            "true",
+            "--training.precision",
+            "fp32",
+            "--training.device",
+            "cpu",
+            "--model.width",
+            "4",
+            "--epochs",
+            "1",
+            "--training.batch_size",
+            "256",
+            "--training.compile_cache",
+            "",
+            "--data.train_dataset",
+            tiny_betons[0],
+            "--data.val_dataset",
+            tiny_betons[1],
+            "--logging.folder",
+            str(tmp_path / "runs"),
+            "--logging.plots",
+            "false",
+            "--logging.progress",
+            "false",
+            "--logging.checkpoint",
+            "none",
+            "--leaderboard.file",
+            str(board),
+            "--leaderboard.markdown",
+            str(table),
+        ]
+    )
     ours, ref = read_entries(str(board))
     assert (ours["kind"], ref["kind"], ref["name"]) == ("ours", "reference", "airbench train94")
     assert ref["seeds"] == [0, 1] and all(0 <= a <= 1 for a in ref["accuracies"])

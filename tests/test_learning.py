@@ -6,6 +6,7 @@ augmentation, schedule, optimizer and evaluation, at a narrower width (16) so th
 minute. A broken label, augmentation, normalisation, schedule or evaluation leaves it far below the
 bar; only a working trainer gets there.
 """
+
 import numpy as np
 import pytest
 
@@ -23,7 +24,7 @@ def shape_mask(shape, dy, dx, r):
     if shape == "square":
         return np.maximum(ay, ax) <= r
     if shape == "disc":
-        return dy ** 2 + dx ** 2 <= r ** 2
+        return dy**2 + dx**2 <= r**2
     if shape == "triangle":
         return (ay <= r) & (ax <= (dy + r) / 2)
     if shape == "bar":
@@ -57,11 +58,13 @@ def shape_betons(tmp_path_factory):
 
 
 def test_the_seed_recipe_learns_coloured_shapes(shape_betons, tmp_path):
-    summary = train({
-        "training": {"epochs": 5, "batch_size": 64, "seed": 0, "device": "cpu", "precision": "fp32"},
-        "model": {"width": 16},
-        "lr": {"lr_max": 0.02},
-        "data": {"train_dataset": shape_betons["train"], "val_dataset": shape_betons["test"]},
-        "logging": {"folder": str(tmp_path / "run"), "plots": False, "progress": False, "checkpoint_every": 0},
-    })
+    summary = train(
+        {
+            "training": {"epochs": 5, "batch_size": 64, "seed": 0, "device": "cpu", "precision": "fp32"},
+            "model": {"width": 16},
+            "lr": {"lr_max": 0.02},
+            "data": {"train_dataset": shape_betons["train"], "val_dataset": shape_betons["test"]},
+            "logging": {"folder": str(tmp_path / "run"), "plots": False, "progress": False, "checkpoint_every": 0},
+        }
+    )
     assert summary["final_test_acc"] >= 0.95, [round(h["test_acc"], 3) for h in summary["history"]]

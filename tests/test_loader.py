@@ -1,4 +1,5 @@
 """The on-device loader's state: saved and restored through one method, across loaders and devices."""
+
 import copy
 
 import pytest

@@ -34,6 +34,7 @@ def regression_batches(scale, dim=10, batch=256, seed=0, noise=0.1):
     def next_batch(i):
         x = scale * torch.randn(batch, dim, generator=generator, dtype=torch.float64)
         return x, x @ w_true + noise * torch.randn(batch, 1, generator=generator, dtype=torch.float64)
+
     return next_batch
 
 
@@ -53,9 +54,17 @@ def linear_model(dim=10):
 
 @pytest.mark.parametrize("scale", [1.0, 10.0])
 def test_suggestion_in_the_right_decade(scale):
-    curvature = scale ** 2
-    result = lr_range_test(linear_model(), sgd, regression_batches(scale), half_mse,
-                           lr_start=1e-4 / curvature, lr_end=100 / curvature, num_steps=100, rule="steepest")
+    curvature = scale**2
+    result = lr_range_test(
+        linear_model(),
+        sgd,
+        regression_batches(scale),
+        half_mse,
+        lr_start=1e-4 / curvature,
+        lr_end=100 / curvature,
+        num_steps=100,
+        rule="steepest",
+    )
     assert 0.1 / curvature <= result.suggested_lr < 1 / curvature
     assert result.rule.startswith("steepest")
     assert 0.5 / curvature <= result.suggestions["min_loss"] <= 2 / curvature
@@ -70,8 +79,7 @@ def test_exponential_sweep_and_untouched_model():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 1)).double()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = lr_range_test(model, sgd, regression_batches(1.0), half_mse,
-                           lr_start=1e-4, lr_end=1e-2, num_steps=11)
+    result = lr_range_test(model, sgd, regression_batches(1.0), half_mse, lr_start=1e-4, lr_end=1e-2, num_steps=11)
     assert result.steps == 11 and not result.stopped_early
     assert result.lrs == pytest.approx([1e-4 * 10 ** (i / 5) for i in range(11)])
     for key, value in model.state_dict().items():
@@ -92,30 +100,41 @@ def test_tensor_lr_and_custom_step_fn():
     def make_optimizer(model, lr):
         return torch.optim.SGD(model.parameters(), lr=torch.tensor(lr, dtype=torch.float64))
 
-    result = lr_range_test(linear_model(), make_optimizer, regression_batches(1.0), None,
-                           lr_start=1e-3, lr_end=1e-1, num_steps=3, step_fn=step_fn)
+    result = lr_range_test(
+        linear_model(),
+        make_optimizer,
+        regression_batches(1.0),
+        None,
+        lr_start=1e-3,
+        lr_end=1e-1,
+        num_steps=3,
+        step_fn=step_fn,
+    )
     assert calls == pytest.approx([1e-3, 1e-2, 1e-1]) == result.lrs
 
 
 def test_first_step_divergence_raises():
     # lr_start = 10 with curvature 1: the first update multiplies the error by 9
     with pytest.raises(LRTestDiverged) as info:
-        lr_range_test(linear_model(), sgd, regression_batches(1.0), half_mse,
-                      lr_start=10.0, lr_end=100.0, num_steps=20)
+        lr_range_test(linear_model(), sgd, regression_batches(1.0), half_mse, lr_start=10.0, lr_end=100.0, num_steps=20)
     assert info.value.lr > 10.0 and info.value.loss > 0
 
     def nan_loss(outputs, targets):
         return half_mse(outputs, targets) * float("nan")
 
     with pytest.raises(LRTestDiverged, match="lr=1e-05"):
-        lr_range_test(linear_model(), sgd, regression_batches(1.0), nan_loss,
-                      lr_start=1e-5, lr_end=1.0, num_steps=20)
+        lr_range_test(linear_model(), sgd, regression_batches(1.0), nan_loss, lr_start=1e-5, lr_end=1.0, num_steps=20)
 
 
 def test_bad_arguments_raise():
     args = (linear_model(), sgd, regression_batches(1.0), half_mse)
-    for kwargs in (dict(), dict(num_steps=1), dict(num_steps=10, lr_start=1.0, lr_end=0.1),
-                   dict(num_steps=10, smoothing=1.0), dict(num_steps=10, diverge_factor=1.0)):
+    for kwargs in (
+        dict(),
+        dict(num_steps=1),
+        dict(num_steps=10, lr_start=1.0, lr_end=0.1),
+        dict(num_steps=10, smoothing=1.0),
+        dict(num_steps=10, diverge_factor=1.0),
+    ):
         with pytest.raises(ValueError):
             lr_range_test(*args, **kwargs)
 
@@ -133,20 +152,20 @@ def test_min_loss_rule_ignores_the_first_fast_fall():
     """The shape the seed net's sweep has: the loss falls fastest in the first steps (an untrained
     net's transient), keeps falling to a minimum, then rises; min_loss picks the minimum."""
     lrs = [10 ** (i / 10 - 5) for i in range(50)]
-    curve = [4.4 - 1.5 * (1 - 0.7 ** i) - 0.02 * i if i < 35 else 2.2 + 0.3 * (i - 35) for i in range(50)]
+    curve = [4.4 - 1.5 * (1 - 0.7**i) - 0.02 * i if i < 35 else 2.2 + 0.3 * (i - 35) for i in range(50)]
     assert suggest_lr(lrs, curve, "min_loss")[0] == pytest.approx(lrs[35])
     assert lrs[35] / 2 <= suggest_lr(lrs, curve, "min_loss", losses=curve)[0] <= lrs[35]  # light smoothing
     assert suggest_lr(lrs, curve, "steepest")[0] < lrs[10]
 
 
 def test_json_and_plot(tmp_path):
-    result = lr_range_test(linear_model(), sgd, regression_batches(1.0), half_mse,
-                           lr_start=1e-3, lr_end=10.0, num_steps=40)
+    result = lr_range_test(
+        linear_model(), sgd, regression_batches(1.0), half_mse, lr_start=1e-3, lr_end=10.0, num_steps=40
+    )
     result.to_json(tmp_path / "lr_test.json")
     saved = json.loads((tmp_path / "lr_test.json").read_text())
     assert saved["suggested_lr"] == result.suggested_lr and saved["lrs"] == result.lrs
-    assert set(saved) == {"lrs", "losses", "smoothed", "suggested_lr", "rule", "stopped_early", "steps",
-                          "suggestions"}
+    assert set(saved) == {"lrs", "losses", "smoothed", "suggested_lr", "rule", "stopped_early", "steps", "suggestions"}
     assert saved["suggestions"]["min_loss"] == result.suggested_lr
     result.plot(tmp_path / "lr_test.png")
     png = (tmp_path / "lr_test.png").read_bytes()
@@ -155,8 +174,16 @@ def test_json_and_plot(tmp_path):
 
 def test_config_defaults():
     config = defaults()["lr_test"]
-    assert config == dict(enabled=True, lr_start=1e-5, lr_end=10.0, num_steps=0, smoothing=0.98,
-                          diverge_factor=4.0, rule="min_loss", factor=0.0)
+    assert config == dict(
+        enabled=True,
+        lr_start=1e-5,
+        lr_end=10.0,
+        num_steps=0,
+        smoothing=0.98,
+        diverge_factor=4.0,
+        rule="min_loss",
+        factor=0.0,
+    )
     assert num_test_steps(config["num_steps"], steps_per_epoch=98) == 98
     assert num_test_steps(50, steps_per_epoch=98) == 50
 
@@ -170,7 +197,7 @@ def test_a_short_epoch_sweeps_the_minimum_and_a_too_short_sweep_is_refused():
             num_test_steps(too_short, steps_per_epoch=98)
     # MIN_RULE_STEPS is the shortest curve both rules read; one point fewer falls back
     lrs = [10 ** (i / 4 - 3) for i in range(MIN_RULE_STEPS)]
-    falling = [3.0 - 0.1 * i ** 1.5 for i in range(MIN_RULE_STEPS)]
+    falling = [3.0 - 0.1 * i**1.5 for i in range(MIN_RULE_STEPS)]
     for rule in RULES:
         assert suggest_lr(lrs, falling, rule)[1] != FALLBACK
         assert suggest_lr(lrs[:-1], falling[:-1], rule)[1] == FALLBACK
@@ -178,7 +205,7 @@ def test_a_short_epoch_sweeps_the_minimum_and_a_too_short_sweep_is_refused():
 
 def test_loss_limits_keep_the_explosion_off_the_axis():
     start, low = 2.3, 1.5
-    smoothed = [start - (start - low) * i / 30 for i in range(31)] + [low * 1.3 ** i for i in range(1, 18)]
+    smoothed = [start - (start - low) * i / 30 for i in range(31)] + [low * 1.3**i for i in range(1, 18)]
     assert smoothed[-1] > 80
     bottom, top = loss_limits(smoothed)
     assert start < top <= start + 0.2 * (start - low) and low - 0.2 * (start - low) <= bottom < low
@@ -189,15 +216,16 @@ def test_loss_limits_keep_the_explosion_off_the_axis():
 
 def test_plot_clips_the_loss_axis_near_the_start_loss(tmp_path):
     lrs = [10 ** (i / 8 - 5) for i in range(48)]
-    losses = [2.3 - 0.02 * i for i in range(40)] + [1.5 * 2 ** i for i in range(1, 9)]  # ends at 384
+    losses = [2.3 - 0.02 * i for i in range(40)] + [1.5 * 2**i for i in range(1, 9)]  # ends at 384
     result = LRTestResult(lrs, losses, losses, lrs[39], "test", True, 48, {"min_loss": lrs[39]})
     figure = result.plot(tmp_path / "lr_test.png", lr_max=lrs[39] * 8)
     bottom, top = figure.axes[0].get_ylim()
     assert top <= 1.2 * losses[0] and bottom <= min(losses) and bottom >= 0.8 * min(losses)
     assert (tmp_path / "lr_test.png").read_bytes().startswith(b"\x89PNG")
     # a real sweep that explodes
-    result = lr_range_test(linear_model(), sgd, regression_batches(1.0), half_mse,
-                           lr_start=1e-3, lr_end=10.0, num_steps=40)
+    result = lr_range_test(
+        linear_model(), sgd, regression_batches(1.0), half_mse, lr_start=1e-3, lr_end=10.0, num_steps=40
+    )
     assert result.stopped_early and max(result.losses) > 2 * result.losses[0]
     bottom, top = result.plot(tmp_path / "sweep.png").axes[0].get_ylim()
     assert top <= 1.2 * result.smoothed[0] and bottom <= min(result.smoothed)
@@ -210,8 +238,16 @@ class Batches:
 def fallback_messages(monkeypatch, capsys, steps, rule):
     def sweep(*args, **kwargs):
         lrs = [10 ** (i - 5) for i in range(steps)]
-        return LRTestResult(lrs, [2.3] * steps, [2.3] * steps, lrs[0] / 10, rule, steps < MIN_RULE_STEPS, steps,
-                            {"min_loss": lrs[0] / 10, "steepest": lrs[0] / 10})
+        return LRTestResult(
+            lrs,
+            [2.3] * steps,
+            [2.3] * steps,
+            lrs[0] / 10,
+            rule,
+            steps < MIN_RULE_STEPS,
+            steps,
+            {"min_loss": lrs[0] / 10, "steepest": lrs[0] / 10},
+        )
 
     monkeypatch.setattr(derive, "lr_range_test", sweep)
     cfg = resolve_config({"training": {"batch_size": 512}, "logging": {"plots": False, "progress": False}})
@@ -234,9 +270,13 @@ def test_an_epoch_of_two_batches_sweeps_the_minimum_number_of_steps(tiny_betons,
     through the data for MIN_SWEEP_STEPS steps on the exponential grid of that length."""
     from speedrun.train import train
 
-    config = {"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]}, "model": {"width": 8},
-              "training": {"epochs": 1, "batch_size": 128, "device": "cpu", "precision": "fp32"},
-              "lr": {"lr_max": 0.0}, "logging": {"folder": str(tmp_path), "progress": False, "plots": False}}
+    config = {
+        "data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]},
+        "model": {"width": 8},
+        "training": {"epochs": 1, "batch_size": 128, "device": "cpu", "precision": "fp32"},
+        "lr": {"lr_max": 0.0},
+        "logging": {"folder": str(tmp_path), "progress": False, "plots": False},
+    }
     summary = train(config)
     sweep = json.loads((tmp_path / "lr_test.json").read_text())
     assert sweep["steps"] == MIN_SWEEP_STEPS or sweep["stopped_early"]
@@ -249,10 +289,14 @@ def test_an_epoch_of_two_batches_sweeps_the_minimum_number_of_steps(tiny_betons,
 def test_an_explicit_sweep_too_short_to_read_is_refused(tiny_betons, tmp_path):
     from speedrun.train import train
 
-    config = {"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]}, "model": {"width": 8},
-              "training": {"epochs": 1, "batch_size": 128, "device": "cpu", "precision": "fp32"},
-              "lr": {"lr_max": 0.0}, "lr_test": {"num_steps": 4},
-              "logging": {"folder": str(tmp_path), "progress": False, "plots": False}}
+    config = {
+        "data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]},
+        "model": {"width": 8},
+        "training": {"epochs": 1, "batch_size": 128, "device": "cpu", "precision": "fp32"},
+        "lr": {"lr_max": 0.0},
+        "lr_test": {"num_steps": 4},
+        "logging": {"folder": str(tmp_path), "progress": False, "plots": False},
+    }
     with pytest.raises(ValueError, match=r"--lr_test\.num_steps 4 .*--lr\.lr_max"):
         train(config)
     assert not (tmp_path / "lr_test.json").exists()

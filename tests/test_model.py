@@ -52,18 +52,18 @@ def test_train_mode_backward():
 def test_receptive_fields_by_hand(narrow_rows):
     # (r, j, start) from r += (k-1)*j; j *= s; start += ((k-1)/2 - p)*j with start_in = 0.5
     expected = {
-        "prep.0": (3, 1, 0.5),                   # 3x3 conv, pad 1
-        "prep.2": (3, 1, 0.5),                   # ReLU keeps the field
+        "prep.0": (3, 1, 0.5),  # 3x3 conv, pad 1
+        "prep.2": (3, 1, 0.5),  # ReLU keeps the field
         "layer1.0.0": (5, 1, 0.5),
-        "layer1.0.1": (6, 2, 1.0),               # 2x2 pool: r += 1, j doubles, centre of pixels 0-1
+        "layer1.0.1": (6, 2, 1.0),  # 2x2 pool: r += 1, j doubles, centre of pixels 0-1
         "layer1.1.block.0.0": (10, 2, 1.0),
         "layer1.1.block.1.0": (14, 2, 1.0),
-        "layer1.1": (14, 2, 1.0),                # residual sum: the deeper branch's field
+        "layer1.1": (14, 2, 1.0),  # residual sum: the deeper branch's field
         "layer2.0": (18, 2, 1.0),
         "layer2.1": (20, 4, 2.0),
         "layer3.0.1": (32, 8, 4.0),
         "layer3.1": (64, 8, 4.0),
-        "pool": (88, 32, 16.0),                  # 4x4 pool: r = 64 + 3*8
+        "pool": (88, 32, 16.0),  # 4x4 pool: r = 64 + 3*8
         "fc": (88, 32, 16.0),
     }
     for name, field in expected.items():

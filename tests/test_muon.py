@@ -1,5 +1,6 @@
 """Muon and Newton-Schulz against a plain float64 reference and the properties they promise, the
 batched update against the one-filter-at-a-time one, and what the record step costs in operations."""
+
 import pytest
 import torch
 
@@ -55,8 +56,9 @@ def test_step_matches_float64_reference(nesterov, weight_decay):
     params = [torch.nn.Parameter(torch.randn(shape)) for shape in SHAPES]
     initial = [p.detach().clone() for p in params]
     grads = [[torch.randn(shape) for shape in SHAPES] for _ in range(3)]
-    optimizer = Muon(params, lr=0.05, momentum=0.6, nesterov=nesterov, weight_decay=weight_decay,
-                     ns_dtype=torch.float32)
+    optimizer = Muon(
+        params, lr=0.05, momentum=0.6, nesterov=nesterov, weight_decay=weight_decay, ns_dtype=torch.float32
+    )
     for step_grads in grads:
         for p, g in zip(params, step_grads):
             p.grad = g.clone()
@@ -140,8 +142,23 @@ def test_parameters_without_grad_are_skipped():
 # wide matrix of one shape up to a transpose with a wide filter padded to them; two tall matrices of
 # one short side, padded in their own orientation; a tall filter transposed to join a wide matrix
 # padded to its length; a tall matrix and a wide one of its short side; and a shape of its own.
-MIXED_SHAPES = [(8, 4, 3, 3), (6, 10), (8, 4, 3, 3), (12, 5), (16, 2, 3, 3), (8, 4, 3, 3), (10, 6), (8, 36),
-                (40, 3), (8, 2, 2, 2), (7, 5), (6, 3, 2, 2), (20, 1, 2, 2), (4, 9), (3, 7)]
+MIXED_SHAPES = [
+    (8, 4, 3, 3),
+    (6, 10),
+    (8, 4, 3, 3),
+    (12, 5),
+    (16, 2, 3, 3),
+    (8, 4, 3, 3),
+    (10, 6),
+    (8, 36),
+    (40, 3),
+    (8, 2, 2, 2),
+    (7, 5),
+    (6, 3, 2, 2),
+    (20, 1, 2, 2),
+    (4, 9),
+    (3, 7),
+]
 CHANNELS_LAST_SHAPES = {(8, 4, 3, 3), (8, 2, 2, 2)}
 
 
@@ -193,16 +210,26 @@ def test_parameters_are_batched_by_the_short_side_of_their_matrices():
     params = [torch.zeros(shape) for shape in MIXED_SHAPES]
     groups = sorted(sorted(sorted(part) for part in group) for group in batches(params))
     assert groups == [[[0, 2, 5], [7], [9]], [[1], [6], [11]], [[3], [10]], [[4]], [[8], [14]], [[12], [13]]]
-    layouts = {tuple(plan.indices): (plan.matrix, plan.padded) for plan in
-               (Batch(params, parts) for parts in batches(params))}
-    assert layouts == {(0, 2, 5, 7, 9): ((8, 36), True), (1, 6, 11): ((6, 12), True), (3, 10): ((12, 5), True),
-                       (4,): ((16, 18), False), (8, 14): ((3, 40), True), (12, 13): ((4, 20), True)}
+    layouts = {
+        tuple(plan.indices): (plan.matrix, plan.padded) for plan in (Batch(params, parts) for parts in batches(params))
+    }
+    assert layouts == {
+        (0, 2, 5, 7, 9): ((8, 36), True),
+        (1, 6, 11): ((6, 12), True),
+        (3, 10): ((12, 5), True),
+        (4,): ((16, 18), False),
+        (8, 14): ((3, 40), True),
+        (12, 13): ((4, 20), True),
+    }
 
 
 # Batches that need padding: wide matrices, tall ones kept tall, tall and wide ones together (a tall
 # filter among them), each with its own norm and scale.
-PADDED_BATCHES = [[(6, 20), (6, 7), (6, 6), (6, 7)], [(20, 6), (7, 6), (9, 6)],
-                  [(6, 20), (20, 6), (11, 6), (6, 3, 2, 2), (14, 2, 1, 3)]]
+PADDED_BATCHES = [
+    [(6, 20), (6, 7), (6, 6), (6, 7)],
+    [(20, 6), (7, 6), (9, 6)],
+    [(6, 20), (20, 6), (11, 6), (6, 3, 2, 2), (14, 2, 1, 3)],
+]
 
 
 @pytest.mark.parametrize("shapes", PADDED_BATCHES)
@@ -234,8 +261,7 @@ def test_batched_update_equals_the_per_filter_update(nesterov, weight_decay, lr_
     lr = 0.1 if lr_kind == "float" else torch.tensor(0.1)
     expected, expected_buffers = per_filter_run(weights, grads, lr, 0.6, nesterov, weight_decay)
     params = [torch.nn.Parameter(w.clone()) for w in weights]
-    optimizer = Muon(params, lr=lr, momentum=0.6, nesterov=nesterov, weight_decay=weight_decay,
-                     ns_dtype=torch.float32)
+    optimizer = Muon(params, lr=lr, momentum=0.6, nesterov=nesterov, weight_decay=weight_decay, ns_dtype=torch.float32)
     for step_grads in grads:
         for p, g in zip(params, step_grads):
             p.grad = g.clone()
@@ -322,8 +348,9 @@ RECORD_MUON_OPS = 67
 
 
 def test_the_eager_record_step_dispatches_few_operations():
-    cfg = resolve_config({"training": {"recipe": "speedrun", "batch_size": 4, "precision": "fp32", "device": "cpu",
-                                       "compile": "off"}})
+    cfg = resolve_config(
+        {"training": {"recipe": "speedrun", "batch_size": 4, "precision": "fp32", "device": "cpu", "compile": "off"}}
+    )
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (256, 32, 32, 3), dtype=torch.uint8, generator=generator)
     policy = policy_from_config(cfg["training"], torch.device("cpu"), tell=False)

@@ -1,5 +1,6 @@
 """The optimizers' state: allocated up front, loaded back in place, and updated by plain tensor ops in
 a whole step as the optimizer's own step() updates it."""
+
 import copy
 
 import pytest

@@ -1,4 +1,5 @@
 """speedrun.predict: image loading rules, predictions from a saved tiny net, and clear errors."""
+
 import os
 import subprocess
 import sys
@@ -28,8 +29,10 @@ def run_folder(tmp_path_factory):
     cfg["model"]["width"] = 4
     torch.manual_seed(0)
     net = build_model(cfg)
-    checkpoint.save_checkpoint(str(folder), {"signature": checkpoint.model_signature(net),
-                                             "model": net.state_dict(), "config": cfg, "epoch": 1})
+    checkpoint.save_checkpoint(
+        str(folder),
+        {"signature": checkpoint.model_signature(net), "model": net.state_dict(), "config": cfg, "epoch": 1},
+    )
     return folder
 
 
@@ -39,8 +42,12 @@ def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")
     noise = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
     rgb = Image.fromarray(noise)
-    files = {"rgb.jpg": rgb, "rgba.png": rgb.convert("RGBA").resize((45, 71)),
-             "grey.png": rgb.convert("L").resize((33, 200)), "palette.png": rgb.convert("P")}
+    files = {
+        "rgb.jpg": rgb,
+        "rgba.png": rgb.convert("RGBA").resize((45, 71)),
+        "grey.png": rgb.convert("L").resize((33, 200)),
+        "palette.png": rgb.convert("P"),
+    }
     paths = []
     for name, image in files.items():
         image.save(folder / name)
@@ -66,7 +73,7 @@ def test_resize_keeps_aspect_by_centre_crop(tmp_path):
     # centre crop is exactly the red|blue middle; squashing the whole image would bring in the green.
     stripes = np.zeros((32, 64, 3), np.uint8)
     for index, colour in enumerate((GREEN, RED, BLUE, GREEN)):
-        stripes[:, 16 * index:16 * (index + 1)] = colour
+        stripes[:, 16 * index : 16 * (index + 1)] = colour
     Image.fromarray(stripes).save(tmp_path / "wide.png")
     array = load_image(tmp_path / "wide.png")
     assert tuple(array[16, 0]) == RED and tuple(array[16, 15]) == RED
@@ -79,7 +86,7 @@ def test_resize_shrinks_shorter_side_then_crops(tmp_path):
     # height 64, the crop keeps its middle 32 rows: red on top, blue below.
     stripes = np.zeros((120, 60, 3), np.uint8)
     for index, colour in enumerate((GREEN, RED, BLUE, GREEN)):
-        stripes[30 * index:30 * (index + 1)] = colour
+        stripes[30 * index : 30 * (index + 1)] = colour
     Image.fromarray(stripes).save(tmp_path / "tall.png")
     array = load_image(tmp_path / "tall.png").astype(int)
     assert np.abs(array[2, 16] - RED).max() <= 2 and np.abs(array[29, 16] - BLUE).max() <= 2
@@ -155,9 +162,15 @@ def test_predict_uses_the_saved_record_net_and_its_weight_average(images, tmp_pa
     with torch.no_grad():
         for p in average.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    checkpoint.save_checkpoint(str(tmp_path), {"signature": checkpoint.model_signature(net),
-                                               "model": net.state_dict(), "average": average.state_dict(),
-                                               "config": cfg})
+    checkpoint.save_checkpoint(
+        str(tmp_path),
+        {
+            "signature": checkpoint.model_signature(net),
+            "model": net.state_dict(),
+            "average": average.state_dict(),
+            "config": cfg,
+        },
+    )
     table = normalize_table(CIFAR10_MEAN, CIFAR10_STD, torch.float32, "cpu")
     inputs = normalize(torch.as_tensor(np.stack([load_image(p) for p in images])), table)
     expected = tta_logits(average.eval(), inputs, 1).softmax(1).max(1).values
@@ -174,8 +187,12 @@ def test_main_prints_one_line_per_image(run_folder, images, capsys):
 
 
 def test_command_line_subprocess(run_folder, images):
-    result = subprocess.run([sys.executable, "-m", "speedrun.predict", "--checkpoint", str(run_folder),
-                             "--device", "cpu", images[0]], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "speedrun.predict", "--checkpoint", str(run_folder), "--device", "cpu", images[0]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     name, rest = result.stdout.strip().split(": ", 1)
     assert name == images[0] and rest.count("%") == 3
@@ -207,17 +224,21 @@ def test_truncated_image_is_an_error(tmp_path):
 
 def test_corrupt_checkpoint_errors_without_traceback(images, tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"definitely not a checkpoint")
-    result = subprocess.run([sys.executable, "-m", "speedrun.predict", "--checkpoint",
-                             str(tmp_path / "checkpoint.pt"), images[0]], cwd=ROOT, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "speedrun.predict", "--checkpoint", str(tmp_path / "checkpoint.pt"), images[0]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and result.stdout == ""
     assert "is not a readable checkpoint" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("where", ["empty folder", "missing file", "foreign file"])
 def test_checkpoint_path_errors(images, tmp_path, where, capsys):
-    path = {"empty folder": tmp_path, "missing file": tmp_path / "nope.pt",
-            "foreign file": tmp_path / "other.pt"}[where]
+    path = {"empty folder": tmp_path, "missing file": tmp_path / "nope.pt", "foreign file": tmp_path / "other.pt"}[
+        where
+    ]
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(SystemExit) as exit_:
         main(["--checkpoint", str(path), images[0]])
@@ -227,8 +248,10 @@ def test_checkpoint_path_errors(images, tmp_path, where, capsys):
 
 
 def test_unknown_option_and_bad_top_are_usage_errors(run_folder, images, capsys):
-    for argv in (["--checkpoint", str(run_folder), "--topk", "2", images[0]],
-                 ["--checkpoint", str(run_folder), "--top", "11", images[0]]):
+    for argv in (
+        ["--checkpoint", str(run_folder), "--topk", "2", images[0]],
+        ["--checkpoint", str(run_folder), "--top", "11", images[0]],
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2
@@ -241,6 +264,7 @@ def test_library_names_import_from_the_package():
     from speedrun import CustomResNet, load_beton, load_cifar_betons
     from speedrun.predict import predict
     from speedrun.train import train
+
     assert callable(train) and callable(load_beton) and callable(load_cifar_betons) and callable(predict)
     assert sum(p.numel() for p in CustomResNet().parameters()) == 6_573_130
     assert sorted(speedrun.__all__) == ["CustomResNet", "load_beton", "load_cifar_betons"]

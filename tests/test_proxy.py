@@ -1,5 +1,6 @@
 """The CPU proxy's bookkeeping: arms read from their summaries, each against the first with Welch's
 interval, airbench's accuracy without test-time augmentation, and the paired test-time augmentation table."""
+
 import argparse
 import json
 import sys
@@ -31,8 +32,22 @@ def test_arms_already_run_are_read_and_compared_with_the_first(tmp_path, monkeyp
     # airbench reports its accuracy with and without test-time augmentation: the proxy takes the latter
     write_summaries(tmp_path, "airbench-train94", [0.90, 0.90, 0.90], test_acc_without_tta=0.69)
     monkeypatch.setattr(proxy.subprocess, "run", lambda *a, **k: pytest.fail("nothing is left to run"))
-    proxy.main(["--data", "unused", "--out", str(tmp_path), "--seeds", "0-2", "--arm", "base=",
-                "--arm", "lookahead-5=--training.lookahead 5", "--arm", "airbench-train94=train94"])
+    proxy.main(
+        [
+            "--data",
+            "unused",
+            "--out",
+            str(tmp_path),
+            "--seeds",
+            "0-2",
+            "--arm",
+            "base=",
+            "--arm",
+            "lookahead-5=--training.lookahead 5",
+            "--arm",
+            "airbench-train94=train94",
+        ]
+    )
     saved = json.loads((tmp_path / "proxy.json").read_text())
     lookahead = saved["arms"]["lookahead-5"]
     expected = welch_interval([100 * a for a in ARMS["lookahead-5"]], [100 * a for a in ARMS["base"]])
@@ -56,8 +71,10 @@ def test_commands_of_our_arms_and_of_airbench():
 
 
 def test_test_time_augmentation_is_compared_on_the_same_nets():
-    scores = [{"0": 0.70, "1": 0.71, "2": 0.72, "selective": {"2@0.5": {"accuracy": 0.715, "tta_fraction": 0.5}}},
-              {"0": 0.60, "1": 0.62, "2": 0.63, "selective": {"2@0.5": {"accuracy": 0.63, "tta_fraction": 0.4}}}]
+    scores = [
+        {"0": 0.70, "1": 0.71, "2": 0.72, "selective": {"2@0.5": {"accuracy": 0.715, "tta_fraction": 0.5}}},
+        {"0": 0.60, "1": 0.62, "2": 0.63, "selective": {"2@0.5": {"accuracy": 0.63, "tta_fraction": 0.4}}},
+    ]
     table = proxy.paired_tta(scores)
     assert table["2"]["minus_tta0"]["difference"] == pytest.approx(2.5)
     assert table["2@0.5"]["tta_fraction"] == pytest.approx(0.45) and table["0"]["tta_fraction"] == 0

@@ -2,6 +2,7 @@
 the linear head), the whitening bias trained for the first epochs only, and lookahead. Which parameter
 lands in which group, what each computes against a plain reference, that the whole step stays one graph
 with them on, that a checkpoint keeps them, and that a run with them off computes what it always did."""
+
 import pytest
 import torch
 from test_step import compiled_run, losses, step_config
@@ -17,8 +18,14 @@ from speedrun.train import train
 
 IDEAS = {"bias_lr_scale": 4.0, "head_lr_scale": 2.0, "whiten_bias_epochs": 1, "lookahead": 2}
 OFF = {"bias_lr_scale": 1.0, "head_lr_scale": 1.0}  # the record recipe sets both: these tests turn them off
-BIASES = ["layers.0.norm1.bias", "layers.0.norm2.bias", "layers.1.norm1.bias", "layers.1.norm2.bias",
-          "layers.2.norm1.bias", "layers.2.norm2.bias"]
+BIASES = [
+    "layers.0.norm1.bias",
+    "layers.0.norm2.bias",
+    "layers.1.norm1.bias",
+    "layers.1.norm2.bias",
+    "layers.2.norm1.bias",
+    "layers.2.norm2.bias",
+]
 FILTERS = [f"layers.{i}.conv{j}.weight" for i in range(3) for j in (1, 2)]
 
 
@@ -31,8 +38,10 @@ def record_net(**training):
 def described(net, cfg):
     """Each group of the configured optimizer as (parameter names, lr_scale, weight_decay, lr_epochs)."""
     names = {p: name for name, p in net.named_parameters()}
-    return [([names[p] for p in group["params"]], group["lr_scale"], group["weight_decay"], group["lr_epochs"])
-            for group in param_groups(net, cfg)]
+    return [
+        ([names[p] for p in group["params"]], group["lr_scale"], group["weight_decay"], group["lr_epochs"])
+        for group in param_groups(net, cfg)
+    ]
 
 
 def test_without_the_options_the_record_net_keeps_its_two_groups():
@@ -42,19 +51,27 @@ def test_without_the_options_the_record_net_keeps_its_two_groups():
 
 def test_the_record_recipe_trains_its_biases_at_64x_and_its_head_at_8x():
     net, cfg = record_net()
-    assert described(net, cfg) == [(FILTERS, 1.0, 0.0, 0), (["whiten.bias", *BIASES], 64.0, 5e-4 / 64, 0),
-                                   (["head.weight"], 8.0, 5e-4, 0)]
+    assert described(net, cfg) == [
+        (FILTERS, 1.0, 0.0, 0),
+        (["whiten.bias", *BIASES], 64.0, 5e-4 / 64, 0),
+        (["head.weight"], 8.0, 5e-4, 0),
+    ]
 
 
 def test_biases_and_head_get_their_own_groups_with_the_decay_a_step_kept():
     net, cfg = record_net(bias_lr_scale=64.0, head_lr_scale=2.0, whiten_bias_epochs=3)
-    assert described(net, cfg) == [(FILTERS, 1.0, 0.0, 0), (["whiten.bias"], 64.0, 5e-4 / 64, 3),
-                                   (BIASES, 64.0, 5e-4 / 64, 0), (["head.weight"], 2.0, 5e-4, 0)]
+    assert described(net, cfg) == [
+        (FILTERS, 1.0, 0.0, 0),
+        (["whiten.bias"], 64.0, 5e-4 / 64, 3),
+        (BIASES, 64.0, 5e-4 / 64, 0),
+        (["head.weight"], 2.0, 5e-4, 0),
+    ]
     optimizer = build_optimizer(net, cfg, lr=0.1)
     groups = optimizer.param_groups
     assert [group["lr"].item() for group in groups] == pytest.approx([0.1, 6.4, 6.4, 0.2])
-    assert [group["lr"].item() * group["weight_decay"] for group in groups[1:]] == \
-        pytest.approx([0.1 * 5e-4, 0.1 * 5e-4, 0.2 * 5e-4])  # the biases' decay a step is the others'
+    assert [group["lr"].item() * group["weight_decay"] for group in groups[1:]] == pytest.approx(
+        [0.1 * 5e-4, 0.1 * 5e-4, 0.2 * 5e-4]
+    )  # the biases' decay a step is the others'
     assert len({id(group["lr"]) for group in groups}) == 4  # an LR tensor each, written apart
     # a range test's LR (a float) is scaled per group; a row of the run's table is taken as it is
     set_lr(optimizer, 0.5)
@@ -84,8 +101,11 @@ def test_adam_and_sgd_take_the_groups_too_and_the_resnet_has_no_whitening_bias()
     net = build_model(resnet)
     kinds = {p: type(module).__name__ for module in net.modules() for p in module.parameters(recurse=False)}
     groups = param_groups(net, resnet)
-    assert [{kinds[p] for p in group["params"]} for group in groups] == \
-        [{"Conv2d", "BatchNorm2d"}, {"BatchNorm2d"}, {"Linear"}]  # BN weights stay; BN biases, the head apart
+    assert [{kinds[p] for p in group["params"]} for group in groups] == [
+        {"Conv2d", "BatchNorm2d"},
+        {"BatchNorm2d"},
+        {"Linear"},
+    ]  # BN weights stay; BN biases, the head apart
     assert [group["lr_scale"] for group in groups] == [1.0, 8.0, 3.0]
     with pytest.raises(ValueError, match="record"):
         param_groups(net, resolve_config({"training": {"whiten_bias_epochs": 2}}))
@@ -116,8 +136,9 @@ def test_the_whitening_bias_is_trained_in_its_epochs_only(tiny_betons, tmp_path,
     start, first, second, third = after
     assert not torch.equal(start["whiten.bias"], first["whiten.bias"])
     # zero LR from epoch 2 on: not a bit changes, though its momentum and weight decay are not zero
-    assert torch.equal(first["whiten.bias"], second["whiten.bias"]) and torch.equal(second["whiten.bias"],
-                                                                                    third["whiten.bias"])
+    assert torch.equal(first["whiten.bias"], second["whiten.bias"]) and torch.equal(
+        second["whiten.bias"], third["whiten.bias"]
+    )
     for name in ("layers.0.norm1.bias", "head.weight", "layers.1.conv1.weight"):
         assert not torch.equal(first[name], second[name]) and not torch.equal(second[name], third[name]), name
 
@@ -129,7 +150,7 @@ def reference_lookahead(weights, updates, period, total):
     for step, update in enumerate(updates, 1):
         weights = [w + u.double() for w, u in zip(weights, update)]
         if step % period == 0:
-            d = 0.95 ** period * (step / total) ** 3
+            d = 0.95**period * (step / total) ** 3
             slow = [s + (1 - d) * (w - s) for s, w in zip(slow, weights)]
             weights = list(slow)
         if step == total:
@@ -185,8 +206,9 @@ def test_a_run_with_lookahead_ends_on_its_slow_copy(tiny_betons, tmp_path, monke
     assert summary["final_test_acc"] > 0
 
 
-def test_with_every_idea_on_the_whole_step_is_one_graph_and_computes_the_eager_losses(tiny_betons, tmp_path,
-                                                                                      monkeypatch):
+def test_with_every_idea_on_the_whole_step_is_one_graph_and_computes_the_eager_losses(
+    tiny_betons, tmp_path, monkeypatch
+):
     eager = train(step_config(tiny_betons, tmp_path / "eager", "speedrun", epochs=3, **IDEAS))
     real, runs = step_module.warm_up, []
 
@@ -197,8 +219,9 @@ def test_with_every_idea_on_the_whole_step_is_one_graph_and_computes_the_eager_l
         return seconds
 
     monkeypatch.setattr(step_module, "warm_up", warm_up)
-    whole, breaks, compiled_after_warm_up = compiled_run(tiny_betons, tmp_path / "whole", monkeypatch, "speedrun",
-                                                         "whole-step", **IDEAS)
+    whole, breaks, compiled_after_warm_up = compiled_run(
+        tiny_betons, tmp_path / "whole", monkeypatch, "speedrun", "whole-step", **IDEAS
+    )
     assert (eager["compiled"], whole["compiled"]) == ("no", "whole-step")
     assert len(whole["marked_static"]) > 10 and all(whole["marked_static"])
     run, restored = runs[0]
@@ -213,8 +236,13 @@ def test_with_every_idea_on_the_whole_step_is_one_graph_and_computes_the_eager_l
 
 def test_a_run_with_every_idea_on_resumes_exactly(tiny_betons, tmp_path, monkeypatch):
     # lookahead due at steps 3, 6, 9 and 12: at the cut (step 8) the slow copy is not the weights
-    whole = whole_and_cut(tmp_path, monkeypatch, lambda name: step_config(
-        tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0, **{**IDEAS, "lookahead": 3}))
+    whole = whole_and_cut(
+        tmp_path,
+        monkeypatch,
+        lambda name: step_config(
+            tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0, **{**IDEAS, "lookahead": 3}
+        ),
+    )
     resumed = train({"training": {"resume": str(tmp_path / "cut")}, "logging": {"progress": False}})
     assert without_times(resumed["history"]) == without_times(whole["history"])
     assert resumed["final_test_acc"] == whole["final_test_acc"]
@@ -232,8 +260,13 @@ def test_a_seed_sweep_with_every_idea_on_starts_each_seed_afresh(tiny_betons, tm
 
 def test_a_checkpoint_from_before_the_options_resumes_as_it_would_have(tiny_betons, tmp_path, monkeypatch):
     """A checkpoint written before these options: none in its config, no lookahead state, no group scales."""
-    whole = whole_and_cut(tmp_path, monkeypatch, lambda name: step_config(  # as the recipe was before them
-        tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0, **OFF))
+    whole = whole_and_cut(
+        tmp_path,
+        monkeypatch,
+        lambda name: step_config(  # as the recipe was before them
+            tiny_betons, tmp_path / name, "speedrun", epochs=3, late_evals_from=0, **OFF
+        ),
+    )
     path = tmp_path / "cut" / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
     for option in IDEAS:
@@ -254,8 +287,11 @@ def test_with_the_options_off_a_run_computes_what_it_did_before_to_the_bit(tiny_
     # the whitening bias in a group of its own, trained to the end: the same numbers from two SGD groups
     split = train(step_config(tiny_betons, tmp_path / "split", "speedrun", epochs=3, **OFF, whiten_bias_epochs=3))
     with monkeypatch.context() as patch:  # the one-column table of before
-        patch.setattr(train_module, "group_lr_table",
-                      lambda lrs, groups, steps_per_epoch, device: torch.tensor(lrs, device=device))
+        patch.setattr(
+            train_module,
+            "group_lr_table",
+            lambda lrs, groups, steps_per_epoch, device: torch.tensor(lrs, device=device),
+        )
         before = train(step_config(tiny_betons, tmp_path / "before", "speedrun", epochs=3, **OFF))
     for run in (split, before):
         assert without_times(run["history"]) == without_times(default["history"])

@@ -1,4 +1,5 @@
 """RecordNet: shapes, counts, whitening init, TTA, and a few training steps."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -111,8 +112,15 @@ def test_a_few_training_steps_reduce_the_loss():
     whiten_init_(net.whiten, images)
     trainable = [p for p in net.parameters() if p.requires_grad]  # the frozen whitening weight and BN scales out
     muon = Muon([p for p in trainable if p.ndim == 4], lr=0.2, momentum=0.6, ns_dtype=torch.float32)
-    sgd = torch.optim.SGD([dict(params=[p for p in trainable if p.ndim != 4 and p is not net.head.weight]),
-                           dict(params=[net.head.weight], lr=2.0)], lr=0.05, momentum=0.8, nesterov=True)
+    sgd = torch.optim.SGD(
+        [
+            dict(params=[p for p in trainable if p.ndim != 4 and p is not net.head.weight]),
+            dict(params=[net.head.weight], lr=2.0),
+        ],
+        lr=0.05,
+        momentum=0.8,
+        nesterov=True,
+    )
     whiten_weight = net.whiten.weight.detach().clone()
     losses = []
     for _ in range(8):

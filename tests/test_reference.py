@@ -1,4 +1,5 @@
 """The airbench adapter: the export it reads, the install hint, and run_reference's plumbing."""
+
 import json
 import os
 import sys
@@ -19,17 +20,21 @@ Data = namedtuple("Data", "train_images train_labels test_images test_labels")
 @pytest.fixture
 def data():
     generator = torch.Generator().manual_seed(0)
-    return Data(torch.randint(0, 256, (12, 32, 32, 3), dtype=torch.uint8, generator=generator),
-                torch.randint(0, 10, (12,), generator=generator),
-                torch.randint(0, 256, (6, 32, 32, 3), dtype=torch.uint8, generator=generator),
-                torch.randint(0, 10, (6,), generator=generator))
+    return Data(
+        torch.randint(0, 256, (12, 32, 32, 3), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 10, (12,), generator=generator),
+        torch.randint(0, 256, (6, 32, 32, 3), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 10, (6,), generator=generator),
+    )
 
 
 def test_export_round_trips(data, tmp_path):
     folder = export_for_airbench(data, str(tmp_path / "cifar10"))
     assert sorted(os.listdir(folder)) == ["test.pt", "train.pt"]
-    for filename, images, labels in [("train.pt", data.train_images, data.train_labels),
-                                     ("test.pt", data.test_images, data.test_labels)]:
+    for filename, images, labels in [
+        ("train.pt", data.train_images, data.train_labels),
+        ("test.pt", data.test_images, data.test_labels),
+    ]:
         saved = torch.load(os.path.join(folder, filename))
         assert saved["images"].dtype == torch.uint8 and saved["images"].shape == images.shape
         assert torch.equal(saved["images"], images)
@@ -39,6 +44,7 @@ def test_export_round_trips(data, tmp_path):
 
 def test_export_of_real_betons_keeps_pixels_and_labels(tiny_betons, tmp_path):
     from speedrun.data.betons import load_cifar_betons
+
     data = load_cifar_betons(*tiny_betons, device="cpu")
     folder = export_for_airbench(data, str(tmp_path))
     saved = torch.load(os.path.join(folder, "test.pt"))
@@ -47,8 +53,12 @@ def test_export_of_real_betons_keeps_pixels_and_labels(tiny_betons, tmp_path):
 
 
 def test_export_takes_numpy_and_narrower_labels(data, tmp_path):
-    numpy_data = Data(data.train_images.numpy(), data.train_labels.int().numpy(),
-                      data.test_images.numpy(), data.test_labels.int().numpy())
+    numpy_data = Data(
+        data.train_images.numpy(),
+        data.train_labels.int().numpy(),
+        data.test_images.numpy(),
+        data.test_labels.int().numpy(),
+    )
     saved = torch.load(os.path.join(export_for_airbench(numpy_data, str(tmp_path)), "train.pt"))
     assert torch.equal(saved["images"], data.train_images) and saved["labels"].dtype == torch.int64
 
@@ -142,6 +152,7 @@ def test_airbench_widths_scale_as_our_width():
 
 def test_each_seed_trains_on_the_subset_our_run_of_it_draws(data):
     from speedrun.data.loader import train_subset
+
     assert reference.seed_data(data, 0, 3) is data
     for seed in (0, 1):
         chosen = reference.seed_data(data, 5, seed)
@@ -201,23 +212,25 @@ def fake_airbench(monkeypatch, calls, make_net_parameter=True, built=None):
         train_loader.normalize(train_loader.images)  # the first epoch starts
         steps = 1 if run == "warmup" and verbose else STEPS
         clock[0] += LOOP
-        calls.append((run, verbose, torch.randint(0, 1000, ()).item(), len(train_loader.images),
-                      len(test_loader.images), steps))
+        calls.append(
+            (run, verbose, torch.randint(0, 1000, ()).item(), len(train_loader.images), len(test_loader.images), steps)
+        )
         return None if steps < STEPS else net
 
     CifarLoader.__module__ = __name__  # where on_cpu finds the loader the training call builds
     if make_net_parameter:
+
         def train94(train_loader=None, run=0, verbose=True, make_net=make_net94):
             return train(train_loader, run, verbose, make_net)
     else:
+
         def train94(train_loader=None, run=0, verbose=True):
             return train(train_loader, run, verbose, make_net94)
 
     airbench.CifarLoader = CifarLoader
     airbench.evaluate = lambda net, loader, tta_level=0: 0.95 if tta_level else 0.94
     library.train94 = train94
-    library.hyp = {"opt": {"batch_size": 4, "train_epochs": 9.9}, "aug": {"flip": True},
-                   "net": {"tta_level": 2}}
+    library.hyp = {"opt": {"batch_size": 4, "train_epochs": 9.9}, "aug": {"flip": True}, "net": {"tta_level": 2}}
     monkeypatch.setitem(sys.modules, "airbench", airbench)
     monkeypatch.setitem(sys.modules, "airbench.lib_airbench94", library)
 
@@ -275,8 +288,9 @@ def test_reference_clock_regions(data, tmp_path, monkeypatch):
     assert result["prepare_seconds"] == NET + WHITENING  # the fresh net and the whitening: charged
     assert result["train_seconds"] == LOOP  # the epochs: the loop
     assert result["total_seconds"] == NET + WHITENING + LOOP
-    made = make_entry([result], name="airbench train94", kind="reference", target=0.94, session="s",
-                      clock=reference.CLOCK)
+    made = make_entry(
+        [result], name="airbench train94", kind="reference", target=0.94, session="s", clock=reference.CLOCK
+    )
     assert made["prepare_seconds"] == [NET + WHITENING] and made["total_seconds"] == [NET + WHITENING + LOOP]
     assert made["train_seconds"] == [LOOP] and made["clock"].startswith("airbench:")
 
@@ -300,8 +314,12 @@ def test_marked_call_puts_the_loaders_normalize_back(data, tmp_path, monkeypatch
     with reference.working_directory(str(tmp_path)), reference.cudnn_benchmark(True):
         _, regions = reference.marked_call(sys.modules["airbench.lib_airbench94"].train94, loader, "cpu")
     assert loader.normalize is normalize
-    assert regions == {"setup": SETUP, "prepare": NET + WHITENING, "training": LOOP,
-                       "call": SETUP + NET + WHITENING + LOOP}
+    assert regions == {
+        "setup": SETUP,
+        "prepare": NET + WHITENING,
+        "training": LOOP,
+        "call": SETUP + NET + WHITENING + LOOP,
+    }
 
 
 def real_airbench():
@@ -315,8 +333,10 @@ def real_airbench():
 def test_airbench_loader_reads_our_export_identically(data, tmp_path):
     airbench = real_airbench()
     folder = export_for_airbench(data, str(tmp_path))
-    for train, images, labels in [(True, data.train_images, data.train_labels),
-                                  (False, data.test_images, data.test_labels)]:
+    for train, images, labels in [
+        (True, data.train_images, data.train_labels),
+        (False, data.test_images, data.test_labels),
+    ]:
         loader = airbench.CifarLoader(folder, train=train, batch_size=4, gpu="cpu")
         expected = (images.half() / 255).permute(0, 3, 1, 2)  # airbench's own uint8 -> NCHW half
         assert torch.equal(loader.images, expected)
@@ -327,10 +347,12 @@ def test_airbench_trains_on_the_cpu_at_a_scaled_width_and_leaves_torch_as_it_was
     """airbench's own train94, on 1,024 random images (one batch an epoch) at width 4, on the CPU."""
     real_airbench()
     generator = torch.Generator().manual_seed(0)
-    data = Data(torch.randint(0, 256, (1024, 32, 32, 3), dtype=torch.uint8, generator=generator),
-                torch.randint(0, 10, (1024,), generator=generator),
-                torch.randint(0, 256, (50, 32, 32, 3), dtype=torch.uint8, generator=generator),
-                torch.randint(0, 10, (50,), generator=generator))
+    data = Data(
+        torch.randint(0, 256, (1024, 32, 32, 3), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 10, (1024,), generator=generator),
+        torch.randint(0, 256, (50, 32, 32, 3), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 10, (50,), generator=generator),
+    )
     cuda_calls = (torch.nn.Module.cuda, torch.cuda.synchronize, torch.cuda.Event)
     summary = run_reference("train94", data, str(tmp_path), seed=0, device="cpu", warmup=False, width=4)
     assert 0 <= summary["final_test_acc"] <= 1 and 0 <= summary["test_acc_without_tta"] <= 1
@@ -344,8 +366,9 @@ def test_reference_command_writes_each_seeds_summary(data, tmp_path, monkeypatch
     calls = []
     fake_airbench(monkeypatch, calls)
     monkeypatch.setattr("speedrun.data.betons.load_cifar_betons", lambda train, test, device: data)
-    reference.main(["--name", "train94", "--seeds", "0-1", "--training.device", "cpu",
-                    "--logging.folder", str(tmp_path / "runs")])
+    reference.main(
+        ["--name", "train94", "--seeds", "0-1", "--training.device", "cpu", "--logging.folder", str(tmp_path / "runs")]
+    )
     for seed in (0, 1):
         saved = json.loads((tmp_path / "runs" / f"seed{seed}" / "summary.json").read_text())
         assert saved["seed"] == seed and saved["final_test_acc"] == 0.95 and saved["test_acc_without_tta"] == 0.94

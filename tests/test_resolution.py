@@ -1,6 +1,7 @@
 """The resolution curriculum (--training.resolutions): which side each epoch trains at, the curricula
 refused, the batch the net sees, a run with it off computing what it always did, the whole step compiled
 as one static graph per side, all of them in the warm-up, and resume and seed sweeps keeping to it."""
+
 import re
 
 import pytest
@@ -25,30 +26,36 @@ from speedrun.train import train
 SIDES = "24,28,32"
 
 
-@pytest.mark.parametrize("text, epochs, expected", [
-    (SIDES, 3, [24, 28, 32]),
-    (SIDES, 6, [24, 24, 28, 28, 32, 32]),
-    (SIDES, 4, [24, 24, 28, 32]),  # uneven: epoch e at sides[e * 3 // 4]
-    (SIDES, 7, [24, 24, 24, 28, 28, 32, 32]),
-    ("16,32", 3, [16, 16, 32]),
-    (" 16, 24 ,32", 3, [16, 24, 32]),
-    ("32", 3, [32, 32, 32]),
-    ("", 3, [32, 32, 32]),  # off
-])
+@pytest.mark.parametrize(
+    "text, epochs, expected",
+    [
+        (SIDES, 3, [24, 28, 32]),
+        (SIDES, 6, [24, 24, 28, 28, 32, 32]),
+        (SIDES, 4, [24, 24, 28, 32]),  # uneven: epoch e at sides[e * 3 // 4]
+        (SIDES, 7, [24, 24, 24, 28, 28, 32, 32]),
+        ("16,32", 3, [16, 16, 32]),
+        (" 16, 24 ,32", 3, [16, 24, 32]),
+        ("32", 3, [32, 32, 32]),
+        ("", 3, [32, 32, 32]),  # off
+    ],
+)
 def test_each_side_trains_an_equal_share_of_the_epochs_in_order(text, epochs, expected):
     sides = parse_sides(text)
     assert [side_for_epoch(sides, epoch, epochs) for epoch in range(epochs)] == expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ("24,28", "the last side must be 32"),
-    ("32,24", "the last side must be 32"),
-    ("7,32", r"every side must be in \[8, 32\]"),
-    ("24,40,32", r"every side must be in \[8, 32\]"),
-    ("24;32", "expected image sides separated by commas"),
-    ("24,,32", "expected image sides separated by commas"),
-    ("24.5,32", "expected image sides separated by commas"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("24,28", "the last side must be 32"),
+        ("32,24", "the last side must be 32"),
+        ("7,32", r"every side must be in \[8, 32\]"),
+        ("24,40,32", r"every side must be in \[8, 32\]"),
+        ("24;32", "expected image sides separated by commas"),
+        ("24,,32", "expected image sides separated by commas"),
+        ("24.5,32", "expected image sides separated by commas"),
+    ],
+)
 def test_a_malformed_curriculum_is_a_clear_value_error_and_a_command_line_error(text, message):
     with pytest.raises(ValueError, match=rf"--training.resolutions '{re.escape(text)}': {message}"):
         parse_sides(text)
@@ -57,11 +64,14 @@ def test_a_malformed_curriculum_is_a_clear_value_error_and_a_command_line_error(
     assert exit_info.value.code == 2
 
 
-@pytest.mark.parametrize("arch, text, epochs, message", [
-    ("record", SIDES, 2, "3 sides need at least as many epochs, the run has 2"),
-    ("resnet", SIDES, 3, "the resnet net cannot take 24x24 images"),  # its MaxPool2d(4) head: 32 only
-    ("record", "8,32", 2, "the record net cannot take 8x8 images"),  # three halvings after a 2x2 conv
-])
+@pytest.mark.parametrize(
+    "arch, text, epochs, message",
+    [
+        ("record", SIDES, 2, "3 sides need at least as many epochs, the run has 2"),
+        ("resnet", SIDES, 3, "the resnet net cannot take 24x24 images"),  # its MaxPool2d(4) head: 32 only
+        ("record", "8,32", 2, "the record net cannot take 8x8 images"),  # three halvings after a 2x2 conv
+    ],
+)
 def test_a_curriculum_needs_an_epoch_a_side_and_a_net_that_takes_each_side(arch, text, epochs, message):
     cfg = resolve_config({"model": {"arch": arch}, "training": {"resolutions": text, "epochs": epochs}})
     with pytest.raises(ValueError, match=message):
@@ -95,8 +105,9 @@ def test_the_net_trains_on_each_epochs_side_and_is_evaluated_at_32(tiny_betons, 
 
     def build_model(cfg, images):
         net = real_build(cfg, images)  # the weight average's copy inherits the hook
-        net.register_forward_pre_hook(lambda module, args: seen.append((now["epoch"], module.training,
-                                                                         args[0].shape[-1])))
+        net.register_forward_pre_hook(
+            lambda module, args: seen.append((now["epoch"], module.training, args[0].shape[-1]))
+        )
         return net
 
     def run_steps(run, epoch, *args):
@@ -114,6 +125,7 @@ def test_the_net_trains_on_each_epochs_side_and_is_evaluated_at_32(tiny_betons, 
 
 def test_with_the_curriculum_off_a_run_computes_what_it_did_before_to_the_bit(tiny_betons, tmp_path, monkeypatch):
     """Off, and at '32' alone, the step never resizes: the run of before, to the bit."""
+
     def never(*args):
         raise AssertionError("a run at 32 pixels resized its batch")
 
@@ -139,9 +151,20 @@ def recording_whole_step(monkeypatch, text):
 
     monkeypatch.setattr(device_module, "COMPILE_BACKEND", recording)
     torch._dynamo.reset()
-    cfg = resolve_config({"training": {"recipe": "speedrun", "batch_size": 4, "precision": "fp32", "device": "cpu",
-                                       "compile": "on", "compile_mode": "whole-step", "resolutions": text},
-                          "model": {"width": 8}})
+    cfg = resolve_config(
+        {
+            "training": {
+                "recipe": "speedrun",
+                "batch_size": 4,
+                "precision": "fp32",
+                "device": "cpu",
+                "compile": "on",
+                "compile_mode": "whole-step",
+                "resolutions": text,
+            },
+            "model": {"width": 8},
+        }
+    )
     images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     policy = policy_from_config(cfg["training"], torch.device("cpu"), tell=False)
     model = policy.prepare(build_model(cfg, images))
@@ -166,7 +189,8 @@ def test_the_whole_step_is_a_static_graph_for_each_side(monkeypatch):
 
 
 def test_the_compiled_whole_step_compiles_each_side_in_the_warm_up_and_computes_the_eager_losses(
-        tiny_betons, tmp_path, monkeypatch):
+    tiny_betons, tmp_path, monkeypatch
+):
     eager = train(step_config(tiny_betons, tmp_path / "eager", "speedrun", epochs=3, resolutions=SIDES))
     real, compiled = step_module.warm_up, {}
 
@@ -186,8 +210,9 @@ def test_the_compiled_whole_step_compiles_each_side_in_the_warm_up_and_computes_
             run.train_step = train_step
 
     monkeypatch.setattr(step_module, "warm_up", warm_up)
-    whole, breaks, compiled_after_warm_up = compiled_run(tiny_betons, tmp_path / "whole", monkeypatch, "speedrun",
-                                                         "whole-step", resolutions=SIDES)
+    whole, breaks, compiled_after_warm_up = compiled_run(
+        tiny_betons, tmp_path / "whole", monkeypatch, "speedrun", "whole-step", resolutions=SIDES
+    )
     assert whole["compiled"] == "whole-step" and all(whole["marked_static"])
     assert compiled == {24: 1, 28: 1, 32: 1}  # a graph each, in the warm-up
     assert breaks == 0 and compiled_after_warm_up == 0
@@ -198,14 +223,20 @@ def test_the_compiled_whole_step_compiles_each_side_in_the_warm_up_and_computes_
 
 def test_the_compiled_forward_compiles_nothing_after_the_warm_up_either(tiny_betons, tmp_path, monkeypatch):
     """Compiling the forward alone, dynamo's automatic dynamic shapes serve the later sides."""
-    _, breaks, compiled_after_warm_up = compiled_run(tiny_betons, tmp_path, monkeypatch, "speedrun", "default",
-                                                     resolutions=SIDES)
+    _, breaks, compiled_after_warm_up = compiled_run(
+        tiny_betons, tmp_path, monkeypatch, "speedrun", "default", resolutions=SIDES
+    )
     assert breaks == 0 and compiled_after_warm_up == 0
 
 
 def test_a_run_resumed_mid_curriculum_trains_as_the_uninterrupted_one(tiny_betons, tmp_path, monkeypatch):
-    whole = whole_and_cut(tmp_path, monkeypatch, lambda name: step_config(
-        tiny_betons, tmp_path / name, "speedrun", epochs=4, late_evals_from=0, resolutions="16,24,32"))  # 16, 16, 24, 32
+    whole = whole_and_cut(
+        tmp_path,
+        monkeypatch,
+        lambda name: step_config(
+            tiny_betons, tmp_path / name, "speedrun", epochs=4, late_evals_from=0, resolutions="16,24,32"
+        ),
+    )  # 16, 16, 24, 32
     real, sides = train_module.run_steps, []
 
     def run_steps(run, epoch, *args):
@@ -222,13 +253,16 @@ def test_a_run_resumed_mid_curriculum_trains_as_the_uninterrupted_one(tiny_beton
 def test_a_seed_sweep_shares_one_step_and_each_seed_keeps_to_the_curriculum(tiny_betons, tmp_path, monkeypatch):
     built, real = [], step_module.build_step
     monkeypatch.setattr(step_module, "build_step", lambda *args: built.append(1) or real(*args))
-    sweep = cli.train_seeds(step_config(tiny_betons, tmp_path / "sweep", "speedrun", epochs=3, resolutions=SIDES),
-                            [0, 1])
+    sweep = cli.train_seeds(
+        step_config(tiny_betons, tmp_path / "sweep", "speedrun", epochs=3, resolutions=SIDES), [0, 1]
+    )
     alone = train(step_config(tiny_betons, tmp_path / "alone", "speedrun", epochs=3, seed=1, resolutions=SIDES))
     assert len(built) == 2  # one for the sweep, one alone
     assert without_times(sweep[1]["history"]) == without_times(alone["history"])
     # another curriculum is another step
     other = resolve_config({"training": {"resolutions": "28,32"}})
-    keys = [step_module.step_key(cfg, "policy", Dist(), 256, torch.zeros(13, 2))
-            for cfg in (resolve_config({"training": {"resolutions": SIDES}}), other)]
+    keys = [
+        step_module.step_key(cfg, "policy", Dist(), 256, torch.zeros(13, 2))
+        for cfg in (resolve_config({"training": {"resolutions": SIDES}}), other)
+    ]
     assert keys[0] != keys[1]

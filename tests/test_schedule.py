@@ -50,16 +50,19 @@ def test_as_tensor_matches_table():
     torch.testing.assert_close(lrs, torch.tensor(schedule.lr_table(), dtype=torch.float32))
 
 
-@pytest.mark.parametrize("args", [
-    dict(lr_max=0.0, lr_min=0.0, total_steps=10, peak_step=2),     # no peak
-    dict(lr_max=0.1, lr_min=0.2, total_steps=10, peak_step=2),     # min above max
-    dict(lr_max=0.1, lr_min=-0.1, total_steps=10, peak_step=2),
-    dict(lr_max=0.1, lr_min=0.01, total_steps=0, peak_step=0),
-    dict(lr_max=0.1, lr_min=0.01, total_steps=10, peak_step=11),
-    dict(lr_max=0.1, lr_min=0.01, total_steps=10, peak_step=-1),
-    dict(lr_max=0.1, lr_min=0.01, total_steps=10, peak_step=2.5),
-    dict(lr_max=0.1, lr_min=0.01, total_steps=10, peak_step=2, end_lr=0.5),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        dict(lr_max=0.0, lr_min=0.0, total_steps=10, peak_step=2),  # no peak
+        dict(lr_max=0.1, lr_min=0.2, total_steps=10, peak_step=2),  # min above max
+        dict(lr_max=0.1, lr_min=-0.1, total_steps=10, peak_step=2),
+        dict(lr_max=0.1, lr_min=0.01, total_steps=0, peak_step=0),
+        dict(lr_max=0.1, lr_min=0.01, total_steps=10, peak_step=11),
+        dict(lr_max=0.1, lr_min=0.01, total_steps=10, peak_step=-1),
+        dict(lr_max=0.1, lr_min=0.01, total_steps=10, peak_step=2.5),
+        dict(lr_max=0.1, lr_min=0.01, total_steps=10, peak_step=2, end_lr=0.5),
+    ],
+)
 def test_bad_arguments_raise(args):
     with pytest.raises(ValueError):
         OneCycle(**args)
@@ -74,7 +77,6 @@ def test_bad_steps_and_epochs_raise():
         OneCycle.from_epochs(0.1, 0.01, epochs=4, peak_epoch=5, steps_per_epoch=10)
     with pytest.raises(ValueError):
         OneCycle.from_epochs(0.1, 0.01, epochs=4, peak_epoch=1, steps_per_epoch=0)
-
 
 
 def test_lr_section_defaults():

@@ -1,4 +1,5 @@
 """Scoring a trained run at each level of test-time augmentation, from its checkpoint."""
+
 import json
 import subprocess
 import sys
@@ -12,10 +13,15 @@ from speedrun.train import train
 @pytest.fixture(scope="module")
 def trained(tiny_betons, tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
-    summary = train({"data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]}, "model": {"width": 8},
-                     "training": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "fp32", "tta": 1},
-                     "lr": {"lr_max": 0.02},
-                     "logging": {"folder": str(folder), "progress": False, "plots": False, "checkpoint": "last"}})
+    summary = train(
+        {
+            "data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]},
+            "model": {"width": 8},
+            "training": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "fp32", "tta": 1},
+            "lr": {"lr_max": 0.02},
+            "logging": {"folder": str(folder), "progress": False, "plots": False, "checkpoint": "last"},
+        }
+    )
     return folder, summary
 
 
@@ -29,8 +35,25 @@ def test_the_level_a_run_was_evaluated_with_scores_what_the_run_reported(trained
 def test_the_command_prints_each_level_and_writes_json(trained, tmp_path):
     folder, _ = trained
     out = tmp_path / "scores.json"
-    done = subprocess.run([sys.executable, "-m", "speedrun.score", str(folder), "--tta", "2,0", "--device", "cpu",
-                           "--precision", "fp32", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speedrun.score",
+            str(folder),
+            "--tta",
+            "2,0",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "tta0 " in done.stdout and "tta2 " in done.stdout and "tta1" not in done.stdout
     assert list(json.loads(out.read_text())[str(folder)]) == ["0", "2"]
@@ -47,9 +70,27 @@ def test_selective_tta_scores_each_level_above_0_at_each_threshold(trained):
 def test_the_command_prints_and_writes_selective_tta_entries(trained, tmp_path):
     folder, _ = trained
     out = tmp_path / "scores.json"
-    done = subprocess.run([sys.executable, "-m", "speedrun.score", str(folder), "--tta", "0,2",
-                           "--tta-below", "0.9,0.6", "--device", "cpu", "--precision", "fp32", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speedrun.score",
+            str(folder),
+            "--tta",
+            "0,2",
+            "--tta-below",
+            "0.9,0.6",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert all(f"{name} " in done.stdout for name in ("tta0", "tta2", "tta2@0.6", "tta2@0.9"))
     assert "tta0@" not in done.stdout and done.stdout.count("augmented)") == 2
@@ -69,14 +110,22 @@ def test_bad_thresholds_are_errors(trained):
         with pytest.raises(ValueError, match="--tta-below takes confidence thresholds between 0 and 1"):
             parse_thresholds(text)
     for extra in (["--tta-below", "1.2"], ["--tta", "0", "--tta-below", "0.5"]):
-        done = subprocess.run([sys.executable, "-m", "speedrun.score", str(folder), "--device", "cpu",
-                               "--precision", "fp32", *extra], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "speedrun.score", str(folder), "--device", "cpu", "--precision", "fp32", *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 1 and done.stderr.startswith("speedrun.score: error: --tta-below"), done.stderr
 
 
 def test_bad_levels_and_a_folder_without_a_checkpoint_are_errors(tmp_path):
     with pytest.raises(ValueError, match="--tta takes levels"):
         parse_levels("3")
-    done = subprocess.run([sys.executable, "-m", "speedrun.score", str(tmp_path), "--device", "cpu", "--precision", "fp32"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "speedrun.score", str(tmp_path), "--device", "cpu", "--precision", "fp32"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1 and done.stderr.startswith("speedrun.score: error:")

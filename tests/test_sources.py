@@ -1,4 +1,5 @@
 """read_source: every kind of source round trips exactly, and every bad input fails with a clear SourceError."""
+
 import hashlib
 import pickle
 import struct
@@ -40,6 +41,7 @@ def extract(archive, folder):
 
 # --- official archives and folders --------------------------------------------------------------
 
+
 def test_binary_archive_round_trip(make_binary_archive, small, tmp_path):
     archive = make_binary_archive(small)
     arrays = read_source(str(archive), tmp_path / "cache")
@@ -73,20 +75,40 @@ def test_python_archive_needs_official_checksum_or_trust(make_python_archive, sm
 
 def python2_batch(data, labels):
     """A batch pickled the way the official files were: Python 2 strings, numpy.core names."""
+
     def string(b):
         return b"T" + struct.pack("<i", len(b)) + b
-    return b"".join([
-        b"\x80\x02}(", string(b"data"),
-        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85", string(b"b"), b"\x87R(K\x01",
-        b"J" + struct.pack("<i", len(data)), b"J" + struct.pack("<i", data.shape[1]), b"\x86",
-        b"cnumpy\ndtype\n", string(b"u1"), b"K\x00K\x01\x87R(K\x03", string(b"|"),
-        b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89", string(data.tobytes()), b"tb",
-        string(b"labels"), b"](", b"".join(b"K" + bytes([label]) for label in labels), b"eu."])
+
+    return b"".join(
+        [
+            b"\x80\x02}(",
+            string(b"data"),
+            b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85",
+            string(b"b"),
+            b"\x87R(K\x01",
+            b"J" + struct.pack("<i", len(data)),
+            b"J" + struct.pack("<i", data.shape[1]),
+            b"\x86",
+            b"cnumpy\ndtype\n",
+            string(b"u1"),
+            b"K\x00K\x01\x87R(K\x03",
+            string(b"|"),
+            b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89",
+            string(data.tobytes()),
+            b"tb",
+            string(b"labels"),
+            b"](",
+            b"".join(b"K" + bytes([label]) for label in labels),
+            b"eu.",
+        ]
+    )
 
 
 def test_python2_pickles_load(small, tmp_path):
-    files = {f"cifar-10-batches-py/{stem}": python2_batch(to_planes(images), labels.tolist())
-             for stem, images, labels in split_batches(small)}
+    files = {
+        f"cifar-10-batches-py/{stem}": python2_batch(to_planes(images), labels.tolist())
+        for stem, images, labels in split_batches(small)
+    }
     assert_same(read_source(str(write_tar(tmp_path / "py2.tar.gz", files)), trust_pickles=True), small)
 
 
@@ -123,6 +145,7 @@ def test_corrupt_batches(small, tmp_path):
 
 
 # --- download ----------------------------------------------------------------------------------
+
 
 def test_download_verifies_and_caches(make_binary_archive, small, tmp_path):
     archive = make_binary_archive(small)
@@ -162,6 +185,7 @@ def test_download_without_network_suggests_a_local_source(tmp_path):
 
 # --- unsafe and unknown inputs -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["../escape.bin", "/tmp/absolute.bin", "cifar/../../up.bin"])
 def test_archive_with_path_traversal_is_refused(small, tmp_path, name):
     files = {name: b"x", **binary_files(small)}
@@ -194,15 +218,19 @@ def test_folder_in_no_cifar_format_and_missing_path(tmp_path):
 
 # --- image folders -----------------------------------------------------------------------------
 
+
 def test_png_folder_round_trip(make_image_folder, small):
     folder = make_image_folder(small)
     arrays = read_source(str(folder), num_workers=1)
     # Files are listed by class (then by file name), then put in a fixed mixed order: compare in that order.
     order = {split: np.argsort(getattr(small, f"{split}_labels"), kind="stable") for split in ("train", "test")}
-    order = {split: sorted_order[image_folder.mixed_order(np.arange(len(sorted_order)))]
-             for split, sorted_order in order.items()}
-    expected = small._replace(**{f"{s}_{kind}": getattr(small, f"{s}_{kind}")[order[s]]
-                                 for s in order for kind in ("images", "labels")})
+    order = {
+        split: sorted_order[image_folder.mixed_order(np.arange(len(sorted_order)))]
+        for split, sorted_order in order.items()
+    }
+    expected = small._replace(
+        **{f"{s}_{kind}": getattr(small, f"{s}_{kind}")[order[s]] for s in order for kind in ("images", "labels")}
+    )
     assert_same(arrays, expected)
     assert arrays.classes == CIFAR10_CLASSES
     assert arrays.info["kind"] == "image-folder"
@@ -271,11 +299,14 @@ def test_image_folder_classes_differ(make_image_folder, small):
         read_source(str(folder))
 
 
-@pytest.mark.parametrize("make_bad, problem", [
-    (lambda: Image.new("RGB", (28, 28)), "mode RGB, 28x28"),
-    (lambda: Image.new("L", (32, 32)), "mode L, 32x32"),
-    (lambda: Image.new("RGBA", (32, 32)), "mode RGBA, 32x32"),
-])
+@pytest.mark.parametrize(
+    "make_bad, problem",
+    [
+        (lambda: Image.new("RGB", (28, 28)), "mode RGB, 28x28"),
+        (lambda: Image.new("L", (32, 32)), "mode L, 32x32"),
+        (lambda: Image.new("RGBA", (32, 32)), "mode RGBA, 32x32"),
+    ],
+)
 def test_image_folder_wrong_size_or_mode(make_image_folder, small, make_bad, problem):
     folder = make_image_folder(small)
     bad = [folder / "train" / "bird" / "extra1.png", folder / "test" / "ship" / "extra2.png"]

@@ -5,6 +5,7 @@ warmed up, and the whole step compiled as one graph computing what the eager ste
 The compiled runs use torch.compile's aot_eager backend: graph breaks, guards and recompilations are
 decided by dynamo, before any backend, and aot_eager skips inductor's minutes of C++ compilation.
 """
+
 import dataclasses
 import logging
 import math
@@ -25,10 +26,21 @@ from speedrun.train import train
 
 def step_config(betons, folder, recipe, **training):
     """A tiny run of `recipe`: width 8, batch 64 (4 steps an epoch), evaluating mid-epoch in epoch 2."""
-    config = {"data": {"train_dataset": betons[0], "val_dataset": betons[1]}, "model": {"width": 8},
-              "training": {"recipe": recipe, "epochs": 2, "batch_size": 64, "device": "cpu", "precision": "fp32",
-                           "late_evals_from": 2, "late_evals_per_epoch": 2, **training},
-              "logging": {"folder": str(folder), "progress": False, "plots": False, "checkpoint": "none"}}
+    config = {
+        "data": {"train_dataset": betons[0], "val_dataset": betons[1]},
+        "model": {"width": 8},
+        "training": {
+            "recipe": recipe,
+            "epochs": 2,
+            "batch_size": 64,
+            "device": "cpu",
+            "precision": "fp32",
+            "late_evals_from": 2,
+            "late_evals_per_epoch": 2,
+            **training,
+        },
+        "logging": {"folder": str(folder), "progress": False, "plots": False, "checkpoint": "none"},
+    }
     if recipe == "seed":
         config["lr"] = {"lr_max": 0.02}
     return config
@@ -73,8 +85,9 @@ def compiled_run(betons, folder, monkeypatch, recipe, mode, **training):
         return seconds
 
     monkeypatch.setattr(step_module, "warm_up", warm_up)
-    summary = train(step_config(betons, folder, recipe, **{"compile": "on", "compile_mode": mode, "epochs": 3,
-                                                           **training}))
+    summary = train(
+        step_config(betons, folder, recipe, **{"compile": "on", "compile_mode": mode, "epochs": 3, **training})
+    )
     summary["marked_static"] = warm["static"]
     return summary, sum(counters["graph_break"].values()), counters["frames"]["total"] - warm["frames"]
 
@@ -84,11 +97,13 @@ WHOLE_STEP_CASES = [("seed", "adam"), ("seed", "sgd"), ("speedrun", "muon")]
 
 
 @pytest.mark.parametrize("recipe,optimizer", WHOLE_STEP_CASES)
-def test_whole_step_is_one_graph_never_recompiled_and_computes_the_eager_losses(tiny_betons, tmp_path,
-                                                                                 monkeypatch, recipe, optimizer):
+def test_whole_step_is_one_graph_never_recompiled_and_computes_the_eager_losses(
+    tiny_betons, tmp_path, monkeypatch, recipe, optimizer
+):
     eager = train(step_config(tiny_betons, tmp_path / "eager", recipe, epochs=3, optimizer=optimizer, ema=0.9))
-    whole, breaks, compiled_after_warm_up = compiled_run(tiny_betons, tmp_path / "whole", monkeypatch, recipe,
-                                                         "whole-step", optimizer=optimizer, ema=0.9)
+    whole, breaks, compiled_after_warm_up = compiled_run(
+        tiny_betons, tmp_path / "whole", monkeypatch, recipe, "whole-step", optimizer=optimizer, ema=0.9
+    )
     assert (eager["compiled"], whole["compiled"]) == ("no", "whole-step")
     # the optimizer's state, its LR tensors, the weight average and the batch buffer keep their address
     # (marked before the warm-up, which puts them back in place: a moved one would recompile)
@@ -112,8 +127,9 @@ def test_an_epoch_shorter_than_the_warm_up_compiles(tiny_betons, tmp_path, monke
 
 
 @pytest.mark.parametrize("compile_mode", ["whole-step", None])
-def test_a_seed_sweep_builds_and_compiles_its_step_once_and_each_seed_trains_as_alone(tiny_betons, tmp_path,
-                                                                                     monkeypatch, compile_mode):
+def test_a_seed_sweep_builds_and_compiles_its_step_once_and_each_seed_trains_as_alone(
+    tiny_betons, tmp_path, monkeypatch, compile_mode
+):
     """Three seeds in one process: one step built and warmed up (compiled), nothing compiled after it,
     and each seed's run identical to the same seed run alone with a step of its own (compiled or eager)."""
     monkeypatch.setattr(device_module, "COMPILE_BACKEND", "aot_eager")
@@ -144,6 +160,7 @@ def test_a_seed_sweep_builds_and_compiles_its_step_once_and_each_seed_trains_as_
 
 def test_compile_cache_files_are_kept_apart_by_step_device_and_versions(monkeypatch, tmp_path):
     from speedrun.system import runlog
+
     cpu = torch.device("cpu")
     path = step_module.compile_cache_file(str(tmp_path), "key", cpu)
     assert path.parent == tmp_path and path == step_module.compile_cache_file(str(tmp_path), "key", cpu)
@@ -161,8 +178,16 @@ def test_a_corrupt_compile_cache_is_ignored_with_one_line(tiny_betons, tmp_path,
     bad.parent.mkdir()
     bad.write_bytes(b"not torch's artifacts")
     monkeypatch.setattr(step_module, "compile_cache_file", lambda folder, key, device: bad)
-    summary = train(step_config(tiny_betons, tmp_path / "run", "seed", compile="on", compile_mode="whole-step",
-                                compile_cache=str(bad.parent)))
+    summary = train(
+        step_config(
+            tiny_betons,
+            tmp_path / "run",
+            "seed",
+            compile="on",
+            compile_mode="whole-step",
+            compile_cache=str(bad.parent),
+        )
+    )
     err = capsys.readouterr().err
     assert err.count(f"speedrun: compile cache {bad} ignored (") == 1 and "compiling anew" in err
     assert summary["compile_cache"] == "cold" and summary["compiled"] == "whole-step"
@@ -170,12 +195,19 @@ def test_a_corrupt_compile_cache_is_ignored_with_one_line(tiny_betons, tmp_path,
     assert step_module.load_compile_cache(tmp_path / "missing.bin") == "cold"
 
 
-def test_a_resumed_run_looks_for_the_compile_cache_file_of_the_run_it_continues(tiny_betons, tmp_path, monkeypatch,
-                                                                               capsys):
+def test_a_resumed_run_looks_for_the_compile_cache_file_of_the_run_it_continues(
+    tiny_betons, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(device_module, "COMPILE_BACKEND", "aot_eager")
     torch._dynamo.reset()
-    config = step_config(tiny_betons, tmp_path / "run", "seed", compile="on", compile_mode="whole-step",
-                         compile_cache=str(tmp_path / "cache"))
+    config = step_config(
+        tiny_betons,
+        tmp_path / "run",
+        "seed",
+        compile="on",
+        compile_mode="whole-step",
+        compile_cache=str(tmp_path / "cache"),
+    )
     config["logging"]["checkpoint"] = "every"
     train(config)
     first = re.findall(r"compile cache \w+: (\S+)\)", capsys.readouterr().err)
@@ -189,8 +221,9 @@ def test_a_resumed_run_looks_for_the_compile_cache_file_of_the_run_it_continues(
 def test_a_compiled_run_shorter_than_the_warm_up_trains(tiny_betons, tmp_path, monkeypatch, steps):
     """One epoch of 1 or 2 steps compiled whole: the warm-up's 3 steps read the LR table's first row, which
     every run has (a 1-step run's table holds 2 rows)."""
-    summary, breaks, compiled_after_warm_up = compiled_run(tiny_betons, tmp_path, monkeypatch, "seed", "whole-step",
-                                                           epochs=1, batch_size=256 // steps, late_evals_from=0)
+    summary, breaks, compiled_after_warm_up = compiled_run(
+        tiny_betons, tmp_path, monkeypatch, "seed", "whole-step", epochs=1, batch_size=256 // steps, late_evals_from=0
+    )
     assert summary["steps_per_epoch"] == steps and summary["compiled"] == "whole-step"
     assert breaks == 0 and compiled_after_warm_up == 0
     assert summary["history"][-1]["train_loss"] > 0
@@ -200,8 +233,13 @@ def test_the_summary_says_what_compiling_did(tiny_betons, tmp_path, monkeypatch)
     summary, _, _ = compiled_run(tiny_betons, tmp_path, monkeypatch, "seed", "whole-step", tta=2)
     counted = summary["compile_counters"]
     # the step's graph and the eval net's, one for every test-time augmentation view and the plain pass
-    assert counted == {"cudagraph_skips": 0, "cudagraph_skip_reasons": [], "graph_breaks": 0, "graphs": 2,
-                       "recompiles": 0}
+    assert counted == {
+        "cudagraph_skips": 0,
+        "cudagraph_skip_reasons": [],
+        "graph_breaks": 0,
+        "graphs": 2,
+        "recompiles": 0,
+    }
     assert summary["compiled"] == "whole-step"
     eager = train(step_config(tiny_betons, tmp_path / "eager", "seed"))
     assert eager["compiled"] == "no" and eager["compile_counters"]["graphs"] == 0
@@ -211,11 +249,14 @@ def test_a_cuda_graph_skip_is_reported_as_the_mode_that_ran(tiny_betons, tmp_pat
     """CUDA graphs asked for, and inductor skipping them the way it does on a GPU (its counter bumped,
     its reason logged): the run says it ran whole-step, once, with torch's reason, and counts the skip."""
     from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
     reason = "skipping cudagraphs due to mutated inputs (3 instances)"
     real_policy, real_warm_up = train_module.policy_from_config, step_module.warm_up
-    monkeypatch.setattr(train_module, "policy_from_config",
-                        lambda *args, **kwargs: dataclasses.replace(real_policy(*args, **kwargs),
-                                                                    compile_mode="cudagraph"))
+    monkeypatch.setattr(
+        train_module,
+        "policy_from_config",
+        lambda *args, **kwargs: dataclasses.replace(real_policy(*args, **kwargs), compile_mode="cudagraph"),
+    )
 
     def warm_up(run):
         seconds = real_warm_up(run)
@@ -260,10 +301,12 @@ def test_a_corrupt_compile_cache_logs_no_traceback_of_torch(tmp_path, capsys):
 
 # Each recipe and each option that changes the step's state, compiled whole through inductor in bf16 as on
 # a GPU (C++ kernels here, Triton there), Muon's bf16 Newton-Schulz included: (recipe, options, image sides).
-INDUCTOR_CASES = {"seed": ("seed", {"tta": 2}, 1),
-                  "speedrun": ("speedrun", {"tta": 2}, 1),
-                  "lookahead": ("seed", {"lookahead": 2, "tta": 1}, 1),
-                  "curriculum": ("speedrun", {"resolutions": "24,32", "epochs": 2, "tta": 0}, 2)}
+INDUCTOR_CASES = {
+    "seed": ("seed", {"tta": 2}, 1),
+    "speedrun": ("speedrun", {"tta": 2}, 1),
+    "lookahead": ("seed", {"lookahead": 2, "tta": 1}, 1),
+    "curriculum": ("speedrun", {"resolutions": "24,32", "epochs": 2, "tta": 0}, 2),
+}
 
 
 @pytest.mark.parametrize("case", INDUCTOR_CASES)
@@ -272,12 +315,29 @@ def test_every_recipe_compiles_whole_through_inductor_in_bf16(tiny_betons, tmp_p
     (every view in the net's memory format), all in the warm-up: nothing compiles after it."""
     recipe, options, sides = INDUCTOR_CASES[case]
     torch._dynamo.reset()
-    config = step_config(tiny_betons, tmp_path, recipe, **{"compile": "on", "compile_mode": "whole-step",
-                                                           "precision": "bf16", "epochs": 1, "batch_size": 128,
-                                                           "eval_batch_size": 128, "compile_cache": "",
-                                                           "late_evals_from": 0, **options})
+    config = step_config(
+        tiny_betons,
+        tmp_path,
+        recipe,
+        **{
+            "compile": "on",
+            "compile_mode": "whole-step",
+            "precision": "bf16",
+            "epochs": 1,
+            "batch_size": 128,
+            "eval_batch_size": 128,
+            "compile_cache": "",
+            "late_evals_from": 0,
+            **options,
+        },
+    )
     summary = train(config)
     assert summary["compiled"] == "whole-step"
-    assert summary["compile_counters"] == {"cudagraph_skips": 0, "cudagraph_skip_reasons": [], "graph_breaks": 0,
-                                           "graphs": sides + 1, "recompiles": 0}
+    assert summary["compile_counters"] == {
+        "cudagraph_skips": 0,
+        "cudagraph_skip_reasons": [],
+        "graph_breaks": 0,
+        "graphs": sides + 1,
+        "recompiles": 0,
+    }
     assert all(math.isfinite(record["train_loss"]) for record in summary["history"])

@@ -5,6 +5,7 @@ guards and recompilations are dynamo's, decided before any backend), and records
 before and after the warm-up, the operations that would make the host wait for the device between
 evaluations, and its final weights and batch-norm buffers.
 """
+
 import json
 import os
 import sys
@@ -55,9 +56,13 @@ def structure_run(out, *args):
     step_module.warm_up, train_module.run_steps, train_module.prepare = warm_up, run_steps, prepare
     cli.main(list(args))
     run, rank = runs[0], os.environ["RANK"]
-    record.update(frames=counters["frames"]["total"], breaks=sum(counters["graph_break"].values()),
-                  break_reasons=list(counters["graph_break"]), compile_mode=run.policy.compile_mode,
-                  losses=[h["train_loss"] for h in run.history])
+    record.update(
+        frames=counters["frames"]["total"],
+        breaks=sum(counters["graph_break"].values()),
+        break_reasons=list(counters["graph_break"]),
+        compile_mode=run.policy.compile_mode,
+        losses=[h["train_loss"] for h in run.history],
+    )
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(record, f)
     torch.save(run.model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
@@ -66,10 +71,27 @@ def structure_run(out, *args):
 def run_two(betons, folder, recipe, *extra):
     """A 2-epoch run of `recipe` on 2 processes (4 steps an epoch), evaluating twice an epoch; the ranks'
     records and final states, and the torchrun result."""
-    args = common_args(betons, folder / "run", "--training.recipe", recipe, "--epochs", "2", "--lr.lr_max", "0.02",
-                       "--training.precision", "fp32", "--training.late_evals_from", "1",
-                       "--training.late_evals_per_epoch", "2", "--logging.progress", "false",
-                       "--logging.checkpoint", "none", *extra)
+    args = common_args(
+        betons,
+        folder / "run",
+        "--training.recipe",
+        recipe,
+        "--epochs",
+        "2",
+        "--lr.lr_max",
+        "0.02",
+        "--training.precision",
+        "fp32",
+        "--training.late_evals_from",
+        "1",
+        "--training.late_evals_per_epoch",
+        "2",
+        "--logging.progress",
+        "false",
+        "--logging.checkpoint",
+        "none",
+        *extra,
+    )
     result = torchrun(2, str(folder), *args, module=(__file__, "structure_run"), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads((folder / f"rank{rank}.json").read_text()) for rank in (0, 1)]
@@ -87,8 +109,9 @@ def assert_equal_on_both_ranks(states):
 
 
 @pytest.mark.parametrize("recipe, mode", [("seed", "default"), ("speedrun", "whole-step")])
-def test_two_processes_wait_for_nothing_break_no_graph_and_compile_nothing_after_warm_up(tiny_betons, tmp_path,
-                                                                                         recipe, mode):
+def test_two_processes_wait_for_nothing_break_no_graph_and_compile_nothing_after_warm_up(
+    tiny_betons, tmp_path, recipe, mode
+):
     """The eager run counts the operations that wait for the device; the compiled run (the forward
     inside DDP, or the whole step averaging its own gradients) counts dynamo's graph breaks and
     compilations, and computes the eager run's losses."""
@@ -97,8 +120,9 @@ def test_two_processes_wait_for_nothing_break_no_graph_and_compile_nothing_after
         assert record["hot_loops"] == 4 and record["syncs"] == {}  # 2 epochs, 4 evaluations
     assert_equal_on_both_ranks(eager_states)
 
-    compiled, states, result = run_two(tiny_betons, tmp_path / "compiled", recipe, "--training.compile", "on",
-                                       "--training.compile_mode", mode)
+    compiled, states, result = run_two(
+        tiny_betons, tmp_path / "compiled", recipe, "--training.compile", "on", "--training.compile_mode", mode
+    )
     assert result.stderr.count(f"speedrun: compiling ({mode}) on warm-up batches") == 1  # rank 0 says so
     assert result.stderr.count("speedrun: compiled in ") == 1 and "falls back" not in result.stderr
     for record in compiled:
@@ -120,6 +144,7 @@ def averaging_check(out):
     average (fullgraph: no break) must leave their means on every rank."""
     from speedrun.engine.step import average_gradients
     from speedrun.system import distributed
+
     dist = distributed.setup("cpu", 2)
     params = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(5))]
     for scale, p in zip((1, 10), params):
@@ -142,6 +167,7 @@ def test_synchronised_batch_norm_compiles_as_one_graph_forward_and_backward():
     """fullgraph=True turns any graph break into an error (torch.distributed.nn's all-reduce and SyncBatchNorm
     make one); a one-member gloo group runs the collectives."""
     import torch.distributed as dist
+
     if not dist.is_initialized():
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:

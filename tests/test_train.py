@@ -1,4 +1,5 @@
 """The training loop and its CLI on tiny betons: files written, loss falls, bad input, resume, faults."""
+
 import json
 import math
 import os
@@ -23,19 +24,38 @@ from speedrun.system.clock import PARTS
 from speedrun.system.device import device_policy
 from speedrun.train import TrainingDiverged, train
 
-RUN_FILES = ["config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "lr_test.png",
-             "lr_test.json", "lr_schedule.png", "augmented.png"]
+RUN_FILES = [
+    "config.yaml",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoint.pt",
+    "curves.png",
+    "lr_test.png",
+    "lr_test.json",
+    "lr_schedule.png",
+    "augmented.png",
+]
 
 
 def tiny_config(betons, folder, **training):
-    return {"data": {"train_dataset": betons[0], "val_dataset": betons[1]}, "model": {"width": 8},
-            "training": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "fp32", **training},
-            "lr": {"lr_max": 0.02}, "logging": {"folder": str(folder), "progress": False, "plots": False}}
+    return {
+        "data": {"train_dataset": betons[0], "val_dataset": betons[1]},
+        "model": {"width": 8},
+        "training": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "fp32", **training},
+        "lr": {"lr_max": 0.02},
+        "logging": {"folder": str(folder), "progress": False, "plots": False},
+    }
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "speedrun.train", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "speedrun.train", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=600,
+    )
 
 
 def read_metrics(folder):
@@ -50,9 +70,22 @@ def without_times(records):
 def test_cli_end_to_end_writes_every_file_and_loss_falls(tiny_betons, tmp_path):
     folder = tmp_path / "run"
     started = time.perf_counter()
-    result = run_cli("--epochs", "2", "--data.train_dataset", tiny_betons[0], "--data.val_dataset",
-                     tiny_betons[1], "--logging.folder", str(folder), "--model.width", "8",
-                     "--training.batch_size", "64", "--training.precision", "fp32")
+    result = run_cli(
+        "--epochs",
+        "2",
+        "--data.train_dataset",
+        tiny_betons[0],
+        "--data.val_dataset",
+        tiny_betons[1],
+        "--logging.folder",
+        str(folder),
+        "--model.width",
+        "8",
+        "--training.batch_size",
+        "64",
+        "--training.precision",
+        "fp32",
+    )
     wall = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
     for name in RUN_FILES:
@@ -63,8 +96,7 @@ def test_cli_end_to_end_writes_every_file_and_loss_falls(tiny_betons, tmp_path):
     for key in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds"):
         assert key in metrics[0]
     summary = json.loads((folder / "summary.json").read_text())
-    for key in ("final_test_acc", "best_test_acc", "train_seconds", "compile_seconds", "device", "versions",
-                "seed"):
+    for key in ("final_test_acc", "best_test_acc", "train_seconds", "compile_seconds", "device", "versions", "seed"):
         assert key in summary
     lr_test = json.loads((folder / "lr_test.json").read_text())
     assert summary["lr_max"] == lr_test["suggested_lr"]
@@ -83,8 +115,10 @@ def test_cli_end_to_end_writes_every_file_and_loss_falls(tiny_betons, tmp_path):
     assert seconds["training"] == pytest.approx(summary["train_seconds"], abs=0.01)
     assert min(seconds[part] for part in ("build", "startup", "range_test", "training", "evaluation", "plots")) > 0
     assert seconds["build"] > seconds["startup"]  # the interpreter, imports and data: the run's own start-up is less
-    assert (f"speedrun: seconds: total {seconds['total']:.1f} = build {seconds['build']:.1f} + "
-            f"startup {seconds['startup']:.1f}") in result.stderr
+    assert (
+        f"speedrun: seconds: total {seconds['total']:.1f} = build {seconds['build']:.1f} + "
+        f"startup {seconds['startup']:.1f}"
+    ) in result.stderr
 
 
 def test_epochs_alias_and_config_file(tmp_path):
@@ -95,12 +129,15 @@ def test_epochs_alias_and_config_file(tmp_path):
     assert parse_args(["--epochs=3"], aliases=ALIASES)["training"]["epochs"] == 3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--no-such-option", "1"], "unrecognized arguments"),
-    (["--training.batch_size", "0"], "--training.batch_size"),
-    (["--training.optimizer", "lbfgs"], "--training.optimizer"),
-    (["--logging.plots", "maybe"], "--logging.plots"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--no-such-option", "1"], "unrecognized arguments"),
+        (["--training.batch_size", "0"], "--training.batch_size"),
+        (["--training.optimizer", "lbfgs"], "--training.optimizer"),
+        (["--logging.plots", "maybe"], "--logging.plots"),
+    ],
+)
 def test_bad_options_exit_2_with_a_clear_message(args, message):
     result = run_cli(*args)
     assert result.returncode == 2
@@ -108,8 +145,14 @@ def test_bad_options_exit_2_with_a_clear_message(args, message):
 
 
 def test_missing_betons_name_the_command_that_writes_them(tmp_path):
-    result = run_cli("--data.train_dataset", str(tmp_path / "none.beton"), "--training.device", "cpu",
-                     "--logging.folder", str(tmp_path / "run"))
+    result = run_cli(
+        "--data.train_dataset",
+        str(tmp_path / "none.beton"),
+        "--training.device",
+        "cpu",
+        "--logging.folder",
+        str(tmp_path / "run"),
+    )
     assert result.returncode == 1
     assert "write_beton.py" in result.stderr and "none.beton" in result.stderr
 
@@ -133,6 +176,7 @@ def test_nan_loss_stops_with_epoch_step_and_lr_and_keeps_the_checkpoint(tiny_bet
             calls["n"] += 1
             loss, correct = step(inputs, targets)
             return (loss * float("nan") if calls["n"] == 6 else loss), correct  # epoch 2, step 2
+
         return wrapped
 
     monkeypatch.setattr(step_module, "make_train_step", poisoned)
@@ -160,6 +204,7 @@ def interrupt_after_epochs(monkeypatch, epochs):
 def whole_and_cut(tmp_path, monkeypatch, config):
     """A run whole, and the same run cut after its second epoch's checkpoint (in tmp_path/cut):
     `config(name)` is the run's config for the folder tmp_path/name. Returns the whole run's summary."""
+
     def checkpointing(name):
         cfg = config(name)
         cfg["logging"]["checkpoint"] = "every"
@@ -193,10 +238,13 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run_exactly(tiny_betons
 def test_each_precision_trains_and_resumes_exactly(tiny_betons, tmp_path, monkeypatch, precision):
     """The paths that change with the precision (batches written in bf16, autocast in the step, the
     evaluation and the range test), whatever `auto` would pick here; small, for a CPU that emulates bf16."""
+
     def config(name):
-        return merge(tiny_config(tiny_betons, tmp_path / name, epochs=3, precision=precision, batch_size=32,
-                                 train_subset=64),
-                     {"model": {"width": 4}, "lr": {"lr_max": 0}, "lr_test": {"num_steps": 16}}, strict=False)
+        return merge(
+            tiny_config(tiny_betons, tmp_path / name, epochs=3, precision=precision, batch_size=32, train_subset=64),
+            {"model": {"width": 4}, "lr": {"lr_max": 0}, "lr_test": {"num_steps": 16}},
+            strict=False,
+        )
 
     whole = train(config("whole"))
     assert whole["config"]["training"]["precision"] == precision
@@ -210,8 +258,7 @@ def test_each_precision_trains_and_resumes_exactly(tiny_betons, tmp_path, monkey
     assert without_times(resumed["history"]) == without_times(whole["history"])
 
 
-def test_resume_on_another_device_type_continues_from_a_reseeded_generator(tiny_betons, tmp_path, monkeypatch,
-                                                                          capsys):
+def test_resume_on_another_device_type_continues_from_a_reseeded_generator(tiny_betons, tmp_path, monkeypatch, capsys):
     """A CUDA run resumed on the CPU: its 16-byte generator state cannot be loaded there (faked here)."""
     with monkeypatch.context() as patch:
         interrupt_after_epochs(patch, 1)
@@ -222,8 +269,10 @@ def test_resume_on_another_device_type_continues_from_a_reseeded_generator(tiny_
     state.update(generator=torch.zeros(16, dtype=torch.uint8), generator_device="cuda")
     torch.save(state, path)
     shutil.copytree(tmp_path / "cut", tmp_path / "again")
-    runs = [train({"training": {"resume": str(tmp_path / name)}, "logging": {"progress": False}})
-            for name in ("cut", "again")]
+    runs = [
+        train({"training": {"resume": str(tmp_path / name)}, "logging": {"progress": False}})
+        for name in ("cut", "again")
+    ]
     assert "resuming a cuda run on cpu: batches from epoch 2 on" in capsys.readouterr().err
     assert [h["epoch"] for h in runs[0]["history"]] == [1.0, 2.0]
     assert without_times(runs[0]["history"]) == without_times(runs[1]["history"])  # reseeded the same way
@@ -241,8 +290,10 @@ def test_generator_restore_across_device_types_in_both_directions():
 
     note, restored = restore({"generator": cpu_state, "generator_device": "cpu"}, "cpu")
     assert note is None and torch.equal(restored, cpu_state)  # same device type: the stream continues
-    for saved, here in (({"generator": cpu_state, "generator_device": "cpu"}, "cuda"),
-                        ({"generator": cuda_state, "generator_device": "cuda"}, "cpu")):
+    for saved, here in (
+        ({"generator": cpu_state, "generator_device": "cpu"}, "cuda"),
+        ({"generator": cuda_state, "generator_device": "cuda"}, "cpu"),
+    ):
         note, reseeded = restore(saved, here)
         assert f"resuming a {saved['generator_device']} run on {here}" in note and "not bit-identical" in note
         assert torch.equal(reseeded, restore(saved, here)[1])  # deterministic
@@ -250,8 +301,10 @@ def test_generator_restore_across_device_types_in_both_directions():
         assert not torch.equal(reseeded, cpu_state)
 
 
-@pytest.mark.parametrize("policy, every, due", [
-    ("every", 1, [1, 2, 3, 4]), ("every", 3, [3, 4]), ("every", 0, [4]), ("last", 1, [4]), ("none", 1, [])])
+@pytest.mark.parametrize(
+    "policy, every, due",
+    [("every", 1, [1, 2, 3, 4]), ("every", 3, [3, 4]), ("every", 0, [4]), ("last", 1, [4]), ("none", 1, [])],
+)
 def test_checkpoint_policy_says_which_epochs_write_one(policy, every, due):
     options = {"checkpoint": policy, "checkpoint_every": every}
     assert [epoch + 1 for epoch in range(4) if run_state.checkpoint_due(options, epoch, 4)] == due
@@ -263,8 +316,20 @@ def test_a_folder_holding_a_run_is_refused_unless_overwritten(tiny_betons, tmp_p
     (folder / "metrics.jsonl").write_text('{"epoch": 7.0}\n')
     (folder / checkpoint.PREVIOUS).write_bytes(b"an old run's")
     with pytest.raises(SystemExit) as stopped:
-        cli.main(["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1],
-                           "--logging.folder", str(folder), "--training.device", "cpu", "--training.precision", "fp32"])
+        cli.main(
+            [
+                "--data.train_dataset",
+                tiny_betons[0],
+                "--data.val_dataset",
+                tiny_betons[1],
+                "--logging.folder",
+                str(folder),
+                "--training.device",
+                "cpu",
+                "--training.precision",
+                "fp32",
+            ]
+        )
     assert stopped.value.code == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert f"{folder} already holds a run" in line and f"--resume {folder}" in line
@@ -280,13 +345,18 @@ def test_a_folder_holding_a_run_is_refused_unless_overwritten(tiny_betons, tmp_p
 
 def test_a_twenty_seed_sweep_keeps_one_checkpoint_per_seed(tiny_betons, tmp_path):
     from speedrun.data.betons import CifarData, load_cifar_betons
+
     data = load_cifar_betons(*tiny_betons, device=torch.device("cpu"))
     data = CifarData(data.train_images[:128], data.train_labels[:128], data.test_images[:64], data.test_labels[:64])
     summaries = cli.train_seeds(tiny_config(tiny_betons, tmp_path / "sweep", epochs=1), range(20), data)
     assert [s["seed"] for s in summaries] == list(range(20))
     for seed in range(20):
-        assert sorted(os.listdir(tmp_path / "sweep" / f"seed{seed}")) == \
-            ["checkpoint.pt", "config.yaml", "metrics.jsonl", "summary.json"]
+        assert sorted(os.listdir(tmp_path / "sweep" / f"seed{seed}")) == [
+            "checkpoint.pt",
+            "config.yaml",
+            "metrics.jsonl",
+            "summary.json",
+        ]
     total = sum(f.stat().st_size for f in (tmp_path / "sweep").rglob("*") if f.is_file())
     # the README: under 2 MB a seed at width 8, the weights and their average (about 35 MB in all);
     # a second checkpoint kept a seed would be 3.5 MB
@@ -319,8 +389,9 @@ def test_late_evaluations_run_several_times_an_epoch(tiny_betons, tmp_path):
 
 
 @pytest.mark.parametrize("optimizer,factor,expected", [("sgd", 0.0, 8.0), ("adam", 0.0, 1.0), ("sgd", 2.0, 2.0)])
-def test_the_peak_lr_is_the_range_tests_pick_times_the_optimizers_measured_factor(tiny_betons, tmp_path, optimizer,
-                                                                                   factor, expected):
+def test_the_peak_lr_is_the_range_tests_pick_times_the_optimizers_measured_factor(
+    tiny_betons, tmp_path, optimizer, factor, expected
+):
     config = tiny_config(tiny_betons, tmp_path, optimizer=optimizer, epochs=1)
     config["lr"]["lr_max"], config["lr_test"] = 0.0, {"factor": factor}
     summary = train(config)
@@ -376,6 +447,7 @@ def test_out_of_memory_names_the_batch_size_and_what_fits(tiny_betons, tmp_path,
             if len(inputs) > 16:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
             return step(inputs, targets)
+
         return wrapped
 
     monkeypatch.setattr(step_module, "make_train_step", exhausting)
@@ -389,8 +461,11 @@ def test_record_recipe_one_epoch_smoke_run(tiny_betons, tmp_path):
     del config["lr"]  # the recipe's own schedule
     summary = train(config)
     cfg = summary["config"]
-    assert (cfg["model"]["arch"], cfg["training"]["optimizer"], cfg["augment"]["flip_mode"]) == \
-        ("record", "muon", "alternate")
+    assert (cfg["model"]["arch"], cfg["training"]["optimizer"], cfg["augment"]["flip_mode"]) == (
+        "record",
+        "muon",
+        "alternate",
+    )
     assert cfg["training"]["tta"] == 2 and summary["history"][0]["train_loss"] > 0
     assert 0.0 <= summary["final_test_acc"] <= 1.0
 
@@ -399,26 +474,55 @@ def test_train_subset_is_a_fixed_random_sample_not_the_first_images():
     from speedrun.data.betons import CifarData
     from speedrun.data.loader import Loader
     from speedrun.runs.config import defaults
+
     labels = torch.arange(100) // 10  # sorted by class, as image-folder betons are
     images = labels.view(-1, 1, 1, 1).expand(100, 32, 32, 3).to(torch.uint8).contiguous()
     cfg = merge(defaults(), {"training": {"train_subset": 20, "batch_size": 20}})
-    seen = [set(Loader(CifarData(images, labels, images, labels), cfg, torch.device("cpu"))(0, 0)[1].tolist())
-            for _ in range(2)]
+    seen = [
+        set(Loader(CifarData(images, labels, images, labels), cfg, torch.device("cpu"))(0, 0)[1].tolist())
+        for _ in range(2)
+    ]
     assert len(seen[0]) > 3 and seen[0] == seen[1]
 
 
 def test_ctrl_c_leaves_a_run_that_resumes_to_the_end(tiny_betons, tmp_path):
     import signal
+
     folder = tmp_path / "run"
-    args = ["--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1], "--model.width", "8",
-            "--training.batch_size", "64", "--training.device", "cpu", "--training.precision", "fp32",
-            "--lr.lr_max", "0.02", "--epochs", "40",
-            "--logging.plots", "false", "--logging.progress", "false", "--logging.folder", str(folder)]
+    args = [
+        "--data.train_dataset",
+        tiny_betons[0],
+        "--data.val_dataset",
+        tiny_betons[1],
+        "--model.width",
+        "8",
+        "--training.batch_size",
+        "64",
+        "--training.device",
+        "cpu",
+        "--training.precision",
+        "fp32",
+        "--lr.lr_max",
+        "0.02",
+        "--epochs",
+        "40",
+        "--logging.plots",
+        "false",
+        "--logging.progress",
+        "false",
+        "--logging.folder",
+        str(folder),
+    ]
     # as from a terminal: a suite started in the background (`cmd &` in a script) ignores SIGINT, and its
     # children inherit that, so the run would never see the Ctrl-C
-    process = subprocess.Popen([sys.executable, "-m", "speedrun.train", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "speedrun.train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while not (folder / "checkpoint.prev.pt").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -435,17 +539,23 @@ def test_ctrl_c_leaves_a_run_that_resumes_to_the_end(tiny_betons, tmp_path):
 
 @pytest.mark.parametrize("when, levels", [("last", [0, 0, 0, 2]), ("every", [2, 2, 2, 2])])
 def test_test_time_augmentation_costs_one_evaluation_unless_asked_for_every_one(tiny_betons, tmp_path, when, levels):
-    summary = train(tiny_config(tiny_betons, tmp_path, epochs=3, tta=2, tta_when=when, late_evals_from=3,
-                                late_evals_per_epoch=2))
+    summary = train(
+        tiny_config(tiny_betons, tmp_path, epochs=3, tta=2, tta_when=when, late_evals_from=3, late_evals_per_epoch=2)
+    )
     assert [record["tta"] for record in summary["history"]] == levels
     assert summary["final_test_acc"] == summary["history"][-1]["test_acc"]
 
 
 def test_selective_test_time_augmentation_in_a_run(tiny_betons, tmp_path):
     """--training.tta_below 0: no image is unsure enough, so the last evaluation is the plain one."""
-    runs = {name: train(tiny_config(tiny_betons, tmp_path / name, epochs=2, **options))
-            for name, options in {"plain": {"tta": 0}, "none_below": {"tta": 2, "tta_below": 0.0},
-                                  "all": {"tta": 2}}.items()}
+    runs = {
+        name: train(tiny_config(tiny_betons, tmp_path / name, epochs=2, **options))
+        for name, options in {
+            "plain": {"tta": 0},
+            "none_below": {"tta": 2, "tta_below": 0.0},
+            "all": {"tta": 2},
+        }.items()
+    }
     assert runs["none_below"]["final_test_acc"] == runs["plain"]["final_test_acc"]
     assert runs["none_below"]["history"][-1]["test_loss"] == runs["plain"]["history"][-1]["test_loss"]
     assert runs["all"]["history"][-1]["test_loss"] != runs["plain"]["history"][-1]["test_loss"]

@@ -1,4 +1,5 @@
 """write_beton.py: betons hold exactly the source, are written atomically, and are not rewritten needlessly."""
+
 import json
 import os
 import subprocess
@@ -60,8 +61,13 @@ def test_unwritable_output_fails_before_reading_the_source(tmp_path):
     (tmp_path / "a_file").write_text("")
     unreachable = "http://127.0.0.1:9/cifar-10-binary.tar.gz"  # reading the source would fail differently
     with pytest.raises(OutputError, match="cannot write betons into"):
-        write_betons("download", str(tmp_path / "a_file" / "train.beton"), str(tmp_path / "test.beton"),
-                     cache_dir=tmp_path / "cache", url=unreachable)
+        write_betons(
+            "download",
+            str(tmp_path / "a_file" / "train.beton"),
+            str(tmp_path / "test.beton"),
+            cache_dir=tmp_path / "cache",
+            url=unreachable,
+        )
     with pytest.raises(OutputError, match="same file"):
         write_betons("download", str(tmp_path / "x.beton"), str(tmp_path / "x.beton"), url=unreachable)
 
@@ -93,9 +99,9 @@ def test_a_full_disk_leaves_the_previous_betons_intact(make_binary_archive, tmp_
     import errno
 
     from ffcv.writer import DatasetWriter
+
     train, test = betons(tmp_path)
-    write_betons(str(make_binary_archive(learnable_arrays(20, 10, seed=1), "first.tar.gz")), train, test,
-                 num_workers=1)
+    write_betons(str(make_binary_archive(learnable_arrays(20, 10, seed=1), "first.tar.gz")), train, test, num_workers=1)
     before = {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")}
 
     def fill_the_disk(self, dataset, **options):
@@ -105,14 +111,16 @@ def test_a_full_disk_leaves_the_previous_betons_intact(make_binary_archive, tmp_
 
     monkeypatch.setattr(DatasetWriter, "from_indexed_dataset", fill_the_disk)
     with pytest.raises(OSError, match="No space left"):
-        write_betons(str(make_binary_archive(learnable_arrays(20, 10, seed=2), "second.tar.gz")), train, test,
-                     num_workers=1)
+        write_betons(
+            str(make_binary_archive(learnable_arrays(20, 10, seed=2), "second.tar.gz")), train, test, num_workers=1
+        )
     after = {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")}
     assert after == before  # same files, same bytes, no temporary left over
 
 
 def test_too_little_free_space_is_refused_before_writing(make_binary_archive, tmp_path, monkeypatch):
     import shutil
+
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1 << 20))
     train, test = betons(tmp_path)
@@ -147,14 +155,23 @@ def test_source_errors_propagate(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "write_beton.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "write_beton.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_writes_then_skips(tiny_archive, tiny_arrays, tmp_path):
     train, test = betons(tmp_path)
-    args = ["--data.source", str(tiny_archive), "--data.train_dataset", train, "--data.val_dataset", test,
-            "--data.num_workers", "1"]
+    args = [
+        "--data.source",
+        str(tiny_archive),
+        "--data.train_dataset",
+        train,
+        "--data.val_dataset",
+        test,
+        "--data.num_workers",
+        "1",
+    ]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     np.testing.assert_array_equal(load_beton(test, "cpu")[0].numpy(), tiny_arrays.test_images)

@@ -26,6 +26,7 @@ Random parameters are drawn on the device by `draw_params`, one int32 row per im
 Memory traffic per 32x32 image: 3072 B read (uint8 source) + 6144 B written (bf16 output; 12288 B in
 float32), i.e. 9216 B per image in bf16; `bytes_moved` gives the total for a batch.
 """
+
 from __future__ import annotations  # lets the kernel signature name tl.constexpr without triton
 
 import os
@@ -104,10 +105,8 @@ def _check_inputs(images, indices, params, table, pad_mode, pad, out):
         raise ValueError(f"indices, params and table must be on the images' device ({images.device})")
     shape = (params.shape[0], 3, height, width)
     if out is None:
-        return torch.empty(shape, dtype=table.dtype, device=images.device,
-                           memory_format=torch.channels_last)
-    if (out.shape != shape or out.dtype != table.dtype
-            or not out.is_contiguous(memory_format=torch.channels_last)):
+        return torch.empty(shape, dtype=table.dtype, device=images.device, memory_format=torch.channels_last)
+    if out.shape != shape or out.dtype != table.dtype or not out.is_contiguous(memory_format=torch.channels_last):
         raise ValueError(f"out must be a channels_last {table.dtype} tensor of shape {list(shape)}")
     return out
 
@@ -128,13 +127,13 @@ def augment_reference(images, indices, params, table, pad_mode="reflect", cutout
     if pad_mode == "reflect":
         src_y = _reflect(src_y, height)
         src_x = _reflect(src_x, width)
-    inside = (((src_y >= 0) & (src_y < height))[:, :, None]
-              & ((src_x >= 0) & (src_x < width))[:, None, :])
+    inside = ((src_y >= 0) & (src_y < height))[:, :, None] & ((src_x >= 0) & (src_x < width))[:, None, :]
     src_y, src_x = src_y.clamp(0, height - 1), src_x.clamp(0, width - 1)
     pixels = images[indices[:, None, None], src_y[:, :, None], src_x[:, None, :]]  # [B, H, W, 3]
     values = table[torch.arange(3, device=images.device), pixels.long()]
-    in_box = (((rows >= cy0[:, None]) & (rows < cy0[:, None] + cutout))[:, :, None]
-              & ((cols >= cx0[:, None]) & (cols < cx0[:, None] + cutout))[:, None, :])
+    in_box = ((rows >= cy0[:, None]) & (rows < cy0[:, None] + cutout))[:, :, None] & (
+        (cols >= cx0[:, None]) & (cols < cx0[:, None] + cutout)
+    )[:, None, :]
     values.masked_fill_((~inside | in_box)[..., None], 0.0)
     out.permute(0, 2, 3, 1).copy_(values)
     return out
@@ -146,9 +145,19 @@ def _reflect(position, size):
     return torch.where(position > size - 1, 2 * (size - 1) - position, position)
 
 
-def _augment_kernel(images_ptr, indices_ptr, params_ptr, table_ptr, out_ptr, pad, cutout,
-                    HEIGHT: tl.constexpr, WIDTH: tl.constexpr, REFLECT: tl.constexpr,
-                    BLOCK: tl.constexpr):
+def _augment_kernel(
+    images_ptr,
+    indices_ptr,
+    params_ptr,
+    table_ptr,
+    out_ptr,
+    pad,
+    cutout,
+    HEIGHT: tl.constexpr,
+    WIDTH: tl.constexpr,
+    REFLECT: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """One program writes BLOCK consecutive output elements of one image (grid: image, block)."""
     image = tl.program_id(0).to(tl.int64)
     offsets = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)  # flat NHWC offsets within the image
@@ -193,8 +202,9 @@ def _interpreting():
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def augment_triton(images, indices, params, table, pad_mode="reflect", cutout=8, out=None, pad=4,
-                   block=1024, num_warps=4):
+def augment_triton(
+    images, indices, params, table, pad_mode="reflect", cutout=8, out=None, pad=4, block=1024, num_warps=4
+):
     """The fused Triton kernel: same arguments and bit-identical result as `augment_reference`."""
     if triton is None:
         raise RuntimeError("augment_triton needs the triton package; use impl='torch' instead")
@@ -209,8 +219,19 @@ def augment_triton(images, indices, params, table, pad_mode="reflect", cutout=8,
         return out
     grid = (batch_size, triton.cdiv(height * width * 3, block))
     _kernel(interpret)[grid](
-        images, indices.contiguous(), params.contiguous(), table.contiguous(), out, pad, cutout,
-        HEIGHT=height, WIDTH=width, REFLECT=pad_mode == "reflect", BLOCK=block, num_warps=num_warps)
+        images,
+        indices.contiguous(),
+        params.contiguous(),
+        table.contiguous(),
+        out,
+        pad,
+        cutout,
+        HEIGHT=height,
+        WIDTH=width,
+        REFLECT=pad_mode == "reflect",
+        BLOCK=block,
+        num_warps=num_warps,
+    )
     return out
 
 
@@ -225,4 +246,3 @@ def augment_batch(images, indices, params, table, pad_mode="reflect", pad=4, cut
         impl = "triton" if images.is_cuda and triton is not None else "torch"
     run = augment_triton if impl == "triton" else augment_reference
     return run(images, indices, params, table, pad_mode=pad_mode, cutout=cutout, out=out, pad=pad)
-

@@ -5,6 +5,7 @@ ffcv's Loader (a numba-compiled pipeline built for datasets that do not fit in m
 split is copied out of the memory-mapped file in a few large slices and sent to the device at once;
 augmentation then happens on the device.
 """
+
 import importlib
 import os
 from pathlib import Path
@@ -33,8 +34,7 @@ class CifarData(NamedTuple):
     test_labels: torch.Tensor
 
 
-def load_cifar_betons(train_path="data/cifar10_train.beton", val_path="data/cifar10_test.beton",
-                      device=None):
+def load_cifar_betons(train_path="data/cifar10_train.beton", val_path="data/cifar10_test.beton", device=None):
     """Both splits on `device` (default: cuda if available, else cpu)."""
     return CifarData(*load_beton(train_path, device), *load_beton(val_path, device))
 
@@ -67,15 +67,17 @@ def read_beton_index(path):
     try:
         reader = Reader(str(path))
     except Exception as error:  # ffcv reports a damaged header in many ways
-        raise BetonError(f"beton {path} is truncated or corrupt ({type(error).__name__}: {error}): "
-                         f"{WRITE_HINT} again")
+        raise BetonError(f"beton {path} is truncated or corrupt ({type(error).__name__}: {error}): {WRITE_HINT} again")
     kinds = {name: type(handler).__name__ for name, handler in reader.handlers.items()}
     if list(kinds.items()) != FIELDS:
-        raise BetonError(f"beton {path} has fields {kinds}, expected image (RGBImageField) and label "
-                         f"(IntField): {WRITE_HINT}")
+        raise BetonError(
+            f"beton {path} has fields {kinds}, expected image (RGBImageField) and label (IntField): {WRITE_HINT}"
+        )
     if len(reader.metadata) != reader.num_samples or reader.num_samples == 0:
-        raise BetonError(f"beton {path} is truncated or empty ({len(reader.metadata)} of "
-                         f"{reader.num_samples} image records): {WRITE_HINT} again")
+        raise BetonError(
+            f"beton {path} is truncated or empty ({len(reader.metadata)} of "
+            f"{reader.num_samples} image records): {WRITE_HINT} again"
+        )
     images, labels = reader.metadata["f0"], reader.metadata["f1"].astype(np.int64)
     _check_images(path, images)
     _check_labels(path, labels)
@@ -86,23 +88,31 @@ def _check_images(path, images):
     raw = images["mode"] == RAW_MODE
     sized = (images["height"] == IMAGE_SHAPE[0]) & (images["width"] == IMAGE_SHAPE[1])
     if not raw.all():
-        raise BetonError(f"beton {path} stores {np.sum(~raw)} images as JPEG; training needs raw pixels: "
-                         f"{WRITE_HINT} (it writes RGBImageField(write_mode='raw'))")
+        raise BetonError(
+            f"beton {path} stores {np.sum(~raw)} images as JPEG; training needs raw pixels: "
+            f"{WRITE_HINT} (it writes RGBImageField(write_mode='raw'))"
+        )
     if not sized.all():
         i = np.flatnonzero(~sized)[0]
-        raise BetonError(f"beton {path} holds {np.sum(~sized)} images that are not 32x32, e.g. image {i} "
-                         f"is {images['width'][i]}x{images['height'][i]}: {WRITE_HINT} from CIFAR-10")
+        raise BetonError(
+            f"beton {path} holds {np.sum(~sized)} images that are not 32x32, e.g. image {i} "
+            f"is {images['width'][i]}x{images['height'][i]}: {WRITE_HINT} from CIFAR-10"
+        )
     end = int(images["data_ptr"].max()) + IMAGE_BYTES
     if end > os.path.getsize(path):
-        raise BetonError(f"beton {path} is truncated: its images reach byte {end} but the file has "
-                         f"{os.path.getsize(path)}: {WRITE_HINT} again")
+        raise BetonError(
+            f"beton {path} is truncated: its images reach byte {end} but the file has "
+            f"{os.path.getsize(path)}: {WRITE_HINT} again"
+        )
 
 
 def _check_labels(path, labels):
     outside = labels[(labels < 0) | (labels >= NUM_CLASSES)]
     if outside.size:
-        raise BetonError(f"beton {path} has {outside.size} labels outside [0, {NUM_CLASSES}), e.g. "
-                         f"{outside[0]}: it is not CIFAR-10; {WRITE_HINT}")
+        raise BetonError(
+            f"beton {path} has {outside.size} labels outside [0, {NUM_CLASSES}), e.g. "
+            f"{outside[0]}: it is not CIFAR-10; {WRITE_HINT}"
+        )
 
 
 def gather_images(path, pointers, out):
@@ -116,5 +126,5 @@ def gather_images(path, pointers, out):
     breaks = np.flatnonzero(np.diff(pointers) != IMAGE_BYTES) + 1
     starts, ends = np.r_[0, breaks], np.r_[breaks, len(pointers)]
     for start, end, pointer in zip(starts.tolist(), ends.tolist(), pointers[starts].tolist()):
-        flat[start:end] = file[pointer:pointer + (end - start) * IMAGE_BYTES].reshape(-1, IMAGE_BYTES)
+        flat[start:end] = file[pointer : pointer + (end - start) * IMAGE_BYTES].reshape(-1, IMAGE_BYTES)
     return out

@@ -1,13 +1,13 @@
 """What CIFAR-10 is, whatever it is read from: its classes, image shape and splits, the arrays a source
 becomes, the error a bad source raises, and the checksum of a folder of files."""
+
 import hashlib
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
 import numpy as np
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 IMAGE_SHAPE = (32, 32, 3)
 IMAGE_BYTES = 32 * 32 * 3
 SPLITS = ("train", "test")

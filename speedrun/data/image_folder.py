@@ -3,6 +3,7 @@
 The files are listed by class and name, decoded (in worker processes when there are many) and checked,
 then put in a fixed random order that mixes the classes.
 """
+
 import hashlib
 import io
 import multiprocessing
@@ -22,12 +23,15 @@ def read_image_folder(root, num_workers):
     classes, entries = list_images(root)
     paths = [root / name for name, _ in entries]
     with _pool(num_workers, len(paths)) as pool:
-        results = list(tqdm(pool.imap(_decode_image, paths, chunksize=256), total=len(paths),
-                            desc=f"decoding {root}", unit="img"))
+        results = list(
+            tqdm(pool.imap(_decode_image, paths, chunksize=256), total=len(paths), desc=f"decoding {root}", unit="img")
+        )
     bad = [(path, problem) for path, (_, problem, _) in zip(paths, results) if problem]
     if bad:
-        raise SourceError(f"{len(bad)} of {len(paths)} images in {root} are not 32x32 RGB, e.g. "
-                          f"{bad[0][0]} ({bad[0][1]}); convert them to 32x32 RGB PNG or JPEG")
+        raise SourceError(
+            f"{len(bad)} of {len(paths)} images in {root} are not 32x32 RGB, e.g. "
+            f"{bad[0][0]} ({bad[0][1]}); convert them to 32x32 RGB PNG or JPEG"
+        )
     checksum = folder_digest((name, file_hash) for (name, _), (_, _, file_hash) in zip(entries, results))
     images = np.stack([image for image, _, _ in results])
     labels = np.array([label for _, label in entries], dtype=np.int64)
@@ -55,8 +59,9 @@ def list_images(root):
             folder = root / split / name
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not files:
-                raise SourceError(f"{folder} has no .png/.jpg/.jpeg images: every class needs images "
-                                  f"in both train and test")
+                raise SourceError(
+                    f"{folder} has no .png/.jpg/.jpeg images: every class needs images in both train and test"
+                )
             entries += [(p.relative_to(root), label) for p in files]
     return classes, entries
 
@@ -66,16 +71,21 @@ def _image_classes(root):
     found = {}
     for split in SPLITS:
         if not (root / split).is_dir():
-            raise SourceError(f"image folder {root} has no {split}/ folder: expected "
-                              f"{root}/{{train,test}}/<class>/*.png|jpg")
+            raise SourceError(
+                f"image folder {root} has no {split}/ folder: expected {root}/{{train,test}}/<class>/*.png|jpg"
+            )
         found[split] = {p.name for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith(".")}
     if found["train"] != found["test"]:
         only = {split: sorted(found[split] - found[other]) for split, other in zip(SPLITS, SPLITS[::-1])}
-        raise SourceError(f"image folder {root} has different classes in train and test: only in train "
-                          f"{only['train']}, only in test {only['test']}")
+        raise SourceError(
+            f"image folder {root} has different classes in train and test: only in train "
+            f"{only['train']}, only in test {only['test']}"
+        )
     if not 0 < len(found["train"]) <= len(CIFAR10_CLASSES):
-        raise SourceError(f"image folder {root} has {len(found['train'])} class folders in train/ and "
-                          f"test/; CIFAR-10 training takes 1 to {len(CIFAR10_CLASSES)} classes")
+        raise SourceError(
+            f"image folder {root} has {len(found['train'])} class folders in train/ and "
+            f"test/; CIFAR-10 training takes 1 to {len(CIFAR10_CLASSES)} classes"
+        )
     return list(CIFAR10_CLASSES) if found["train"] == set(CIFAR10_CLASSES) else sorted(found["train"])
 
 

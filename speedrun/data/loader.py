@@ -1,4 +1,5 @@
 """The on-device loader: shuffled, augmented training batches drawn from images in device memory."""
+
 import torch
 
 from speedrun.data import augment
@@ -35,8 +36,7 @@ class Loader:
         self.table = augment.normalize_table(augment.CIFAR10_MEAN, augment.CIFAR10_STD, dtype, device)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(self.seed)
-        self.alternate = torch.randint(0, 2, (len(images),), generator=self.generator, device=device,
-                                       dtype=torch.int32)
+        self.alternate = torch.randint(0, 2, (len(images),), generator=self.generator, device=device, dtype=torch.int32)
         self.out = torch.empty(self.local, 32, 32, 3, dtype=dtype, device=device).permute(0, 3, 1, 2)
         self.epoch, self.order = None, None
         self.steps_per_epoch = len(images) // self.batch  # the last partial batch is dropped: fixed shapes
@@ -49,19 +49,33 @@ class Loader:
         if self.epoch != epoch:  # one permutation per epoch
             self.epoch = epoch
             self.order = torch.randperm(self.num_images, generator=self.generator, device=self.device)
-        index = self.order[step * batch + rank * local: step * batch + (rank + 1) * local]
-        params = augment.draw_params(batch, self.generator, self.device, pad=a["pad"], cutout=a["cutout"],
-                                     flip=a["flip"])[rank * local: (rank + 1) * local]
+        index = self.order[step * batch + rank * local : step * batch + (rank + 1) * local]
+        params = augment.draw_params(
+            batch, self.generator, self.device, pad=a["pad"], cutout=a["cutout"], flip=a["flip"]
+        )[rank * local : (rank + 1) * local]
         if a["flip_mode"] == "alternate":  # each image flips every other epoch instead of at random
             params[:, 2] = self.alternate[index] ^ (epoch % 2)
-        inputs = augment.augment_batch(self.images, index, params, self.table, pad_mode=a["pad_mode"], pad=a["pad"],
-                                       cutout=a["cutout"], impl=a["impl"], out=self.out)
+        inputs = augment.augment_batch(
+            self.images,
+            index,
+            params,
+            self.table,
+            pad_mode=a["pad_mode"],
+            pad=a["pad"],
+            cutout=a["cutout"],
+            impl=a["impl"],
+            out=self.out,
+        )
         return inputs, self.labels[index]
 
     def state_dict(self):
         """The loader's state: generator state (and the device type it is for), last epoch, its order."""
-        return {"generator": self.generator.get_state(), "device": self.device.type, "epoch": self.epoch,
-                "order": self.order}
+        return {
+            "generator": self.generator.get_state(),
+            "device": self.device.type,
+            "epoch": self.epoch,
+            "order": self.order,
+        }
 
     def load_state_dict(self, state):
         """Continue from `state`. Without an order (a checkpoint's, written at an epoch's end), the next
@@ -70,8 +84,7 @@ class Loader:
         order = state.get("order")
         self.epoch, self.order = (state["epoch"], order.to(self.device)) if order is not None else (None, None)
         first = 0 if state["epoch"] is None else state["epoch"] + 1
-        return continue_stream(self.generator, state["generator"], state["device"], self.device.type, self.seed,
-                               first)
+        return continue_stream(self.generator, state["generator"], state["device"], self.device.type, self.seed, first)
 
 
 def continue_stream(generator, saved, saved_device, device_type, seed, epoch):
@@ -85,7 +98,8 @@ def continue_stream(generator, saved, saved_device, device_type, seed, epoch):
         generator.set_state(saved)
         return None
     generator.manual_seed((seed * 1_000_003 + epoch) % 2**64)
-    return (f"speedrun: resuming a {saved_device} run on {device_type}: batches from epoch {epoch + 1} on are "
-            f"drawn from a generator reseeded from (seed, epoch), so the run is valid but not bit-identical "
-            f"to the uninterrupted one")
-
+    return (
+        f"speedrun: resuming a {saved_device} run on {device_type}: batches from epoch {epoch + 1} on are "
+        f"drawn from a generator reseeded from (seed, epoch), so the run is valid but not bit-identical "
+        f"to the uninterrupted one"
+    )

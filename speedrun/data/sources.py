@@ -11,6 +11,7 @@ A source is one of:
 source with its checksum, which `source_checksum` computes without decoding anything. Every bad input
 raises `SourceError` with a message saying what is wrong and what to do about it.
 """
+
 import hashlib
 import io
 import os
@@ -39,13 +40,16 @@ LAYOUTS = {
 }
 # Folder names inside the official archives.
 BATCH_FOLDERS = ("cifar-10-batches-bin", "cifar-10-batches-py")
-SOURCE_HELP = ("--data.source takes 'download', a CIFAR-10 archive (cifar-10-binary.tar.gz or "
-               "cifar-10-python.tar.gz), the folder it extracts to, or an image folder "
-               "ROOT/{train,test}/<class>/*.png|jpg")
+SOURCE_HELP = (
+    "--data.source takes 'download', a CIFAR-10 archive (cifar-10-binary.tar.gz or "
+    "cifar-10-python.tar.gz), the folder it extracts to, or an image folder "
+    "ROOT/{train,test}/<class>/*.png|jpg"
+)
 
 
-def read_source(source="download", cache_dir="data/cache", trust_pickles=False, num_workers=None,
-                url=BINARY_URL, md5=BINARY_MD5):
+def read_source(
+    source="download", cache_dir="data/cache", trust_pickles=False, num_workers=None, url=BINARY_URL, md5=BINARY_MD5
+):
     """Read CIFAR-10 from `source` (see the module docstring) into a CifarArrays.
 
     The Python version's pickles can run code when loaded, so they are read only from the archive
@@ -85,6 +89,7 @@ def source_checksum(source, url=BINARY_URL, md5=BINARY_MD5):
 
 # --- download --------------------------------------------------------------------------------
 
+
 def download(url=BINARY_URL, cache_dir="data/cache", md5=BINARY_MD5):
     """The path of the archive at `url` in `cache_dir`, downloaded once and md5-verified."""
     target = Path(cache_dir) / _file_name(url)
@@ -98,8 +103,12 @@ def download(url=BINARY_URL, cache_dir="data/cache", md5=BINARY_MD5):
     # A temporary name, so an interrupted or corrupt download never looks like a cached archive.
     with replacing(target) as partial:
         _fetch(url, partial)
-        _check_md5(partial, f"{target.name} downloaded from {url}", md5,
-                   remedy="the download is corrupt or is not the official archive")
+        _check_md5(
+            partial,
+            f"{target.name} downloaded from {url}",
+            md5,
+            remedy="the download is corrupt or is not the official archive",
+        )
     return target
 
 
@@ -117,15 +126,16 @@ def _fetch(url, destination):
                     progress.update(len(chunk))
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", None) or error
-        raise SourceError(f"could not download {url} ({reason}). Without network access, fetch "
-                          f"{_file_name(url)} elsewhere, or use any local copy of CIFAR-10: {SOURCE_HELP}")
+        raise SourceError(
+            f"could not download {url} ({reason}). Without network access, fetch "
+            f"{_file_name(url)} elsewhere, or use any local copy of CIFAR-10: {SOURCE_HELP}"
+        )
 
 
 def _check_md5(path, shown_name, expected, remedy):
     actual = file_digest(path, "md5")
     if actual != expected:
-        raise SourceError(f"checksum mismatch for {shown_name}: expected md5 {expected}, "
-                          f"got {actual}; {remedy}")
+        raise SourceError(f"checksum mismatch for {shown_name}: expected md5 {expected}, got {actual}; {remedy}")
 
 
 def file_digest(path, algorithm):
@@ -139,14 +149,16 @@ def file_digest(path, algorithm):
 
 # --- official archives and their extracted folders -------------------------------------------
 
+
 def _read_archive(path, trust_pickles, md5):
     """Read an official archive's batches straight from the tar stream: nothing is extracted."""
     try:
         with tarfile.open(path, "r:*") as tar:
             members = _safe_members(tar, path)
             layout = _detect_layout(members, path)
-            _check_pickle_trust(layout, path, trust_pickles or md5 == PYTHON_MD5,
-                                why=f"its md5 {md5} is not the official {PYTHON_MD5}")
+            _check_pickle_trust(
+                layout, path, trust_pickles or md5 == PYTHON_MD5, why=f"its md5 {md5} is not the official {PYTHON_MD5}"
+            )
             # In archive order: a gzip stream only reads forwards without starting over.
             in_order = sorted(LAYOUTS[layout], key=lambda name: members[name].offset)
             blobs = {name: tar.extractfile(members[name]).read() for name in in_order}
@@ -163,16 +175,17 @@ def _safe_members(tar, path):
     for member in members:
         name = PurePosixPath(member.name)
         if name.is_absolute() or ".." in name.parts:
-            raise SourceError(f"{path} holds a member with an unsafe path {member.name!r} "
-                              f"(absolute or with '..'); refusing to read it")
+            raise SourceError(
+                f"{path} holds a member with an unsafe path {member.name!r} "
+                f"(absolute or with '..'); refusing to read it"
+            )
     return {PurePosixPath(m.name).name: m for m in members if m.isfile()}
 
 
 def _read_batch_folder(root, layout, trust_pickles):
     _check_pickle_trust(layout, root, trust_pickles, why="an extracted folder has no archive checksum")
     blobs = [(root / name).read_bytes() for name in LAYOUTS[layout]]
-    checksum = folder_digest((name, hashlib.sha256(blob).hexdigest())
-                              for name, blob in zip(LAYOUTS[layout], blobs))
+    checksum = folder_digest((name, hashlib.sha256(blob).hexdigest()) for name, blob in zip(LAYOUTS[layout], blobs))
     info = {"kind": f"{layout}-folder", "path": str(root), "checksum": checksum}
     return _parse_batches(layout, blobs, root, info)
 
@@ -186,8 +199,10 @@ def _folder_layout(path):
                 return root, _detect_layout(found, root)
     if any((path / split).is_dir() for split in SPLITS):
         return path, "images"
-    raise SourceError(f"{path} is neither an extracted CIFAR-10 archive (no data_batch_* files) nor an "
-                      f"image folder (no train/ or test/ folder). {SOURCE_HELP}")
+    raise SourceError(
+        f"{path} is neither an extracted CIFAR-10 archive (no data_batch_* files) nor an "
+        f"image folder (no train/ or test/ folder). {SOURCE_HELP}"
+    )
 
 
 def _detect_layout(names, where):
@@ -195,19 +210,26 @@ def _detect_layout(names, where):
     for layout, expected in LAYOUTS.items():
         if set(expected) <= set(names):
             return layout
-    partial = [(layout, [n for n in expected if n not in names])
-               for layout, expected in LAYOUTS.items() if set(expected) & set(names)]
+    partial = [
+        (layout, [n for n in expected if n not in names])
+        for layout, expected in LAYOUTS.items()
+        if set(expected) & set(names)
+    ]
     lacking = f" (it lacks {', '.join(partial[0][1])} of the {partial[0][0]} version)" if partial else ""
-    raise SourceError(f"{where} is not in a CIFAR-10 format{lacking}: expected data_batch_1.bin.."
-                      f"data_batch_5.bin and test_batch.bin (binary version) or data_batch_1..data_batch_5 "
-                      f"and test_batch (python version). {SOURCE_HELP}")
+    raise SourceError(
+        f"{where} is not in a CIFAR-10 format{lacking}: expected data_batch_1.bin.."
+        f"data_batch_5.bin and test_batch.bin (binary version) or data_batch_1..data_batch_5 "
+        f"and test_batch (python version). {SOURCE_HELP}"
+    )
 
 
 def _check_pickle_trust(layout, where, trusted, why):
     if layout == "python" and not trusted:
-        raise SourceError(f"{where} is the python version of CIFAR-10, whose pickles can run code when "
-                          f"loaded, and {why}. Use the binary version, or pass --data.trust_pickles true "
-                          f"(trust_pickles=True) if you trust where it came from")
+        raise SourceError(
+            f"{where} is the python version of CIFAR-10, whose pickles can run code when "
+            f"loaded, and {why}. Use the binary version, or pass --data.trust_pickles true "
+            f"(trust_pickles=True) if you trust where it came from"
+        )
 
 
 def _parse_batches(layout, blobs, where, info):
@@ -221,8 +243,10 @@ def _parse_batches(layout, blobs, where, info):
 def _parse_binary_batch(blob, where):
     """Records of one label byte and the image as three 32x32 planes (R, G, B)."""
     if len(blob) == 0 or len(blob) % (IMAGE_BYTES + 1):
-        raise SourceError(f"{where} is {len(blob)} bytes, not a whole number of "
-                          f"{IMAGE_BYTES + 1}-byte CIFAR-10 records: the file is truncated or corrupt")
+        raise SourceError(
+            f"{where} is {len(blob)} bytes, not a whole number of "
+            f"{IMAGE_BYTES + 1}-byte CIFAR-10 records: the file is truncated or corrupt"
+        )
     records = np.frombuffer(blob, np.uint8).reshape(-1, IMAGE_BYTES + 1)
     return _planes_to_images(records[:, 1:]), _checked_labels(records[:, 0], where)
 
@@ -237,8 +261,10 @@ def _parse_python_batch(blob, where):
         raise SourceError(f"{where} is not a CIFAR-10 python batch ({error})")
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES or len(data) != len(labels):
-        raise SourceError(f"{where} holds data of shape {data.shape} ({data.dtype}) with {len(labels)} "
-                          f"labels, expected uint8 [N, {IMAGE_BYTES}] and N labels")
+        raise SourceError(
+            f"{where} holds data of shape {data.shape} ({data.dtype}) with {len(labels)} "
+            f"labels, expected uint8 [N, {IMAGE_BYTES}] and N labels"
+        )
     return _planes_to_images(data), _checked_labels(np.asarray(labels), where)
 
 
@@ -260,9 +286,13 @@ def _checked_labels(labels, where):
 class _RestrictedUnpickler(pickle.Unpickler):
     """Builds only what a CIFAR-10 batch holds: dicts, lists, ints, bytes and numpy arrays."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}  # how protocol 2 spells bytes
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }  # how protocol 2 spells bytes
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:

@@ -11,6 +11,7 @@ operation, ...) and then runs it as plain whole-step inductor: it bumps counters
 ["cudagraph_skips"] and logs the reason on its `cudagraphs` logger, which is where the reasons are read.
 Anything dynamo compiles after the warm-up is a recompile the timed epochs pay for (`frames_compiled`).
 """
+
 import logging
 
 from torch._dynamo.utils import counters
@@ -25,8 +26,11 @@ def frames_compiled():
 
 
 def read_counters():
-    return {"cudagraph_skips": counters["inductor"]["cudagraph_skips"],
-            "graph_breaks": sum(counters["graph_break"].values()), "graphs": counters["stats"]["unique_graphs"]}
+    return {
+        "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "graphs": counters["stats"]["unique_graphs"],
+    }
 
 
 class SkipReasons(logging.Handler):

@@ -4,6 +4,7 @@ Test-time augmentation can be selective: only the images the plain forward pass 
 softmax probability below a threshold) get the augmented views, which saves their forward passes on the
 confident majority, whose prediction the views rarely change.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -14,7 +15,7 @@ def shift(images, dy, dx):
     """Images translated by (dy, dx) pixels, filling the uncovered border by reflection."""
     height, width = images.shape[-2:]
     padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
-    return padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
+    return padded[..., 1 - dy : 1 - dy + height, 1 - dx : 1 - dx + width]
 
 
 def layout(x):
@@ -115,8 +116,8 @@ def evaluate_selective(net, images, labels, table, batch_size=1000, tta=2, below
     totals = torch.zeros(4, dtype=torch.float64, device=images.device)
     memory_format = memory_format_of(net)
     for start in range(0, len(images), batch_size):
-        inputs = normalize(images[start:start + batch_size], table).contiguous(memory_format=memory_format)
-        targets = labels[start:start + batch_size]
+        inputs = normalize(images[start : start + batch_size], table).contiguous(memory_format=memory_format)
+        targets = labels[start : start + batch_size]
         logits, augmented = selective_tta_logits(net, inputs, tta, below)
         logits = logits.float()
         totals[0] += F.cross_entropy(logits, targets, reduction="sum")

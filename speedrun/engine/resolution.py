@@ -9,6 +9,7 @@ The loader still draws and augments 32x32 batches; the train step downscales the
 step, and one graph when compiled, per side). The test images stay 32x32: the last side is 32, so the
 last epochs train on what the net is evaluated on.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -25,13 +26,16 @@ def parse_sides(text):
     try:
         sides = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ValueError(f"--training.resolutions {text!r}: expected image sides separated by commas, "
-                         f"e.g. 24,28,32") from None
+        raise ValueError(
+            f"--training.resolutions {text!r}: expected image sides separated by commas, e.g. 24,28,32"
+        ) from None
     if not all(SMALLEST <= side <= IMAGE_SIZE for side in sides):
         raise ValueError(f"--training.resolutions {text!r}: every side must be in [{SMALLEST}, {IMAGE_SIZE}]")
     if sides[-1] != IMAGE_SIZE:
-        raise ValueError(f"--training.resolutions {text!r}: the last side must be {IMAGE_SIZE}, the test "
-                         f"images' side, so that the last epochs train at the size the net is evaluated at")
+        raise ValueError(
+            f"--training.resolutions {text!r}: the last side must be {IMAGE_SIZE}, the test "
+            f"images' side, so that the last epochs train at the size the net is evaluated at"
+        )
     return sides
 
 
@@ -46,8 +50,10 @@ def curriculum(cfg):
     t = cfg["training"]
     sides = parse_sides(t["resolutions"])
     if len(sides) > t["epochs"]:
-        raise ValueError(f"--training.resolutions {t['resolutions']!r}: {len(sides)} sides need at least as "
-                         f"many epochs, the run has {t['epochs']}")
+        raise ValueError(
+            f"--training.resolutions {t['resolutions']!r}: {len(sides)} sides need at least as "
+            f"many epochs, the run has {t['epochs']}"
+        )
     smaller = sorted(set(sides) - {IMAGE_SIZE})
     if smaller:
         check_net(cfg, smaller)
@@ -66,10 +72,12 @@ def check_net(cfg, sides):
                     net(torch.empty(2, 3, side, side))
             except RuntimeError as error:
                 reason = str(error).splitlines()[0]
-                raise ValueError(f"--training.resolutions {cfg['training']['resolutions']!r}: the "
-                                 f"{cfg['model']['arch']} net cannot take {side}x{side} images ({reason}). A "
-                                 f"curriculum needs a net whose head takes any size, as the record net's global "
-                                 f"max pool does (--model.arch record, from 9 pixels)") from None
+                raise ValueError(
+                    f"--training.resolutions {cfg['training']['resolutions']!r}: the "
+                    f"{cfg['model']['arch']} net cannot take {side}x{side} images ({reason}). A "
+                    f"curriculum needs a net whose head takes any size, as the record net's global "
+                    f"max pool does (--model.arch record, from 9 pixels)"
+                ) from None
 
 
 def downscale(inputs, side):
@@ -78,5 +86,6 @@ def downscale(inputs, side):
     full strength). In float32: torch 2.13 has no CPU kernel for antialiased bilinear in bf16
     ('compute_index_ranges_weights' not implemented for 'BFloat16'), so a bf16 batch is resized in float32
     and rounded back once; a float32 batch is not copied."""
-    return F.interpolate(inputs.float(), size=(side, side), mode="bilinear", antialias=True,
-                         align_corners=False).to(inputs.dtype)
+    return F.interpolate(inputs.float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False).to(
+        inputs.dtype
+    )

@@ -12,6 +12,7 @@ Seeds in one process (`--seeds`, speedrun.leaderboard) share one step through a 
 the same shape loads its fresh state in place into the tensors the step was compiled or captured on
 (`reuse`) instead of building and compiling another, so a sweep compiles once.
 """
+
 import contextlib
 import copy
 import functools
@@ -50,8 +51,9 @@ from speedrun.system.device import device_name, say, synchronize
 WARMUP_STEPS = 3
 
 
-def make_train_step(model, optimizer, label_smoothing, autocast, average=None, whole=False, lookahead=None,
-                    side=IMAGE_SIZE):
+def make_train_step(
+    model, optimizer, label_smoothing, autocast, average=None, whole=False, lookahead=None, side=IMAGE_SIZE
+):
     """One training step: forward, loss, backward, update, then lookahead and the weight average (of the
     weights lookahead leaves). Returns (loss, correct) as device tensors.
 
@@ -78,11 +80,13 @@ def make_train_step(model, optimizer, label_smoothing, autocast, average=None, w
             if average is not None:
                 average.update()
         return loss.detach(), (logits.argmax(1) == targets).sum()
+
     return train_step
 
 
-def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, average, lookahead=None,
-                        sides=(IMAGE_SIZE,)):
+def compiled_train_step(
+    policy, net, optimizer, label_smoothing, schedule, average, lookahead=None, sides=(IMAGE_SIZE,)
+):
     """The train step as the policy compiles it (the net's forward alone, or the whole step as one
     graph), after writing its LRs from the device `schedule` into the optimizer and the weights of the
     weight average and lookahead: device to device, no value baked into a graph. (Traced inside a
@@ -94,8 +98,12 @@ def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, avera
     whole = policy.whole_step
     forward = net if whole else policy.compiled(net)
     compiled = policy.compiled_step if whole else (lambda step: step)
-    steps = {side: compiled(make_train_step(forward, optimizer, label_smoothing, policy.autocast, average, whole,
-                                            lookahead, side)) for side in sides}
+    steps = {
+        side: compiled(
+            make_train_step(forward, optimizer, label_smoothing, policy.autocast, average, whole, lookahead, side)
+        )
+        for side in sides
+    }
 
     def scheduled_step(inputs, targets, side=IMAGE_SIZE):
         set_lr(optimizer, schedule.next())
@@ -103,6 +111,7 @@ def compiled_train_step(policy, net, optimizer, label_smoothing, schedule, avera
         if lookahead is not None:
             lookahead.advance(schedule.position)
         return steps[side](inputs, targets)
+
     return scheduled_step
 
 
@@ -137,6 +146,7 @@ def averaging(optimizer, dist):
 class Step:
     """What a run trains with: the net, its optimizer, weight average and lookahead, the LR table on the
     device, the batch buffer the loader writes into, and the (compiled) train and eval nets over them."""
+
     model: torch.nn.Module
     optimizer: object
     average: WeightAverage
@@ -153,8 +163,9 @@ class Step:
         """Before the first call of a whole step (after any restore, which may put new state tensors in
         place): the tensors it reads or updates in place stay where they are (see Policy.mark_static)."""
         if policy.whole_step:
-            policy.mark_static([self.batch_buffer, *step_tensors(self.optimizer), *self.average.tensors(),
-                                *self.lookahead.tensors()])
+            policy.mark_static(
+                [self.batch_buffer, *step_tensors(self.optimizer), *self.average.tensors(), *self.lookahead.tensors()]
+            )
 
 
 def build_step(cfg, policy, dist, model, lr_table, batch_buffer):
@@ -166,10 +177,20 @@ def build_step(cfg, policy, dist, model, lr_table, batch_buffer):
     schedule = DeviceSchedule(lr_table)
     net = distributed.wrap(model, dist, policy.compiled, ddp=not policy.whole_step)
     step_optimizer = averaging(optimizer, dist) if policy.whole_step else optimizer
-    train_step = compiled_train_step(policy, net, step_optimizer, t["label_smoothing"], schedule, average,
-                                     lookahead, parse_sides(t["resolutions"]))
-    return Step(model, optimizer, average, lookahead, schedule, batch_buffer, train_step,
-                policy.compiled(average.net()), copy.deepcopy(optimizer.state_dict()))
+    train_step = compiled_train_step(
+        policy, net, step_optimizer, t["label_smoothing"], schedule, average, lookahead, parse_sides(t["resolutions"])
+    )
+    return Step(
+        model,
+        optimizer,
+        average,
+        lookahead,
+        schedule,
+        batch_buffer,
+        train_step,
+        policy.compiled(average.net()),
+        copy.deepcopy(optimizer.state_dict()),
+    )
 
 
 def reuse(step, model, lr_table):
@@ -221,8 +242,11 @@ def compile_step(run, step, key):
     step.warm = True
     skipped = step.compile_report["cudagraph_skip_reasons"] or ["no reason logged"]
     if mode_that_ran(policy, step.compile_report) != policy.compile_mode:
-        say(tell, f"speedrun: inductor skipped CUDA graphs ({skipped[0]}): the step runs as "
-                  f"{mode_that_ran(policy, step.compile_report)}, without them")
+        say(
+            tell,
+            f"speedrun: inductor skipped CUDA graphs ({skipped[0]}): the step runs as "
+            f"{mode_that_ran(policy, step.compile_report)}, without them",
+        )
     if state == "cold" and tell:
         save_compile_cache(cache, tell)
     kept = f": {cache}" if cache else ", none kept (--training.compile_cache)"
@@ -233,8 +257,11 @@ def compile_step(run, step, key):
 def step_key(cfg, policy, dist, num_images, lr_table):
     """What a Step depends on: runs with equal keys can share one (seed, folders and LR values aside)."""
     training = {k: v for k, v in cfg["training"].items() if k not in ("seed", "seeds", "resume", "compile_cache")}
-    return json.dumps([cfg["model"], training, repr(policy), dist.rank, dist.world, num_images,
-                       list(lr_table.shape)], sort_keys=True, default=str)
+    return json.dumps(
+        [cfg["model"], training, repr(policy), dist.rank, dist.world, num_images, list(lr_table.shape)],
+        sort_keys=True,
+        default=str,
+    )
 
 
 class StepCache:
@@ -311,9 +338,13 @@ def warm_up(run):
     each: none is left to compile in the timed epochs), then put every state back as it was."""
     average = run.average.average or torch.nn.Module()  # no average: an empty state to save and load
     # each put back in place (the optimizer's tensors too): a whole step keeps reading the same memory
-    loaders = {run.model: run.model.load_state_dict, average: average.load_state_dict,
-               run.lookahead: run.lookahead.load_state_dict, run.batcher: run.batcher.load_state_dict,
-               run.optimizer: functools.partial(load_state_in_place, run.optimizer)}
+    loaders = {
+        run.model: run.model.load_state_dict,
+        average: average.load_state_dict,
+        run.lookahead: run.lookahead.load_state_dict,
+        run.batcher: run.batcher.load_state_dict,
+        run.optimizer: functools.partial(load_state_in_place, run.optimizer),
+    }
     saved = {holder: copy.deepcopy(holder.state_dict()) for holder in loaders}
     start = time.perf_counter()
     for side in run.sides:

@@ -11,6 +11,7 @@ Residual wrapper) so torch.compile and channels_last handle it without special c
 
 Its layer-by-layer summary, receptive fields and FLOP count are in speedrun/summary.py.
 """
+
 from torch import nn
 
 
@@ -61,4 +62,5 @@ def build_model(cfg, train_images=None):
     if cfg["model"]["arch"] == "resnet":
         return CustomResNet(width=cfg["model"]["width"])
     from speedrun.nets.record_net import build_record_net
+
     return build_record_net(cfg, train_images)

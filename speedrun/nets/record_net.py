@@ -4,6 +4,7 @@ After the ideas of the airbench94 paper ("94% on CIFAR-10 in 3.29 seconds"): a f
 conv, three conv-pool-BN blocks, a max-pooled linear head. Here too: the whitening init from data,
 the split of parameters between Muon and SGD, test-time augmentation, and parameter/FLOP counts.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,17 +59,25 @@ class RecordNet(nn.Module):
     `scaling` shrinks the logits: the head's outputs start large because the features are max-pooled.
     """
 
-    def __init__(self, widths=(64, 256, 256), batchnorm_momentum=0.6, scaling=1 / 9, num_classes=10,
-                 in_channels=3, whiten_kernel_size=2):
+    def __init__(
+        self,
+        widths=(64, 256, 256),
+        batchnorm_momentum=0.6,
+        scaling=1 / 9,
+        num_classes=10,
+        in_channels=3,
+        whiten_kernel_size=2,
+    ):
         super().__init__()
         # Each patch eigenvector gives two filters, +v and -v, so GELU keeps both signs of the projection.
-        whiten_width = 2 * in_channels * whiten_kernel_size ** 2
+        whiten_width = 2 * in_channels * whiten_kernel_size**2
         self.whiten = nn.Conv2d(in_channels, whiten_width, whiten_kernel_size, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)  # fixed by the data, never trained
         self.activation = nn.GELU()
         channels = (whiten_width,) + tuple(widths)
-        self.layers = nn.Sequential(*(ConvGroup(c_in, c_out, batchnorm_momentum)
-                                      for c_in, c_out in zip(channels[:-1], channels[1:])))
+        self.layers = nn.Sequential(
+            *(ConvGroup(c_in, c_out, batchnorm_momentum) for c_in, c_out in zip(channels[:-1], channels[1:]))
+        )
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(widths[-1], num_classes, bias=False)
         self.scaling = scaling
@@ -118,6 +127,7 @@ def build_record_net(cfg, train_images=None, whiten_sample=5000):
     net = RecordNet(widths=(width, 4 * width, 4 * width))
     if train_images is not None:
         from speedrun.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize, normalize_table
+
         generator = torch.Generator().manual_seed(cfg.get("training", {}).get("seed", 0))  # random: all classes
         chosen = torch.randperm(len(train_images), generator=generator)[:whiten_sample]
         sample = train_images[chosen.to(train_images.device)]

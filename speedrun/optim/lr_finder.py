@@ -18,6 +18,7 @@ says so when it takes it).
 A sweep needs points to read: one of fewer than MIN_RULE_STEPS is refused, and "one epoch's worth" of a
 small train set is stretched to MIN_SWEEP_STEPS (the batches cycle through the data again).
 """
+
 import copy
 import json
 import math
@@ -47,8 +48,10 @@ class LRTestDiverged(RuntimeError):
     """The loss blew up at the very first step(s): lr_start is already too high, or the model is broken."""
 
     def __init__(self, lr, loss):
-        super().__init__(f"LR range test diverged at its first step (lr={lr:.3g}, loss={loss:.4g}); "
-                         f"lower lr_start or check the model and data")
+        super().__init__(
+            f"LR range test diverged at its first step (lr={lr:.3g}, loss={loss:.4g}); "
+            f"lower lr_start or check the model and data"
+        )
         self.lr, self.loss = lr, loss
 
 
@@ -88,15 +91,21 @@ class LRTestResult:
         ax.plot(self.lrs, self.losses, color="0.75", linewidth=0.8, label="loss")
         ax.plot(self.lrs, self.smoothed, color="C0", label="smoothed loss")
         ax.plot(self.lrs, lagless, color="C1", linewidth=0.8, label="smoothed without lag (min_loss)")
-        ax.axvline(self.suggested_lr, color="C3", linestyle="--",
-                   label=f"suggested lr = {self.suggested_lr:.3g} ({self.rule})")
+        ax.axvline(
+            self.suggested_lr, color="C3", linestyle="--", label=f"suggested lr = {self.suggested_lr:.3g} ({self.rule})"
+        )
         for name, lr in self.suggestions.items():
             if lr != self.suggested_lr:
                 ax.axvline(lr, color="0.5", linestyle=":", label=f"{name} rule: {lr:.3g}")
         if lr_max is not None and lr_max != self.suggested_lr:
             ax.axvline(lr_max, color="C2", linestyle="-.", label=f"peak lr = {lr_max:.3g}")
-        ax.set(xscale="log", xlabel="learning rate", ylabel="loss", title="LR range test",
-               ylim=loss_limits(self.smoothed, lagless))
+        ax.set(
+            xscale="log",
+            xlabel="learning rate",
+            ylabel="loss",
+            title="LR range test",
+            ylim=loss_limits(self.smoothed, lagless),
+        )
         ax.legend(fontsize="small")
         figure.tight_layout()
         figure.savefig(path, dpi=120)
@@ -116,9 +125,11 @@ def loss_limits(*curves, margin=0.2):
 def check_num_steps(num_steps):
     """Refuse an explicit sweep (num_steps > 0) too short for the suggestion rules to read."""
     if 0 < num_steps < MIN_RULE_STEPS:
-        raise ValueError(f"--lr_test.num_steps {num_steps} is too short a sweep for the suggestion rules, which "
-                         f"need at least {MIN_RULE_STEPS} steps: give --lr_test.num_steps {MIN_RULE_STEPS} or more "
-                         f"(0 = one epoch's worth, at least {MIN_SWEEP_STEPS}), or set the peak LR with --lr.lr_max")
+        raise ValueError(
+            f"--lr_test.num_steps {num_steps} is too short a sweep for the suggestion rules, which "
+            f"need at least {MIN_RULE_STEPS} steps: give --lr_test.num_steps {MIN_RULE_STEPS} or more "
+            f"(0 = one epoch's worth, at least {MIN_SWEEP_STEPS}), or set the peak LR with --lr.lr_max"
+        )
 
 
 def num_test_steps(num_steps, steps_per_epoch):
@@ -135,18 +146,21 @@ def _default_step(loss_fn):
         loss.backward()
         optimizer.step()
         return loss
+
     return step
 
 
 def without_lag(values, smoothing):
     """The moving average run forwards, then backwards over its result: smooth, and centred on each
     step, where the forward average alone trails the curve (its minimum comes steps after the loss's)."""
+
     def average(series):
         out, mean = [], 0.0
         for i, value in enumerate(series):
             mean = smoothing * mean + (1 - smoothing) * value
             out.append(mean / (1 - smoothing ** (i + 1)))
         return out
+
     return average(average(values)[::-1])[::-1]
 
 
@@ -166,9 +180,20 @@ def suggest_lr(lrs, smoothed, rule="min_loss", losses=None, smoothing=LAGLESS_SM
     return float(lrs[int(np.argmin(smoothed))]) / 10, FALLBACK
 
 
-def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_end=10.0,
-                  num_steps=None, smoothing=0.98, diverge_factor=4.0, step_fn=None, rule="min_loss",
-                  progress=False):
+def lr_range_test(
+    model,
+    make_optimizer,
+    next_batch,
+    loss_fn,
+    lr_start=1e-5,
+    lr_end=10.0,
+    num_steps=None,
+    smoothing=0.98,
+    diverge_factor=4.0,
+    step_fn=None,
+    rule="min_loss",
+    progress=False,
+):
     """Sweep lr_i = lr_start * (lr_end / lr_start) ** (i / (num_steps - 1)) on a deepcopy of `model`.
 
     make_optimizer(model, lr) -> a fresh optimizer over `model`, the sweep's copy (its parameters, or
@@ -189,8 +214,7 @@ def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_
     if not 0 < lr_start < lr_end:
         raise ValueError(f"need 0 < lr_start < lr_end, got {lr_start}, {lr_end}")
     if not 0 <= smoothing < 1 or diverge_factor <= 1:
-        raise ValueError(f"need 0 <= smoothing < 1 and diverge_factor > 1, "
-                         f"got {smoothing}, {diverge_factor}")
+        raise ValueError(f"need 0 <= smoothing < 1 and diverge_factor > 1, got {smoothing}, {diverge_factor}")
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, lr_start)
     step_fn = step_fn or _default_step(loss_fn)
@@ -218,5 +242,6 @@ def lr_range_test(model, make_optimizer, next_batch, loss_fn, lr_start=1e-5, lr_
     del probe, optimizer
     picks = {name: suggest_lr(lrs, smoothed, name, losses) for name in RULES}
     suggested, how = picks[rule]
-    return LRTestResult(lrs, losses, smoothed, suggested, how, stopped_early, len(lrs),
-                        {name: lr for name, (lr, _) in picks.items()})
+    return LRTestResult(
+        lrs, losses, smoothed, suggested, how, stopped_early, len(lrs), {name: lr for name, (lr, _) in picks.items()}
+    )

@@ -12,6 +12,7 @@ the momentum, normalisation, weight decay and update of all the filters are one 
 and the filters whose matrices share their short side are orthogonalised together, as one batch of
 matrices zero-padded to one shape, three batched matmuls an iteration.
 """
+
 import math
 
 import torch
@@ -169,12 +170,12 @@ class Muon(torch.optim.Optimizer):
     place does not recompile a compiled step). `ns_dtype=None` picks bfloat16 on CUDA, float32 otherwise.
     """
 
-    def __init__(self, params, lr, momentum=0.6, nesterov=True, weight_decay=0.0, ns_steps=5,
-                 ns_dtype=None):
+    def __init__(self, params, lr, momentum=0.6, nesterov=True, weight_decay=0.0, ns_steps=5, ns_dtype=None):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                        ns_steps=ns_steps, ns_dtype=ns_dtype)
+        defaults = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps, ns_dtype=ns_dtype
+        )
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:

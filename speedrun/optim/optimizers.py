@@ -6,6 +6,7 @@ each step: an eager step reads it without a host sync (fused SGD and AdamW take 
 compiled or CUDA-graph step does not bake a value in. A run's LRs, every group's at every step, are one
 table built on the host before it starts (`group_lr_table`) and read on the device.
 """
+
 import copy
 
 import torch
@@ -63,8 +64,12 @@ def param_groups(net, cfg):
     """
     t = cfg["training"]
     bias, decay = t["bias_lr_scale"], t["weight_decay"]
-    settings = {"bias": (bias, decay / bias, 0), "whiten bias": (bias, decay / bias, t["whiten_bias_epochs"]),
-                "head": (t["head_lr_scale"], decay, 0), "other": (1.0, decay, 0)}
+    settings = {
+        "bias": (bias, decay / bias, 0),
+        "whiten bias": (bias, decay / bias, t["whiten_bias_epochs"]),
+        "head": (t["head_lr_scale"], decay, 0),
+        "other": (1.0, decay, 0),
+    }
     groups = {}
     if t["optimizer"] == "muon":  # Muon orthogonalises the conv filters' updates, without weight decay
         groups["filters"] = {"params": [], "lr_scale": 1.0, "weight_decay": 0.0, "lr_epochs": 0}
@@ -73,8 +78,9 @@ def param_groups(net, cfg):
             groups["filters"]["params"].append(p)
             continue
         scale, weight_decay, epochs = settings[role]
-        groups.setdefault(settings[role], {"params": [], "lr_scale": scale, "weight_decay": weight_decay,
-                                           "lr_epochs": epochs})["params"].append(p)
+        groups.setdefault(
+            settings[role], {"params": [], "lr_scale": scale, "weight_decay": weight_decay, "lr_epochs": epochs}
+        )["params"].append(p)
     return list(groups.values())
 
 
@@ -103,11 +109,16 @@ def group_lr_table(lrs, groups, steps_per_epoch, device=None):
     schedule's `lrs` (one a step) times each group's lr_scale, and 0 from a group's lr_epochs on (a zero
     LR leaves a parameter as it is, whatever its momentum). Built on the host once: each step reads its
     row on the device (schedule.DeviceSchedule) and `set_lr` writes it into the groups."""
+
     def lr(group, step, base):
         trained = not group["lr_epochs"] or step < group["lr_epochs"] * steps_per_epoch
         return base * group["lr_scale"] if trained else 0.0
-    return torch.tensor([[lr(group, step, base) for group in groups] for step, base in enumerate(lrs)],
-                        dtype=torch.float32, device=device)
+
+    return torch.tensor(
+        [[lr(group, step, base) for group in groups] for step, base in enumerate(lrs)],
+        dtype=torch.float32,
+        device=device,
+    )
 
 
 def build_optimizer(net, cfg, lr=0.0, traceable=False):
@@ -134,9 +145,14 @@ def build_optimizer(net, cfg, lr=0.0, traceable=False):
     if t["optimizer"] == "sgd":
         return allocate_state(torch.optim.SGD(groups, **sgd))
     from speedrun.optim.muon import Muon
+
     filters, *rest = groups
-    return OptimizerGroup([allocate_state(Muon([filters], lr=filters["lr"], momentum=t["momentum"], nesterov=True)),
-                           allocate_state(torch.optim.SGD(rest, **sgd))])
+    return OptimizerGroup(
+        [
+            allocate_state(Muon([filters], lr=filters["lr"], momentum=t["momentum"], nesterov=True)),
+            allocate_state(torch.optim.SGD(rest, **sgd)),
+        ]
+    )
 
 
 def allocate_state(optimizer):
@@ -148,8 +164,11 @@ def allocate_state(optimizer):
         for p in group["params"]:
             zeros = torch.zeros_like(p, memory_format=torch.preserve_format)
             if adam:
-                optimizer.state[p].update(step=torch.zeros((), dtype=torch.float32, device=p.device),
-                                          exp_avg=zeros, exp_avg_sq=torch.zeros_like(zeros))
+                optimizer.state[p].update(
+                    step=torch.zeros((), dtype=torch.float32, device=p.device),
+                    exp_avg=zeros,
+                    exp_avg_sq=torch.zeros_like(zeros),
+                )
             else:
                 optimizer.state[p]["momentum_buffer"] = zeros
     return optimizer
@@ -236,6 +255,7 @@ def traced_update(optimizer):
     """The optimizer's update as plain tensor ops under no_grad, for a whole step compiled as one graph:
     torch's step() methods break the graph around themselves. SGD and Adam (built `traceable`) and Muon."""
     from speedrun.optim.muon import Muon
+
     if isinstance(optimizer, (OptimizerGroup, Muon)):
         return optimizer.update()
     if not isinstance(optimizer, (torch.optim.SGD, *ADAM_TYPES)):
@@ -244,16 +264,37 @@ def traced_update(optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         grads, states = [p.grad for p in params], [optimizer.state[p] for p in params]
         if isinstance(optimizer, torch.optim.SGD):
-            sgd_update(params, grads, [state["momentum_buffer"] for state in states],
-                       weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
-                       dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
-                       foreach=True)
+            sgd_update(
+                params,
+                grads,
+                [state["momentum_buffer"] for state in states],
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=group["dampening"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+                foreach=True,
+            )
             continue
         beta1, beta2 = group["betas"]
-        adamw_update(params, grads, [state["exp_avg"] for state in states], [state["exp_avg_sq"] for state in states],
-                     [], [state["step"] for state in states], foreach=True, capturable=True, amsgrad=False,
-                     beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
-                     maximize=group["maximize"])
+        adamw_update(
+            params,
+            grads,
+            [state["exp_avg"] for state in states],
+            [state["exp_avg_sq"] for state in states],
+            [],
+            [state["step"] for state in states],
+            foreach=True,
+            capturable=True,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+        )
 
 
 class WeightAverage:
@@ -299,8 +340,11 @@ class WeightAverage:
 def floating_tensors(copied, model):
     """([copied's], [model's]) floating-point weights and buffers, in state_dict order: what a copy of
     the weights follows (an integer buffer, batch norm's batch count, is left as it is)."""
-    pairs = [(c, m) for c, m in zip(copied.state_dict(keep_vars=True).values(), model.state_dict(keep_vars=True).values())
-             if c.is_floating_point()]
+    pairs = [
+        (c, m)
+        for c, m in zip(copied.state_dict(keep_vars=True).values(), model.state_dict(keep_vars=True).values())
+        if c.is_floating_point()
+    ]
     return [c for c, _ in pairs], [m for _, m in pairs]
 
 
@@ -329,7 +373,7 @@ class Lookahead:
         """Set the weights of the coming update, the `step`-th (a device tensor, from 1)."""
         if self.slow is not None:
             due = step % self.period == 0
-            d = self.decay ** self.period * (step / self.total_steps) ** 3
+            d = self.decay**self.period * (step / self.total_steps) ** 3
             take = due | (step == self.total_steps)
             self.move.copy_((due * (1 - d)).view(()))
             self.take.copy_(take.view(()))

@@ -17,6 +17,7 @@ passes no value and a compiled or CUDA-graph step never sees a new Python float.
 column per param group (optim.group_lr_table: this schedule times each group's scale); `as_tensor` is
 the one-column form.
 """
+
 import torch
 
 
@@ -32,8 +33,9 @@ class OneCycle:
         if not lr_max > 0:
             raise ValueError(f"lr_max must be > 0, got {lr_max}")
         if not 0 <= lr_min <= lr_max or not 0 <= end_lr <= lr_max:
-            raise ValueError(f"need 0 <= lr_min, end_lr <= lr_max; got lr_min={lr_min}, "
-                             f"end_lr={end_lr}, lr_max={lr_max}")
+            raise ValueError(
+                f"need 0 <= lr_min, end_lr <= lr_max; got lr_min={lr_min}, end_lr={end_lr}, lr_max={lr_max}"
+            )
         if int(total_steps) != total_steps or total_steps < 1:
             raise ValueError(f"total_steps must be a positive integer, got {total_steps}")
         if int(peak_step) != peak_step or not 0 <= peak_step <= total_steps:
@@ -48,9 +50,13 @@ class OneCycle:
             raise ValueError(f"peak_epoch must be in [0, epochs={epochs}], got {peak_epoch}")
         if int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch}")
-        return cls(lr_max, lr_min, total_steps=epochs * steps_per_epoch,
-                   peak_step=round(peak_epoch * steps_per_epoch),
-                   end_lr=0.0 if anneal_to_zero else lr_min)
+        return cls(
+            lr_max,
+            lr_min,
+            total_steps=epochs * steps_per_epoch,
+            peak_step=round(peak_epoch * steps_per_epoch),
+            end_lr=0.0 if anneal_to_zero else lr_min,
+        )
 
     def __call__(self, step):
         if not 0 <= step <= self.total_steps:
@@ -71,8 +77,10 @@ class OneCycle:
         return torch.tensor(self.lr_table(), dtype=torch.float32, device=device)
 
     def __repr__(self):
-        return (f"OneCycle(lr_max={self.lr_max:g}, lr_min={self.lr_min:g}, total_steps={self.total_steps}, "
-                f"peak_step={self.peak_step}, end_lr={self.end_lr:g})")
+        return (
+            f"OneCycle(lr_max={self.lr_max:g}, lr_min={self.lr_min:g}, total_steps={self.total_steps}, "
+            f"peak_step={self.peak_step}, end_lr={self.end_lr:g})"
+        )
 
 
 class DeviceSchedule:

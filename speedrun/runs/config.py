@@ -7,6 +7,7 @@ LR the range test picks, the peak epoch of a short run) is recorded beside it. A
 a clear message (exit status 2).
 Library callers skip the command line: `resolve_config(overrides)`.
 """
+
 import argparse
 import copy
 import sys
@@ -62,8 +63,7 @@ def parse_args(argv=None, description=None, aliases=None, explicit_only=False, s
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     for short, full in (aliases or {}).items():
-        argv = [full if a == short else full + a[len(short):] if a.startswith(short + "=") else a
-                for a in argv]
+        argv = [full if a == short else full + a[len(short) :] if a.startswith(short + "=") else a for a in argv]
     switches = {flag.lstrip("-").replace("-", "_"): flag in argv for flag, _ in extra}
     argv = [a for a in argv if a not in {flag for flag, _ in extra}]
     config = _registry(sections)
@@ -150,8 +150,11 @@ def resume_config(folder, overrides):
     saved = merge(defaults(RUN_SECTIONS), state["config"], strict=False)  # options newer than the checkpoint: defaults
     given = overrides.get("training", {})
     policy = {key: given.get(key, saved["training"][key]) for key in POLICY_KEYS}
-    config = merge(saved, {"logging": {**overrides.get("logging", {}), "folder": folder},
-                           "training": {**policy, "resume": folder}}, strict=False)
+    config = merge(
+        saved,
+        {"logging": {**overrides.get("logging", {}), "folder": folder}, "training": {**policy, "resume": folder}},
+        strict=False,
+    )
     return config, state
 
 

@@ -1,6 +1,7 @@
 """What a run derives from its config when it starts: the peak LR (given, or picked by the LR range
 test) and the peak epoch of the one-cycle schedule. The run records them in its summary and checkpoints
 under "derived"; the config itself stays as it was resolved."""
+
 import math
 import sys
 
@@ -32,8 +33,14 @@ def peak_lr(cfg, state, pick):
 def one_cycle(cfg, derived, steps_per_epoch):
     """The run's LR schedule, from the config and the values derived from it."""
     lr, epochs = cfg["lr"], cfg["training"]["epochs"]
-    return OneCycle.from_epochs(derived["lr_max"], derived["lr_max"] / lr["div_factor"], epochs,
-                                derived["peak_epoch"], steps_per_epoch, lr["anneal_to_zero"])
+    return OneCycle.from_epochs(
+        derived["lr_max"],
+        derived["lr_max"] / lr["div_factor"],
+        epochs,
+        derived["peak_epoch"],
+        steps_per_epoch,
+        lr["anneal_to_zero"],
+    )
 
 
 # The peak LR is the range test's pick times a factor measured for each optimizer, 24-epoch runs of
@@ -69,24 +76,44 @@ def run_lr_test(model, batcher, cfg, log, make_step):
     # throughout the sweep).
     sweep_cfg = {**cfg, "training": {**t, "weight_decay": 0.0}}
     result = lr_range_test(
-        model, lambda net, lr: build_optimizer(net, sweep_cfg, lr),
+        model,
+        lambda net, lr: build_optimizer(net, sweep_cfg, lr),
         lambda i: batcher(-1 - i // per_epoch, i % per_epoch),  # negative epochs: not the training ones
-        None, lr_start=test["lr_start"], lr_end=test["lr_end"], num_steps=steps,
-        smoothing=test["smoothing"], diverge_factor=test["diverge_factor"], step_fn=step_fn, rule=test["rule"],
-        progress=cfg["logging"]["progress"])
+        None,
+        lr_start=test["lr_start"],
+        lr_end=test["lr_end"],
+        num_steps=steps,
+        smoothing=test["smoothing"],
+        diverge_factor=test["diverge_factor"],
+        step_fn=step_fn,
+        rule=test["rule"],
+        progress=cfg["logging"]["progress"],
+    )
     factor = pick_factor(cfg)
     lr_max = result.suggested_lr * factor
     others = ", ".join(f"{name} {lr:.3g}" for name, lr in result.suggestions.items() if name != test["rule"])
-    scaled = (f" x {factor:g}, the factor {'given' if test['factor'] else 'measured for ' + t['optimizer']}"
-              if factor != 1 else "")
-    print(f"speedrun: LR range test over {result.steps} steps suggests lr_max = {lr_max:.3g} ({test['rule']}: "
-          f"{result.rule}, {result.suggested_lr:.3g}{scaled}; other rules: {others})", file=sys.stderr)
+    scaled = (
+        f" x {factor:g}, the factor {'given' if test['factor'] else 'measured for ' + t['optimizer']}"
+        if factor != 1
+        else ""
+    )
+    print(
+        f"speedrun: LR range test over {result.steps} steps suggests lr_max = {lr_max:.3g} ({test['rule']}: "
+        f"{result.rule}, {result.suggested_lr:.3g}{scaled}; other rules: {others})",
+        file=sys.stderr,
+    )
     if result.fell_back:
-        reason = (f"its curve, {result.steps} points before the loss diverged, is too short to read"
-                  if result.steps < MIN_RULE_STEPS else "its loss never fell")
-        print(f"speedrun: warning: the LR range test's {test['rule']} rule could not pick, as {reason}: its pick "
-              f"is the fallback, the LR of the lowest smoothed loss / 10; check lr_test.png or set the peak LR with "
-              f"--lr.lr_max", file=sys.stderr)
+        reason = (
+            f"its curve, {result.steps} points before the loss diverged, is too short to read"
+            if result.steps < MIN_RULE_STEPS
+            else "its loss never fell"
+        )
+        print(
+            f"speedrun: warning: the LR range test's {test['rule']} rule could not pick, as {reason}: its pick "
+            f"is the fallback, the LR of the lowest smoothed loss / 10; check lr_test.png or set the peak LR with "
+            f"--lr.lr_max",
+            file=sys.stderr,
+        )
     if log.folder:
         result.to_json(log.path("lr_test.json"), factor=factor, lr_max=lr_max)
         if cfg["logging"]["plots"]:

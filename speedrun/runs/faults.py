@@ -1,5 +1,6 @@
 """What stops a run with a clear message: a loss that is not finite or has exploded, a batch that does not
 fit in memory."""
+
 import math
 import os
 
@@ -44,8 +45,9 @@ def check_finite(losses, epoch, lrs, steps_per_epoch, folder, dist):
         step, rank, value = min(diverged)
         where = f" on rank {rank}" if dist.world > 1 else ""
         lr = lrs[epoch * steps_per_epoch + step]
-        raise TrainingDiverged(f"loss became {value}{where} at epoch {epoch + 1}, step {step + 1} "
-                               f"(lr {lr:.4g}); stopping, {_kept(folder)}")
+        raise TrainingDiverged(
+            f"loss became {value}{where} at epoch {epoch + 1}, step {step + 1} (lr {lr:.4g}); stopping, {_kept(folder)}"
+        )
 
 
 def check_not_exploded(train_loss, epoch, steps, lrs, steps_per_epoch, folder, picked, num_classes=10):
@@ -57,7 +59,7 @@ def check_not_exploded(train_loss, epoch, steps, lrs, steps_per_epoch, folder, p
     if not train_loss > limit:  # a NaN is check_finite's
         return
     first = epoch * steps_per_epoch
-    low, high = min(lrs[first + steps.start:first + steps.stop]), max(lrs[first + steps.start:first + steps.stop])
+    low, high = min(lrs[first + steps.start : first + steps.stop]), max(lrs[first + steps.start : first + steps.stop])
     window = f"lr {high:.4g}" if low == high else f"lr {low:.4g} to {high:.4g}"
     peak = max(lrs)
     source = "the LR range test's pick" if picked else "--lr.lr_max"
@@ -65,7 +67,8 @@ def check_not_exploded(train_loss, epoch, steps, lrs, steps_per_epoch, folder, p
         f"the train loss exploded to {train_loss:.4g} (above {EXPLODED_FACTOR} x ln({num_classes}) = {limit:.3g}, "
         f"the loss of a uniform guess) at epoch {epoch + 1}, steps {steps.start + 1}-{steps.stop} ({window}); "
         f"stopping, {_kept(folder)}. The peak LR {peak:.4g} ({source}) is too high: give a lower one with "
-        f"--lr.lr_max (e.g. {peak / 10:.3g})")
+        f"--lr.lr_max (e.g. {peak / 10:.3g})"
+    )
 
 
 def largest_fitting_batch(model, batch_size, policy):

@@ -22,6 +22,7 @@ Ours against a reference is a statistical statement (`compare`, `verdict`): the 
 reference) as the ratio of geometric means with its 95% interval from Welch's t on the logarithms of the
 seconds; with fewer than MIN_SEEDS seeds on either side there is no interval and no verdict.
 """
+
 import datetime
 import hashlib
 import json
@@ -40,11 +41,13 @@ CONFIDENCE = 0.95
 # The accuracy a record may give up against the reference, in points (the record attempt's target).
 ACCURACY_MARGIN = 0.05
 
-VERDICT_RULE = (f"ahead when the accuracy difference's {CONFIDENCE:.0%} interval starts at or above "
-                f"-{ACCURACY_MARGIN} points and the time ratio's lies wholly below 1; behind when the accuracy "
-                f"interval lies wholly below -{ACCURACY_MARGIN} points or the time ratio's wholly above 1; "
-                f"undecided otherwise. The time is the total (prepare + loop) where both sides recorded it for "
-                f"{MIN_SEEDS} seeds or more, else the loop; no verdict with fewer than {MIN_SEEDS} seeds a side")
+VERDICT_RULE = (
+    f"ahead when the accuracy difference's {CONFIDENCE:.0%} interval starts at or above "
+    f"-{ACCURACY_MARGIN} points and the time ratio's lies wholly below 1; behind when the accuracy "
+    f"interval lies wholly below -{ACCURACY_MARGIN} points or the time ratio's wholly above 1; "
+    f"undecided otherwise. The time is the total (prepare + loop) where both sides recorded it for "
+    f"{MIN_SEEDS} seeds or more, else the loop; no verdict with fewer than {MIN_SEEDS} seeds a side"
+)
 
 # Other people's reported results, on their hardware: shown for orientation, never used in ratios.
 PUBLISHED = [
@@ -98,8 +101,12 @@ def run_stats(accuracies, train_seconds, times_to_target, target):
 
 def summarise_runs(summaries, target):
     """Statistics over training summaries (one per seed): accuracy, train time, time to target."""
-    return run_stats([s["final_test_acc"] for s in summaries], [s["train_seconds"] for s in summaries],
-                     [time_to_target(s["history"], target) for s in summaries], target)
+    return run_stats(
+        [s["final_test_acc"] for s in summaries],
+        [s["train_seconds"] for s in summaries],
+        [time_to_target(s["history"], target) for s in summaries],
+        target,
+    )
 
 
 def welch_interval(a, b, confidence=CONFIDENCE):
@@ -107,6 +114,7 @@ def welch_interval(a, b, confidence=CONFIDENCE):
     Welch-Satterthwaite degrees of freedom), by scipy.stats.ttest_ind(equal_var=False). Two samples
     without spread have a point for an interval."""
     from scipy import stats
+
     a, b = [float(v) for v in a], [float(v) for v in b]
     if min(len(a), len(b)) < 2:
         raise ValueError("Welch's interval needs two values a side at least")
@@ -115,16 +123,19 @@ def welch_interval(a, b, confidence=CONFIDENCE):
         return {"difference": difference, "low": difference, "high": difference, "df": None}
     result = stats.ttest_ind(a, b, equal_var=False)
     interval = result.confidence_interval(confidence)
-    return {"difference": difference, "low": float(interval.low), "high": float(interval.high),
-            "df": float(result.df)}
+    return {"difference": difference, "low": float(interval.low), "high": float(interval.high), "df": float(result.df)}
 
 
 def ratio_interval(a, b, confidence=CONFIDENCE):
     """The ratio of geometric means of a over b and its confidence interval: Welch's interval of the
     difference of the logarithms, exponentiated."""
     logs = welch_interval([math.log(v) for v in a], [math.log(v) for v in b], confidence)
-    return {"ratio": math.exp(logs["difference"]), "low": math.exp(logs["low"]), "high": math.exp(logs["high"]),
-            "df": logs["df"]}
+    return {
+        "ratio": math.exp(logs["difference"]),
+        "low": math.exp(logs["low"]),
+        "high": math.exp(logs["high"]),
+        "df": logs["df"],
+    }
 
 
 def known(values):
@@ -134,22 +145,34 @@ def known(values):
 def compare(ours, reference):
     """Ours against a reference entry: the accuracy difference (points) and the time ratios, loop and
     total, each with its 95% interval where both sides have MIN_SEEDS values or more, and the verdict."""
-    times = {"loop": (ours["train_seconds"], reference["train_seconds"]),
-             "total": (known(ours.get("total_seconds")), known(reference.get("total_seconds")))}
-    result = {"reference": reference["name"], "seeds": [len(ours["accuracies"]), len(reference["accuracies"])],
-              "min_seeds": MIN_SEEDS, "confidence": CONFIDENCE, "accuracy_margin": ACCURACY_MARGIN}
+    times = {
+        "loop": (ours["train_seconds"], reference["train_seconds"]),
+        "total": (known(ours.get("total_seconds")), known(reference.get("total_seconds"))),
+    }
+    result = {
+        "reference": reference["name"],
+        "seeds": [len(ours["accuracies"]), len(reference["accuracies"])],
+        "min_seeds": MIN_SEEDS,
+        "confidence": CONFIDENCE,
+        "accuracy_margin": ACCURACY_MARGIN,
+    }
     ours_acc, ref_acc = [100 * v for v in ours["accuracies"]], [100 * v for v in reference["accuracies"]]
     enough = min(len(ours_acc), len(ref_acc)) >= MIN_SEEDS
-    result["accuracy"] = (welch_interval(ours_acc, ref_acc) if enough else
-                          {"difference": statistics.fmean(ours_acc) - statistics.fmean(ref_acc)})
+    result["accuracy"] = (
+        welch_interval(ours_acc, ref_acc)
+        if enough
+        else {"difference": statistics.fmean(ours_acc) - statistics.fmean(ref_acc)}
+    )
     for name, (a, b) in times.items():
         if not (a and b):
             result[name] = None
         elif min(len(a), len(b)) >= MIN_SEEDS:
             result[name] = {**ratio_interval(a, b), "seeds": [len(a), len(b)]}
         else:
-            result[name] = {"ratio": math.exp(statistics.fmean(map(math.log, a)) -
-                                              statistics.fmean(map(math.log, b))), "seeds": [len(a), len(b)]}
+            result[name] = {
+                "ratio": math.exp(statistics.fmean(map(math.log, a)) - statistics.fmean(map(math.log, b))),
+                "seeds": [len(a), len(b)],
+            }
     result["time_basis"] = "total" if result["total"] and "low" in result["total"] else "loop"
     result["verdict"], result["why"] = verdict(result)
     return result
@@ -169,8 +192,10 @@ def verdict(comparison):
     if time["low"] > 1:
         return "behind", f"slower: the {time_text} lies above 1"
     if accuracy["low"] >= -ACCURACY_MARGIN and time["high"] < 1:
-        return "ahead", (f"as accurate (the {acc_text} starts at or above -{ACCURACY_MARGIN}) and faster "
-                         f"(the {time_text} lies below 1)")
+        return "ahead", (
+            f"as accurate (the {acc_text} starts at or above -{ACCURACY_MARGIN}) and faster "
+            f"(the {time_text} lies below 1)"
+        )
     doubts = [f"the {acc_text} reaches below -{ACCURACY_MARGIN}"] if accuracy["low"] < -ACCURACY_MARGIN else []
     doubts += [f"the {time_text} holds 1"] if time["high"] >= 1 else []
     return "undecided", " and ".join(doubts)
@@ -182,10 +207,14 @@ def verdict(comparison):
 
 def config_hash(config):
     """First 12 hex digits of the sha256 of the canonical JSON of `config`, without seed/logging keys."""
+
     def strip(tree, top):
-        return {key: strip(value, False) if isinstance(value, dict) else value
-                for key, value in tree.items()
-                if key not in HASH_IGNORED_KEYS and not (top and key in HASH_IGNORED_SECTIONS)}
+        return {
+            key: strip(value, False) if isinstance(value, dict) else value
+            for key, value in tree.items()
+            if key not in HASH_IGNORED_KEYS and not (top and key in HASH_IGNORED_SECTIONS)
+        }
+
     canonical = json.dumps(strip(config, True), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -198,8 +227,11 @@ def new_session():
 def data_identity(data):
     """Where the data came from and checksums of the betons trained on (their JSON sidecars)."""
     train, test = data.get("train_meta") or {}, data.get("test_meta") or {}
-    return {"source": train.get("source"), "train_sha256": train.get("beton_sha256"),
-            "test_sha256": test.get("beton_sha256")}
+    return {
+        "source": train.get("source"),
+        "train_sha256": train.get("beton_sha256"),
+        "test_sha256": test.get("beton_sha256"),
+    }
 
 
 def make_entry(summaries, *, name, kind, target, session, recipe=None, clock=None):
@@ -230,9 +262,19 @@ def make_entry(summaries, *, name, kind, target, session, recipe=None, clock=Non
 
 def published_entries():
     """The published anchors as entries: one result each, 'time to target' = time to their accuracy."""
-    return [{"name": p["name"], "kind": "published", "device": p["device"], "seeds": [],
-             "accuracies": [p["accuracy"]], "train_seconds": [p["seconds"]],
-             "time_to_target": [p["seconds"]], "target": p["accuracy"]} for p in PUBLISHED]
+    return [
+        {
+            "name": p["name"],
+            "kind": "published",
+            "device": p["device"],
+            "seeds": [],
+            "accuracies": [p["accuracy"]],
+            "train_seconds": [p["seconds"]],
+            "time_to_target": [p["seconds"]],
+            "target": p["accuracy"],
+        }
+        for p in PUBLISHED
+    ]
 
 
 def append_entry(path, entry):
@@ -263,8 +305,19 @@ def read_entries(path):
 # ---------------------------------------------------------------------------------------------------
 # the markdown table
 
-COLUMNS = ["name", "kind", "device", "seeds", "test acc (mean ± std)", "min–max", "loop time (mean)",
-           "total time (mean)", "time to target", "time ours/ref", "acc ours−ref (points)"]
+COLUMNS = [
+    "name",
+    "kind",
+    "device",
+    "seeds",
+    "test acc (mean ± std)",
+    "min–max",
+    "loop time (mean)",
+    "total time (mean)",
+    "time to target",
+    "time ours/ref",
+    "acc ours−ref (points)",
+]
 
 
 def entry_stats(entry):
@@ -334,8 +387,9 @@ def format_ratio(name, time):
     if time is None:
         return None
     ours, theirs = time["seeds"]
-    interval = (f" ({time['low']:.2f}–{time['high']:.2f}×)" if "low" in time else
-                f" (no interval: {ours} and {theirs} seeds)")
+    interval = (
+        f" ({time['low']:.2f}–{time['high']:.2f}×)" if "low" in time else f" (no interval: {ours} and {theirs} seeds)"
+    )
     return f"{name} {time['ratio']:.2f}×{interval}"
 
 
@@ -348,11 +402,16 @@ def comparison_line(entry, comparison):
         acc_text += f" ({accuracy['low']:+.2f} to {accuracy['high']:+.2f}{df})"
     times = [format_ratio(name, comparison[name]) for name in ("total", "loop")]
     time_text = "time ours/ref " + ", ".join(t for t in times if t)
-    found = (f"**{comparison['verdict']}**: {comparison['why']}" if comparison["verdict"]
-             else f"no verdict: {comparison['why']}")
+    found = (
+        f"**{comparison['verdict']}**: {comparison['why']}"
+        if comparison["verdict"]
+        else f"no verdict: {comparison['why']}"
+    )
     ours, theirs = comparison["seeds"]
-    return (f"- {entry['name']} against {comparison['reference']} (session {entry.get('session')}; {ours} and "
-            f"{theirs} seeds): {acc_text}; {time_text}; {found}.")
+    return (
+        f"- {entry['name']} against {comparison['reference']} (session {entry.get('session')}; {ours} and "
+        f"{theirs} seeds): {acc_text}; {time_text}; {found}."
+    )
 
 
 def comparison_lines(entries):
@@ -362,8 +421,10 @@ def comparison_lines(entries):
         if entry["kind"] != "ours":
             continue
         compared += [comparison_line(entry, compare(entry, ref)) for ref in same_session_references(entry, entries)]
-        skipped += [f"- {entry['name']} (session {entry.get('session')}): {name} not run: {why}"
-                    for name, why in (entry.get("reference_skipped") or {}).items()]
+        skipped += [
+            f"- {entry['name']} (session {entry.get('session')}): {name} not run: {why}"
+            for name, why in (entry.get("reference_skipped") or {}).items()
+        ]
     return compared, skipped
 
 
@@ -376,22 +437,34 @@ def render_markdown(entries, anchors=True):
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     compared, skipped = comparison_lines(entries)
     if compared:
-        lines += ["", f"Ours against the reference of the same session: the accuracy difference (ours − ref, "
-                      f"points) with its {CONFIDENCE:.0%} confidence interval from Welch's t, and the time "
-                      f"ratio (ours / ref) as the ratio of geometric means with its {CONFIDENCE:.0%} interval "
-                      f"(Welch's t on the logarithms of the seconds); verdict: {VERDICT_RULE}.", "", *compared]
+        lines += [
+            "",
+            f"Ours against the reference of the same session: the accuracy difference (ours − ref, "
+            f"points) with its {CONFIDENCE:.0%} confidence interval from Welch's t, and the time "
+            f"ratio (ours / ref) as the ratio of geometric means with its {CONFIDENCE:.0%} interval "
+            f"(Welch's t on the logarithms of the seconds); verdict: {VERDICT_RULE}.",
+            "",
+            *compared,
+        ]
     if skipped:
         lines += ["", "References that could not run beside ours:", "", *skipped]
-    lines += ["", "Time to target: training seconds at the first evaluation whose test accuracy reaches the "
-              "target (no interpolation), averaged over the seeds that reached it; reference runs are "
-              "evaluated once, at the end. Ratios and differences compare an entry with the reference runs "
-              "of the same session (same process, device, data)."]
-    lines += ["Clock: each side leaves a once-per-process build untimed (allocation, compiling or capture, "
-              "warm-up), charges a per-run prepare, and times its training loop; 'loop time' is the loop, "
-              "'total time' prepare + loop."]
+    lines += [
+        "",
+        "Time to target: training seconds at the first evaluation whose test accuracy reaches the "
+        "target (no interpolation), averaged over the seeds that reached it; reference runs are "
+        "evaluated once, at the end. Ratios and differences compare an entry with the reference runs "
+        "of the same session (same process, device, data).",
+    ]
+    lines += [
+        "Clock: each side leaves a once-per-process build untimed (allocation, compiling or capture, "
+        "warm-up), charges a per-run prepare, and times its training loop; 'loop time' is the loop, "
+        "'total time' prepare + loop."
+    ]
     lines += sorted({entry["clock"] for entry in entries if entry.get("clock")})
     if anchors:
-        lines += ["Rows of kind **published** are results reported by their authors on the hardware shown, "
-                  "not measured here; their time is to their own reported accuracy, and they are never used "
-                  "in ratios."]
+        lines += [
+            "Rows of kind **published** are results reported by their authors on the hardware shown, "
+            "not measured here; their time is to their own reported accuracy, and they are never used "
+            "in ratios."
+        ]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
 """PNG plots of a run: loss and accuracy curves, the LR schedule, a grid of augmented images."""
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed

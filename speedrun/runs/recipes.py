@@ -3,6 +3,7 @@
 `seed` is the product's default and its correctness anchor: the seed's Custom ResNet for 24 epochs.
 `speedrun` is the record attempt: its own net, optimizer and a short schedule.
 """
+
 RECIPES = {
     "seed": {},
     "speedrun": {
@@ -10,9 +11,18 @@ RECIPES = {
         # The batch-norm biases (and the whitening bias) at 64x the LR, the head at 8x: +2.74 points (95%
         # interval +2.06 to +3.43) on the CPU proxy, each alone +1.03 and +1.31
         # (benchmarks/results/cpu-intel-xeon-2-cores-amx-proxy-record-ideas); a GPU visit confirms.
-        "training": {"epochs": 10, "batch_size": 1024, "optimizer": "muon", "label_smoothing": 0.2,
-                     "weight_decay": 5e-4, "momentum": 0.85, "tta": 2, "ema": 0.0,
-                     "bias_lr_scale": 64.0, "head_lr_scale": 8.0},
+        "training": {
+            "epochs": 10,
+            "batch_size": 1024,
+            "optimizer": "muon",
+            "label_smoothing": 0.2,
+            "weight_decay": 5e-4,
+            "momentum": 0.85,
+            "tta": 2,
+            "ema": 0.0,
+            "bias_lr_scale": 64.0,
+            "head_lr_scale": 8.0,
+        },
         "lr": {"lr_max": 0.2, "div_factor": 5.0, "peak_epoch": 2, "anneal_to_zero": True},
         "lr_test": {"enabled": False},
         "augment": {"pad": 2, "cutout": 0, "flip_mode": "alternate"},

@@ -1,5 +1,6 @@
 """What a run tells and writes besides its metrics: the start plots, its length estimate, evaluation
 lines, the data it read, and the summary."""
+
 import contextlib
 import json
 import sys
@@ -35,10 +36,17 @@ def write_start_plots(data, cfg, batcher, lrs, log, device):
     index = torch.randperm(len(data.train_images), generator=generator, device=device)[:32]  # across classes
     params = augment.draw_params(32, generator, device, pad=a["pad"], cutout=a["cutout"], flip=a["flip"])
     table = augment.normalize_table(augment.CIFAR10_MEAN, augment.CIFAR10_STD, torch.float32, device)
-    grid = augment.augment_batch(data.train_images, index, params, table, pad_mode=a["pad_mode"], pad=a["pad"],
-                                 cutout=a["cutout"], impl="torch")
-    plots.plot_image_grid(grid, augment.CIFAR10_MEAN, augment.CIFAR10_STD, log.path("augmented.png"),
-                          data.train_labels[index], CIFAR10_CLASSES)
+    grid = augment.augment_batch(
+        data.train_images, index, params, table, pad_mode=a["pad_mode"], pad=a["pad"], cutout=a["cutout"], impl="torch"
+    )
+    plots.plot_image_grid(
+        grid,
+        augment.CIFAR10_MEAN,
+        augment.CIFAR10_STD,
+        log.path("augmented.png"),
+        data.train_labels[index],
+        CIFAR10_CLASSES,
+    )
 
 
 def announce_estimate(run, seconds_per_step):
@@ -46,9 +54,12 @@ def announce_estimate(run, seconds_per_step):
     t = run.cfg["training"]
     remaining = (t["epochs"] - run.start_epoch) * run.batcher.steps_per_epoch
     if run.dist.is_main:
-        tqdm.write(f"speedrun: {seconds_per_step:.2f} s per step on this device: about "
-                   f"{format_duration(seconds_per_step * remaining)} for the {remaining} steps of "
-                   f"{t['epochs'] - run.start_epoch} epochs, evaluations not included", file=sys.stderr)
+        tqdm.write(
+            f"speedrun: {seconds_per_step:.2f} s per step on this device: about "
+            f"{format_duration(seconds_per_step * remaining)} for the {remaining} steps of "
+            f"{t['epochs'] - run.start_epoch} epochs, evaluations not included",
+            file=sys.stderr,
+        )
 
 
 def format_duration(seconds):
@@ -59,8 +70,10 @@ def format_duration(seconds):
 def eval_record(sums, is_main):
     loss_sum, right, count = (float(v) for v in sums)
     if is_main:
-        tqdm.write(f"Test set: Average loss: {loss_sum / count:.4f}, Accuracy: {int(right)}/{int(count)} "
-                   f"({100 * right / count:.2f}%)")
+        tqdm.write(
+            f"Test set: Average loss: {loss_sum / count:.4f}, Accuracy: {int(right)}/{int(count)} "
+            f"({100 * right / count:.2f}%)"
+        )
     return {"test_loss": loss_sum / count, "test_acc": right / count}
 
 
@@ -78,15 +91,26 @@ def summarise(run):
         plots.plot_curves(history, run.log.path("curves.png"))
         run.clock.charge("plots")
     summary = {
-        "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
-        "train_seconds": round(run.train_seconds, 4), "compile_seconds": round(run.compile_seconds, 4),
+        "final_test_acc": history[-1]["test_acc"],
+        "best_test_acc": max(h["test_acc"] for h in history),
+        "train_seconds": round(run.train_seconds, 4),
+        "compile_seconds": round(run.compile_seconds, 4),
         "compiled": mode_that_ran(run.policy, run.compile_report),  # after any fall-back, and any skip
         "compile_counters": compile_counters(run),
         "compile_cache": run.compile_cache,
-        "epochs": t["epochs"], "steps_per_epoch": run.batcher.steps_per_epoch, "lr_max": run.derived["lr_max"],
-        "device": device_name(run.device), "world_size": run.dist.world,
-        "versions": runlog.versions(), "seed": t["seed"], "recipe": t["recipe"], "config": run.cfg,
-        "derived": run.derived, "data": run.data_info, "history": history, "folder": run.log.folder,
+        "epochs": t["epochs"],
+        "steps_per_epoch": run.batcher.steps_per_epoch,
+        "lr_max": run.derived["lr_max"],
+        "device": device_name(run.device),
+        "world_size": run.dist.world,
+        "versions": runlog.versions(),
+        "seed": t["seed"],
+        "recipe": t["recipe"],
+        "config": run.cfg,
+        "derived": run.derived,
+        "data": run.data_info,
+        "history": history,
+        "folder": run.log.folder,
         "seconds": run.clock.table(),
     }
     run.log.write_summary(summary)

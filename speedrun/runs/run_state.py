@@ -1,4 +1,5 @@
 """What a run keeps in its checkpoints, and how a resumed run takes it back."""
+
 import sys
 import threading
 
@@ -32,8 +33,9 @@ class CheckpointWriter:
             checkpoint.save_checkpoint(folder, state, keep_previous=keep_previous)
             return
         snapshot = to_host(state)
-        self.thread = threading.Thread(target=self._save, args=(folder, snapshot, keep_previous),
-                                       name="checkpoint writer")
+        self.thread = threading.Thread(
+            target=self._save, args=(folder, snapshot, keep_previous), name="checkpoint writer"
+        )
         self.thread.start()
 
     def _save(self, *args):
@@ -68,15 +70,24 @@ def save_state(run, epoch):
     options = run.cfg["logging"]
     if run.log.folder and checkpoint_due(options, epoch, run.cfg["training"]["epochs"]):
         loader = run.batcher.state_dict()
-        run.checkpoints.write(run.log.folder, {
-            "signature": checkpoint.model_signature(run.model), "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(), "generator": loader["generator"],
-            "generator_device": loader["device"],
-            "average": run.average.average.state_dict() if run.average.average is not None else {},
-            "lookahead": run.lookahead.state_dict(),
-            "epoch": epoch + 1, "history": run.history, "config": run.cfg, "derived": run.derived,
-            "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES)},
-            options["checkpoint"] == "every")
+        run.checkpoints.write(
+            run.log.folder,
+            {
+                "signature": checkpoint.model_signature(run.model),
+                "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "generator": loader["generator"],
+                "generator_device": loader["device"],
+                "average": run.average.average.state_dict() if run.average.average is not None else {},
+                "lookahead": run.lookahead.state_dict(),
+                "epoch": epoch + 1,
+                "history": run.history,
+                "config": run.cfg,
+                "derived": run.derived,
+                "classes": run.data_info.get("train_meta", {}).get("classes", CIFAR10_CLASSES),
+            },
+            options["checkpoint"] == "every",
+        )
 
 
 def generator_device(state):

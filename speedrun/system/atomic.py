@@ -4,6 +4,7 @@ A reader never sees half a file, and a write cut short (a full disk, Ctrl-C, a f
 the file that was there before. The temporary is hidden and named after the writing process, so two
 processes writing the same file never write into one temporary.
 """
+
 import contextlib
 import glob
 import os

@@ -7,6 +7,7 @@ epoch keeps the one before it as `checkpoint.prev.pt`, so a crash while writing 
 without a good checkpoint. A run that writes one checkpoint, at its end, keeps just that file (a
 sweep of hundreds of seeds would otherwise keep twice the disk it needs).
 """
+
 import errno
 import os
 
@@ -37,8 +38,9 @@ def save_checkpoint(folder, state, keep_previous=True):
                 os.replace(path, os.path.join(folder, PREVIOUS))
     except OSError as error:  # the temporary is gone, the old checkpoints are as they were
         if error.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"no space left to write a checkpoint in {folder}; "
-                                        f"the previous checkpoint is intact") from error
+            raise OSError(
+                errno.ENOSPC, f"no space left to write a checkpoint in {folder}; the previous checkpoint is intact"
+            ) from error
         raise
     return path
 
@@ -49,8 +51,9 @@ def find_checkpoint(folder):
         path = os.path.join(folder, name)
         if os.path.exists(path):
             return path
-    raise CheckpointError(f"no checkpoint in {folder} (expected {LATEST}); "
-                          f"was it started with this trainer and did it finish an epoch?")
+    raise CheckpointError(
+        f"no checkpoint in {folder} (expected {LATEST}); was it started with this trainer and did it finish an epoch?"
+    )
 
 
 def load_checkpoint(path, model=None, map_location="cpu"):
@@ -65,7 +68,9 @@ def load_checkpoint(path, model=None, map_location="cpu"):
         expected, found = model_signature(model), state["signature"]
         if expected != found:
             differ = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
-            raise CheckpointError(f"{path} holds another net ({len(differ)} tensors differ, e.g. "
-                                  f"{differ[0]}: checkpoint {found.get(differ[0])}, "
-                                  f"model {expected.get(differ[0])})")
+            raise CheckpointError(
+                f"{path} holds another net ({len(differ)} tensors differ, e.g. "
+                f"{differ[0]}: checkpoint {found.get(differ[0])}, "
+                f"model {expected.get(differ[0])})"
+            )
     return state

@@ -12,6 +12,7 @@ later run of the same process (a seed sweep's next seed) when it is called.
 memory, the step built), so that a seed sweep's later runs have none of it; 'startup' and 'range_test'
 are each run's own preparation; 'compile' the step's warm-up (compiling or capturing).
 """
+
 import os
 import time
 
@@ -48,8 +49,10 @@ class Clock:
 
     def table(self):
         """Every part's seconds and their total, the wall time from the start to the last charge."""
-        return {**{part: round(seconds, 3) for part, seconds in self.seconds.items()},
-                "total": round(self.mark - self.started, 3)}
+        return {
+            **{part: round(seconds, 3) for part, seconds in self.seconds.items()},
+            "total": round(self.mark - self.started, 3),
+        }
 
     def line(self):
         table = self.table()

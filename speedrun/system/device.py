@@ -24,6 +24,7 @@ What is compiled, when compiling (`compile_mode`):
     cudagraph     the whole step, replayed as a CUDA graph from static buffers (CUDA only; whole-step
                   elsewhere)
 """
+
 import contextlib
 import dataclasses
 import functools
@@ -119,6 +120,7 @@ def torch_threads(count=None):
 @dataclass(frozen=True)
 class Policy:
     """How the net computes on one device: precision, memory format, compilation, CPU threads."""
+
     device: torch.device
     bf16: bool
     channels_last: bool
@@ -179,9 +181,11 @@ class Policy:
 
     def describe(self):
         threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
-        return (f"{device_name(self.device)}{threads}: {'bf16 autocast' if self.bf16 else 'float32'} "
-                f"({self.why}), {'channels-last' if self.channels_last else 'NCHW'}, "
-                f"{f'torch.compile {self.compile_mode}' if self.compile else 'eager'}")
+        return (
+            f"{device_name(self.device)}{threads}: {'bf16 autocast' if self.bf16 else 'float32'} "
+            f"({self.why}), {'channels-last' if self.channels_last else 'NCHW'}, "
+            f"{f'torch.compile {self.compile_mode}' if self.compile else 'eager'}"
+        )
 
 
 def _is_compiled(module):
@@ -216,8 +220,9 @@ def compiles_by_default(device):
     return device.type == "cuda"
 
 
-def device_policy(device, precision="auto", compile="auto", channels_last=True, flags=None,
-                  compile_mode="auto", tell=True):
+def device_policy(
+    device, precision="auto", compile="auto", channels_last=True, flags=None, compile_mode="auto", tell=True
+):
     """The Policy for `device` from the training options of the same names; `tell` prints on stderr
     why a mode asked for, or chosen by `auto`, was replaced."""
     device = torch.device(device)
@@ -232,8 +237,11 @@ def device_policy(device, precision="auto", compile="auto", channels_last=True, 
         compile_mode = "cudagraph" if device.type == "cuda" else "whole-step"
     policy = Policy(device, bf16, bool(channels_last), compiling, why, compile_mode)
     if compiling and compile_mode == "cudagraph" and device.type != "cuda":
-        say(tell, "speedrun: compile mode cudagraph needs a CUDA device: compiling the whole step without "
-                  "CUDA graphs (whole-step)")
+        say(
+            tell,
+            "speedrun: compile mode cudagraph needs a CUDA device: compiling the whole step without "
+            "CUDA graphs (whole-step)",
+        )
         policy = dataclasses.replace(policy, compile_mode="whole-step")
     obstacle = whole_step_obstacle() if policy.whole_step else None
     if obstacle and chosen:  # the next fastest measured: eager (the forward alone compiled was slower)
@@ -259,5 +267,11 @@ def whole_step_obstacle():
 
 def policy_from_config(training, device, tell=True):
     """The Policy a run's `training` section asks for on `device`."""
-    return device_policy(device, training["precision"], training["compile"], training["channels_last"],
-                         compile_mode=training.get("compile_mode", "auto"), tell=tell)
+    return device_policy(
+        device,
+        training["precision"],
+        training["compile"],
+        training["channels_last"],
+        compile_mode=training.get("compile_mode", "auto"),
+        tell=tell,
+    )

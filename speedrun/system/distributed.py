@@ -10,6 +10,7 @@ net, so DDP's own Python stays outside the graph. Batch-norm buffers are never b
 updates its running statistics from the same global ones, so they stay equal by construction. A whole
 step compiled as one graph runs without DDP and averages its gradients itself (step.averaging).
 """
+
 import os
 from dataclasses import dataclass
 
@@ -33,8 +34,7 @@ class Dist:
 
 def launched_world():
     """(rank, world size, local rank) that torchrun put in the environment; (0, 1, 0) otherwise."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def rank_device(local_rank, choice, cuda_available, cuda_count):
@@ -48,8 +48,10 @@ def rank_device(local_rank, choice, cuda_available, cuda_count):
     if not cuda_available:
         raise ValueError("device cuda was asked for, but torch sees no CUDA device")
     if local_rank >= cuda_count:
-        raise ValueError(f"process {local_rank} on this node has no GPU of its own (torch sees {cuda_count}): "
-                         f"start at most {cuda_count} processes per node")
+        raise ValueError(
+            f"process {local_rank} on this node has no GPU of its own (torch sees {cuda_count}): "
+            f"start at most {cuda_count} processes per node"
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -65,8 +67,9 @@ def setup(device_choice, batch_size, independent=False):
     if independent:
         return Dist(device=device)
     if batch_size % world:
-        raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes; "
-                         f"use a multiple of {world}")
+        raise ValueError(
+            f"batch size {batch_size} is not divisible by the {world} processes; use a multiple of {world}"
+        )
     if not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, device)

@@ -9,15 +9,28 @@ autograd, whatever device runs it, so the CPU shows what a GPU step would make t
 operation that reads a device value on the host (`.item()`, `bool(t)`, `nonzero`, a copy to the host)
 stalls the CPU until the GPU has caught up, and the GPU then idles while the host queues the next step.
 """
+
 from collections import Counter
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # Operations whose result size or value the host must read from the device before it can go on.
-SYNC_OPS = frozenset({"aten::_local_scalar_dense", "aten::nonzero", "aten::nonzero_static", "aten::is_nonzero",
-                      "aten::equal", "aten::masked_select", "aten::_unique2", "aten::unique_dim",
-                      "aten::unique_consecutive", "aten::repeat_interleave", "aten::bincount"})
+SYNC_OPS = frozenset(
+    {
+        "aten::_local_scalar_dense",
+        "aten::nonzero",
+        "aten::nonzero_static",
+        "aten::is_nonzero",
+        "aten::equal",
+        "aten::masked_select",
+        "aten::_unique2",
+        "aten::unique_dim",
+        "aten::unique_consecutive",
+        "aten::repeat_interleave",
+        "aten::bincount",
+    }
+)
 
 
 def copies_to_host(name, args, kwargs):

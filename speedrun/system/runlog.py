@@ -4,6 +4,7 @@
 Only the process that owns the run (rank 0) writes; the others get a RunLog with `folder=None`.
 A folder holds one run: a new run refuses a folder that holds another, unless told to replace it.
 """
+
 import contextlib
 import importlib.metadata
 import json
@@ -18,8 +19,7 @@ from speedrun.system import atomic
 from speedrun.system.checkpoint import LATEST, PREVIOUS
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", LATEST, PREVIOUS)
-RUN_FILES = RUN_MARKERS + ("curves.png", "lr_test.json", "lr_test.png", "lr_schedule.png",
-                           "augmented.png")
+RUN_FILES = RUN_MARKERS + ("curves.png", "lr_test.json", "lr_test.png", "lr_schedule.png", "augmented.png")
 
 
 class RunFolderInUse(ValueError):
@@ -38,8 +38,10 @@ def claim_folder(folder, overwrite, owner):
     """
     found = [name for name in RUN_MARKERS if os.path.exists(os.path.join(folder, name))]
     if found and not overwrite:
-        raise RunFolderInUse(f"{folder} already holds a run ({', '.join(found)}): continue it with --resume {folder}, "
-                             f"give another --logging.folder, or replace it with --logging.overwrite true")
+        raise RunFolderInUse(
+            f"{folder} already holds a run ({', '.join(found)}): continue it with --resume {folder}, "
+            f"give another --logging.folder, or replace it with --logging.overwrite true"
+        )
     if found and owner:
         for name in RUN_FILES:
             for path in [os.path.join(folder, name), *atomic.leftovers(folder, name)]:
@@ -50,8 +52,13 @@ def claim_folder(folder, overwrite, owner):
 def versions():
     """Versions of what a result depends on, for summary files and the leaderboard."""
     import numpy
-    found = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-             "cuda": torch.version.cuda}
+
+    found = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.version.cuda,
+    }
     for name in ("triton", "ffcv"):  # installed metadata: ffcv 1.0.2's own __version__ says 0.0.3rc1
         try:
             found[name] = importlib.metadata.version(name)

@@ -1,6 +1,7 @@
 """Where a run that seems stuck is: `kill -USR1 <pid>` prints every thread's Python stack to stderr and
 the process goes on. It tells a long compile, an autotuning search and a wait on another rank apart.
 No torch here: the GPU campaign, which never touches the device, sends the signal."""
+
 import faulthandler
 import io
 import signal
