@@ -128,7 +128,7 @@ def _check_outputs(paths):
             path.parent.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=path.parent).close()
         except OSError as error:
-            raise OutputError(f"cannot write betons into {path.parent}: {error.strerror}")
+            raise OutputError(f"cannot write betons into {path.parent}: {error.strerror}") from error
 
 
 def _check_free_space(path, images, num_workers):

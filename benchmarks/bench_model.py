@@ -102,7 +102,7 @@ def stage_step_modes(bench):
         )
         workloads[mode] = w = Workload(bench, policy)
         records[mode] = {
-            "warmup_s": timed(lambda: [w.loop_step() for _ in range(WARMUP_STEPS)], bench.device)[1],
+            "warmup_s": timed(lambda w=w: [w.loop_step() for _ in range(WARMUP_STEPS)], bench.device)[1],
             "policy": policy.describe(),
             "times": [],
         }
@@ -152,7 +152,7 @@ def stage_host_overhead(bench):
         )
         w = Workload(tiny, policy)
         step = w.step.train_step
-        timing = bench.measure(lambda: step(w.inputs, w.targets), warmup=3, calls=20, repeats=5)
+        timing = bench.measure(lambda step=step, w=w: step(w.inputs, w.targets), warmup=3, calls=20, repeats=5)
         variants[mode] = {**timing, "policy": policy.describe()}
         if mode == "eager":
             with OpCounter() as counted:

@@ -79,8 +79,9 @@ def forward_flops(ctx, recipes=("seed",)):
     missing = [recipe for recipe in recipes if recipe not in counted]
     if missing:
         code = (
-            "import json, sys; from speedrun.runs.config import resolve_config; from speedrun.nets.model import build_model; "
-            "from speedrun.summary import forward_flops; width = int(sys.argv[1]); "
+            "import json, sys; from speedrun.runs.config import resolve_config; "
+            "from speedrun.nets.model import build_model; from speedrun.summary import forward_flops; "
+            "width = int(sys.argv[1]); "
             "print(json.dumps({recipe: forward_flops(build_model(resolve_config({'training': {'recipe': recipe}, "
             "'model': {'width': width}}))) for recipe in sys.argv[2:]}))"
         )

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from speedrun.data.cifar import CIFAR10_CLASSES, CifarArrays
+from speedrun.system import device as device_module
+
 # write_beton.py is a script at the repository root, not part of the package: make it importable.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from speedrun.data.cifar import CIFAR10_CLASSES, CifarArrays
-from speedrun.system import device as device_module
 
 # Ten well separated colours, one per class.
 PALETTE = np.array(

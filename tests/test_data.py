@@ -1,4 +1,5 @@
-"""speedrun.data.betons: betons load exactly into tensors, and anything else fails with a BetonError saying what to run."""
+"""speedrun.data.betons: betons load exactly into tensors, and anything else fails with a BetonError saying
+what to run."""
 
 import shutil
 

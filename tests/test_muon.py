@@ -326,7 +326,9 @@ def test_update_compiles_as_one_graph_and_computes_the_eager_update():
         update = optimizer.update
         if compiled:
             torch._dynamo.reset()
-            update = torch.compile(lambda: optimizer.update(), backend="aot_eager", fullgraph=True)  # breaks raise
+            update = torch.compile(
+                lambda optimizer=optimizer: optimizer.update(), backend="aot_eager", fullgraph=True
+            )  # breaks raise
         with torch.no_grad():
             update()
         runs.append([p.detach() for p in params])

@@ -66,7 +66,7 @@ def test_commands_of_our_arms_and_of_airbench():
     assert "--seeds" in ours and "--logging.checkpoint" in ours and "O/la" in ours
     airbench = proxy.arm_command(args, "ab", "train94", "0,1")
     assert airbench[1:5] == ["-m", "speedrun.reference", "--name", "train94"] and "--model.width" in airbench
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         proxy.parse_arm("no-equals/sign")
 
 

@@ -67,7 +67,9 @@ def read_beton_index(path):
     try:
         reader = Reader(str(path))
     except Exception as error:  # ffcv reports a damaged header in many ways
-        raise BetonError(f"beton {path} is truncated or corrupt ({type(error).__name__}: {error}): {WRITE_HINT} again")
+        raise BetonError(
+            f"beton {path} is truncated or corrupt ({type(error).__name__}: {error}): {WRITE_HINT} again"
+        ) from error
     kinds = {name: type(handler).__name__ for name, handler in reader.handlers.items()}
     if list(kinds.items()) != FIELDS:
         raise BetonError(

@@ -99,7 +99,7 @@ def download(url=BINARY_URL, cache_dir="data/cache", md5=BINARY_MD5):
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise SourceError(f"cannot create the download cache folder {target.parent}: {error.strerror}")
+        raise SourceError(f"cannot create the download cache folder {target.parent}: {error.strerror}") from error
     # A temporary name, so an interrupted or corrupt download never looks like a cached archive.
     with replacing(target) as partial:
         _fetch(url, partial)
@@ -129,7 +129,7 @@ def _fetch(url, destination):
         raise SourceError(
             f"could not download {url} ({reason}). Without network access, fetch "
             f"{_file_name(url)} elsewhere, or use any local copy of CIFAR-10: {SOURCE_HELP}"
-        )
+        ) from error
 
 
 def _check_md5(path, shown_name, expected, remedy):
@@ -164,7 +164,7 @@ def _read_archive(path, trust_pickles, md5):
             blobs = {name: tar.extractfile(members[name]).read() for name in in_order}
     except (tarfile.TarError, EOFError, OSError) as error:
         reason = " ".join(str(error).split())  # tarfile lists each method it tried on its own line
-        raise SourceError(f"{path} is not a readable tar archive ({reason}). {SOURCE_HELP}")
+        raise SourceError(f"{path} is not a readable tar archive ({reason}). {SOURCE_HELP}") from error
     info = {"kind": f"{layout}-archive", "path": str(path), "checksum": f"md5:{md5}"}
     return _parse_batches(layout, [blobs[name] for name in LAYOUTS[layout]], path, info)
 
@@ -258,7 +258,7 @@ def _parse_python_batch(blob, where):
         batch = _RestrictedUnpickler(io.BytesIO(blob), encoding="latin1").load()
         data, labels = _get(batch, "data"), _get(batch, "labels")
     except Exception as error:
-        raise SourceError(f"{where} is not a CIFAR-10 python batch ({error})")
+        raise SourceError(f"{where} is not a CIFAR-10 python batch ({error})") from error
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES or len(data) != len(labels):
         raise SourceError(
