@@ -358,7 +358,7 @@ def test_a_twenty_seed_sweep_keeps_one_checkpoint_per_seed(tiny_betons, tmp_path
             "summary.json",
         ]
     total = sum(f.stat().st_size for f in (tmp_path / "sweep").rglob("*") if f.is_file())
-    # the README: under 2 MB a seed at width 8, the weights and their average (about 35 MB in all);
+    # docs/runs.md: under 2 MB a seed at width 8, the weights and their average (about 35 MB in all);
     # a second checkpoint kept a seed would be 3.5 MB
     assert total < 20 * 2_000_000
 

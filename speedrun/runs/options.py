@@ -87,7 +87,7 @@ Section("training", "the training loop").params(
     epochs=Param(Number(int, 1, 10_000), "epochs to train", default=24),
     batch_size=Param(Number(int, 1, 1 << 16), "global batch size", default=512),
     # The defaults below that say "measured" were chosen by 24-epoch runs of this recipe on the JPEG
-    # copy of CIFAR-10 (NVIDIA H200; benchmarks/results/nvidia-h200-visit-2; the table in the README's recipe).
+    # copy of CIFAR-10 (NVIDIA H200; benchmarks/results/nvidia-h200-visit-2; the table in docs/evidence.md).
     # Adam, as in the seed (measured): 90.30% at its range-test pick against SGD-Nesterov's 88.16% at 8x
     # its own, the best SGD peak of an earlier grid (benchmarks/results/nvidia-h200/runs/lr_grid).
     optimizer=Param(Choice("sgd", "adam", "muon"), "sgd = SGD with Nesterov momentum", default="adam"),
