@@ -72,18 +72,7 @@ PARTS = {
     # intervals, the step variants of both recipes, the kernel tests and resume; then what the
     # time left allows. It runs under a total (PART_TOTAL_S, or --total-s); a step left no time is
     # skipped. tests/test_campaign.py checks that the first five get their whole budgets.
-    "visit": (
-        "data",
-        "command",
-        "record_vs_airbench",
-        "variants",
-        "correctness",
-        "environment",
-        "bench",
-        "seed_recipe",
-        "memory_compile",
-        "sweep",
-    ),
+    "visit": STEPS[: STEPS.index("lr_grid")],
 }
 # The campaign's --total-s when it runs this part and none is given: under 9 minutes, so that with the
 # process's start, the probe and the archive the command stays under the 10-minute limit

@@ -493,6 +493,18 @@ def test_our_prepare_is_each_runs_start_up_and_range_test_without_the_build():
     assert leaderboard.our_prepare({"train_seconds": 1.0}) is None
 
 
+def record_attempt(tiny_betons, tmp_path, board, table, *options, width, batch):
+    """The record attempt's command with train94 as its reference, tiny, on the CPU, 2 seeds of 1 epoch."""
+    common = "--recipe speedrun --seeds 0-1 --reference train94 --training.precision fp32 --training.device cpu"
+    logging = "--logging.plots false --logging.progress false --logging.checkpoint none"
+    leaderboard.main(
+        [*common.split(), *options, "--model.width", str(width), "--epochs", "1", "--training.batch_size", str(batch)]
+        + ["--training.compile_cache", "", "--data.train_dataset", tiny_betons[0], "--data.val_dataset", tiny_betons[1]]
+        + ["--logging.folder", str(tmp_path / "runs"), *logging.split()]
+        + ["--leaderboard.file", str(board), "--leaderboard.markdown", str(table)]
+    )
+
+
 def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_path):
     from speedrun import reference
 
@@ -559,44 +571,7 @@ def test_cli_records_both_clocks_and_the_comparison_in_json(monkeypatch, tmp_pat
 def test_record_attempt_command_rehearsed_on_the_cpu(tiny_betons, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "airbench", None)  # airbench missing: ours runs alone, saying why
     board, table = tmp_path / "board.jsonl", tmp_path / "board.md"
-    leaderboard.main(
-        [
-            "--recipe",
-            "speedrun",
-            "--seeds",
-            "0-1",
-            "--reference",
-            "train94",
-            "--training.precision",
-            "fp32",
-            "--training.device",
-            "cpu",
-            "--model.width",
-            "8",
-            "--epochs",
-            "1",
-            "--training.batch_size",
-            "64",
-            "--training.compile_cache",
-            "",
-            "--data.train_dataset",
-            tiny_betons[0],
-            "--data.val_dataset",
-            tiny_betons[1],
-            "--logging.folder",
-            str(tmp_path / "runs"),
-            "--logging.plots",
-            "false",
-            "--logging.progress",
-            "false",
-            "--logging.checkpoint",
-            "none",
-            "--leaderboard.file",
-            str(board),
-            "--leaderboard.markdown",
-            str(table),
-        ]
-    )
+    record_attempt(tiny_betons, tmp_path, board, table, width=8, batch=64)
     assert "our seeds run alone, without the reference" in capsys.readouterr().err
     [ours] = read_entries(str(board))
     assert ours["recipe"] == "speedrun" and ours["seeds"] == [0, 1] and ours["kind"] == "ours"
@@ -627,46 +602,7 @@ def test_record_attempt_with_airbench_rehearsed_on_the_cpu(tiny_betons, tmp_path
     )
     monkeypatch.setattr(leaderboard, "load_data", lambda overrides: data)
     board, table = tmp_path / "board.jsonl", tmp_path / "board.md"
-    leaderboard.main(
-        [
-            "--recipe",
-            "speedrun",
-            "--seeds",
-            "0-1",
-            "--reference",
-            "train94",
-            "--leaderboard.require_reference",
-            "true",
-            "--training.precision",
-            "fp32",
-            "--training.device",
-            "cpu",
-            "--model.width",
-            "4",
-            "--epochs",
-            "1",
-            "--training.batch_size",
-            "256",
-            "--training.compile_cache",
-            "",
-            "--data.train_dataset",
-            tiny_betons[0],
-            "--data.val_dataset",
-            tiny_betons[1],
-            "--logging.folder",
-            str(tmp_path / "runs"),
-            "--logging.plots",
-            "false",
-            "--logging.progress",
-            "false",
-            "--logging.checkpoint",
-            "none",
-            "--leaderboard.file",
-            str(board),
-            "--leaderboard.markdown",
-            str(table),
-        ]
-    )
+    record_attempt(tiny_betons, tmp_path, board, table, "--leaderboard.require_reference", "true", width=4, batch=256)
     ours, ref = read_entries(str(board))
     assert (ours["kind"], ref["kind"], ref["name"]) == ("ours", "reference", "airbench train94")
     assert ref["seeds"] == [0, 1] and all(0 <= a <= 1 for a in ref["accuracies"])
