@@ -128,6 +128,11 @@ STUDY_CHANGES = {
 BENCH_STAGES = "beton_to_device,augment,forward,forward_backward,optimizer_step,train_step,versus_plain,eval"
 TARGET = 0.94  # the test accuracy whose time-to-reach the leaderboard reports
 SMOKE_PRECISION = ["--training.precision", "fp32"]
+# the smoke's trainer: a tiny net on the CPU, its precision pinned
+SMOKE_TRAINER = [
+    *"--training.device cpu --model.width 8 --training.batch_size 64 --training.eval_batch_size 128".split(),
+    *SMOKE_PRECISION,
+]
 SIZES = {
     "gpu": dict(
         device="cuda",
@@ -164,17 +169,7 @@ SIZES = {
     # the smoke's precision is pinned: `auto` would train in bf16 on a CPU with native bf16 only
     "smoke": dict(
         device="cpu",
-        trainer=[
-            "--training.device",
-            "cpu",
-            "--model.width",
-            "8",
-            "--training.batch_size",
-            "64",
-            "--training.eval_batch_size",
-            "128",
-            *SMOKE_PRECISION,
-        ],
+        trainer=SMOKE_TRAINER,
         pinned=SMOKE_PRECISION,
         compile="auto",
         bench_size="small",
@@ -190,17 +185,7 @@ SIZES = {
         record_seeds=2,
         sweep_seeds=3,
         # the default command at the smoke's size (eager, as on a CPU: minutes of compiling spared)
-        command_options=[
-            "--training.device",
-            "cpu",
-            "--model.width",
-            "8",
-            "--training.batch_size",
-            "64",
-            "--training.eval_batch_size",
-            "128",
-            *SMOKE_PRECISION,
-        ],
+        command_options=SMOKE_TRAINER,
         lr_grid=(0.5, 2),
         study=("sgd", "no-smoothing"),
         record_options=["--epochs", "1"],

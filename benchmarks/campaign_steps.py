@@ -112,28 +112,14 @@ def step_environment(ctx):
         "name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,"
         "power.limit,temperature.gpu,persistence_mode",
     )
+    rates = (
+        ("bf16 matrix product", "bf16_tflops", "TFLOP/s"),
+        ("fp32 matrix product", "fp32_tflops", "TFLOP/s"),
+        ("device copy (read + write)", "gbps", "GB/s"),
+    )
     figures = [
-        figure(
-            "bf16 matrix product",
-            f"{ceilings['bf16_tflops']:.4g} TFLOP/s",
-            value=ceilings["bf16_tflops"],
-            timed="device",
-            command=done.command,
-        ),
-        figure(
-            "fp32 matrix product",
-            f"{ceilings['fp32_tflops']:.4g} TFLOP/s",
-            value=ceilings["fp32_tflops"],
-            timed="device",
-            command=done.command,
-        ),
-        figure(
-            "device copy (read + write)",
-            f"{ceilings['gbps']:.4g} GB/s",
-            value=ceilings["gbps"],
-            timed="device",
-            command=done.command,
-        ),
+        figure(name, f"{ceilings[key]:.4g} {unit}", value=ceilings[key], timed="device", command=done.command)
+        for name, key, unit in rates
     ]
     return {
         "device": report["device"],
