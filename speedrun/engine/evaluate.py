@@ -59,7 +59,7 @@ def tta_logits(net, inputs, level=2, plain=None):
     memory_format = layout(inputs)
 
     def forward(view):
-        return net(view.to(dtype=inputs.dtype, memory_format=memory_format))
+        return net(view.to(inputs.dtype).contiguous(memory_format=memory_format))  # .to alone may keep a slice
 
     def mirrored_mean(x, unflipped=None):
         return 0.5 * ((forward(x) if unflipped is None else unflipped) + forward(x.flip(-1)))
