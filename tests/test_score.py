@@ -25,6 +25,12 @@ def trained(tiny_betons, tmp_path_factory):
     return folder, summary
 
 
+def score_command(folder, out, *options):
+    """`python -m speedrun.score` on the CPU in float32, writing its JSON to `out`."""
+    command = [sys.executable, "-m", "speedrun.score", str(folder), *options, "--device", "cpu", "--precision", "fp32"]
+    return subprocess.run([*command, "--json", str(out)], capture_output=True, text=True, timeout=300)
+
+
 def test_the_level_a_run_was_evaluated_with_scores_what_the_run_reported(trained):
     folder, summary = trained
     scores = score(folder)
@@ -35,25 +41,7 @@ def test_the_level_a_run_was_evaluated_with_scores_what_the_run_reported(trained
 def test_the_command_prints_each_level_and_writes_json(trained, tmp_path):
     folder, _ = trained
     out = tmp_path / "scores.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "speedrun.score",
-            str(folder),
-            "--tta",
-            "2,0",
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = score_command(folder, out, "--tta", "2,0")
     assert done.returncode == 0, done.stderr
     assert "tta0 " in done.stdout and "tta2 " in done.stdout and "tta1" not in done.stdout
     assert list(json.loads(out.read_text())[str(folder)]) == ["0", "2"]
@@ -70,27 +58,7 @@ def test_selective_tta_scores_each_level_above_0_at_each_threshold(trained):
 def test_the_command_prints_and_writes_selective_tta_entries(trained, tmp_path):
     folder, _ = trained
     out = tmp_path / "scores.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "speedrun.score",
-            str(folder),
-            "--tta",
-            "0,2",
-            "--tta-below",
-            "0.9,0.6",
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = score_command(folder, out, "--tta", "0,2", "--tta-below", "0.9,0.6")
     assert done.returncode == 0, done.stderr
     assert all(f"{name} " in done.stdout for name in ("tta0", "tta2", "tta2@0.6", "tta2@0.9"))
     assert "tta0@" not in done.stdout and done.stdout.count("augmented)") == 2
