@@ -13,10 +13,11 @@ import torch.distributed as torch_dist
 from torch._dynamo.backends.common import aot_autograd
 from torch._guards import TracingContext
 
+from speedrun.engine.resolution import parse_sides
 from speedrun.engine.step import build_step
 from speedrun.nets.model import build_model
 from speedrun.optim.optimizers import group_lr_table, param_groups
-from speedrun.runs.config import resolve_config
+from speedrun.runs.config import merge, resolve_config
 from speedrun.system import device as device_module
 from speedrun.system.device import policy_from_config
 from speedrun.system.distributed import Dist
@@ -70,18 +71,10 @@ def graph_inputs(monkeypatch):
     torch._dynamo.reset()
 
 
-def merged(*overrides):
-    config = {}
-    for override in (TINY, *overrides):
-        for section, values in override.items():
-            config.setdefault(section, {}).update(values)
-    return config
-
-
 def step_graph(overrides, dist=None):
     """Build a run's step the way the trainer does (build_step, then Step.pin) and call it once at each
     of the run's image sides."""
-    cfg = resolve_config(merged(overrides))
+    cfg = resolve_config(merge(TINY, overrides, strict=False))
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8, generator=generator)
     policy = policy_from_config(cfg["training"], torch.device("cpu"), tell=False)
@@ -91,7 +84,7 @@ def step_graph(overrides, dist=None):
     inputs = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     step = build_step(cfg, policy, dist or Dist(device=torch.device("cpu")), model, lr_table, inputs)
     step.pin(policy)
-    for side in sorted({int(s) for s in str(cfg["training"]["resolutions"]).split(",") if s} or {32}):
+    for side in parse_sides(cfg["training"]["resolutions"]):
         step.train_step(inputs, torch.arange(16) % 10, side)
     return step
 
@@ -100,13 +93,15 @@ def test_the_default_command_mutates_only_static_inputs(graph_inputs, tiny_beton
     """The default command (Adam, weight average 0.99) through train(): the step, then evaluation. Before
     the weight average paired its copy with the parameters themselves, with state_dict()'s detached
     aliases of them, the step's graph had 0 static inputs of 174, 170 of them mutated."""
-    config = merged(
+    config = merge(
+        TINY,
         {
             "data": {"train_dataset": tiny_betons[0], "val_dataset": tiny_betons[1]},
             "training": {"epochs": 1, "batch_size": 64, "tta": 0},
             "lr": {"lr_max": 0.02},
             "logging": {"folder": str(tmp_path), "progress": False, "plots": False, "checkpoint": "none"},
-        }
+        },
+        strict=False,
     )
     train(config)
     step_graph_record = max(graph_inputs.graphs, key=lambda graph: len(graph["mutated"]))

@@ -240,13 +240,10 @@ def compile_step(run, step, key):
     seconds = warm_up(run)
     step.compile_report = watch.stop()
     step.warm = True
-    skipped = step.compile_report["cudagraph_skip_reasons"] or ["no reason logged"]
-    if mode_that_ran(policy, step.compile_report) != policy.compile_mode:
-        say(
-            tell,
-            f"speedrun: inductor skipped CUDA graphs ({skipped[0]}): the step runs as "
-            f"{mode_that_ran(policy, step.compile_report)}, without them",
-        )
+    ran = mode_that_ran(policy, step.compile_report)
+    if ran != policy.compile_mode:
+        reasons = step.compile_report["cudagraph_skip_reasons"] or ["no reason logged"]
+        say(tell, f"speedrun: inductor skipped CUDA graphs ({reasons[0]}): the step runs as {ran}, without them")
     if state == "cold" and tell:
         save_compile_cache(cache, tell)
     kept = f": {cache}" if cache else ", none kept (--training.compile_cache)"
