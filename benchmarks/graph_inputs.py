@@ -122,7 +122,7 @@ def main(argv=None):
     document = {
         "device": device_name("cpu"),
         "torch": torch.__version__,
-        "command": " ".join(sys.argv),
+        "command": " ".join(["python", *sys.argv]),
         "cases": results,
     }
     with open(args.out, "w") as f:
